@@ -1,0 +1,9 @@
+export * from './graph.js';
+export * from './tensor.js';
+export { writeModel, readModel, type ModelMeta, type ReadModel } from './serialize.js';
+export { OP_SCHEMAS, lookupSchema } from './ops/index.js';
+import { Graph } from './graph.js';
+import { lookupSchema } from './ops/index.js';
+
+/** A new empty graph that knows every op schema cortexcast supports. */
+export const newGraph = (name: string): Graph => new Graph(name, lookupSchema);

@@ -1,0 +1,178 @@
+import protobuf from 'protobufjs';
+import { fileURLToPath } from 'node:url';
+import { Graph, GraphError, type Attr, type AttrType, type Dim, type Value } from './graph.js';
+import { lookupSchema } from './ops/index.js';
+import { dtypeFromOnnx, fromRawBytes, ONNX_DTYPE, rawBytes, tensor, type TensorData } from './tensor.js';
+
+const root = protobuf.loadSync(fileURLToPath(new URL('./onnx-subset.proto', import.meta.url)));
+const ModelProto = root.lookupType('onnx.ModelProto');
+
+const IR_VERSION = 8;
+const ATTR_CODE: Record<AttrType, number> = { float: 1, int: 2, string: 3, tensor: 4, floats: 6, ints: 7 };
+const ATTR_FROM_CODE = new Map(Object.entries(ATTR_CODE).map(([k, v]) => [v, k as AttrType]));
+
+export interface ModelMeta {
+  producerVersion?: string;
+  docString?: string;
+  /** Free-form key/value pairs stored in the model (metadata_props). */
+  metadata?: Record<string, string>;
+}
+
+const tensorProto = (name: string, t: TensorData) => ({
+  name,
+  dims: t.dims.map((d) => d),
+  dataType: ONNX_DTYPE[t.dtype],
+  rawData: rawBytes(t),
+});
+
+const valueInfo = (v: Value) => ({
+  name: v.name,
+  type: {
+    tensorType: {
+      elemType: ONNX_DTYPE[v.dtype],
+      shape: { dim: v.shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+    },
+  },
+});
+
+function attrProto(name: string, a: Attr) {
+  const base = { name, type: ATTR_CODE[a.type] };
+  switch (a.type) {
+    case 'int':
+      return { ...base, i: a.value as number };
+    case 'float':
+      return { ...base, f: a.value as number };
+    case 'string':
+      return { ...base, s: Buffer.from(a.value as string, 'utf8') };
+    case 'ints':
+      return { ...base, ints: [...(a.value as number[])] };
+    case 'floats':
+      return { ...base, floats: [...(a.value as number[])] };
+    case 'tensor':
+      return { ...base, t: tensorProto('', a.value as TensorData) };
+  }
+}
+
+/** Serialise a graph as an ONNX ModelProto (binary protobuf). */
+export function writeModel(g: Graph, meta: ModelMeta = {}): Uint8Array {
+  g.validate();
+  const graphIo = new Set([...g.inputs, ...g.outputs].map((v) => v.name));
+  const msg = {
+    irVersion: IR_VERSION,
+    opsetImport: [{ domain: '', version: g.opset }],
+    producerName: 'cortexcast',
+    producerVersion: meta.producerVersion ?? '0.1.0',
+    docString: meta.docString ?? '',
+    graph: {
+      name: g.name,
+      node: g.nodes.map((n) => ({
+        name: n.name,
+        opType: n.opType,
+        domain: n.domain,
+        input: [...n.inputs],
+        output: [...n.outputs],
+        attribute: Object.entries(n.attrs).map(([k, a]) => attrProto(k, a)),
+      })),
+      initializer: [...g.initializers.values()].map((i) => tensorProto(i.value.name, i.tensor)),
+      input: g.inputs.map(valueInfo),
+      output: g.outputs.map(valueInfo),
+      // Intermediate shapes help anyone inspecting the model (Netron) and ORT's planner.
+      valueInfo: [...g.values.values()].filter((v) => !graphIo.has(v.name) && !g.initializers.has(v.name)).map(valueInfo),
+    },
+    metadataProps: Object.entries(meta.metadata ?? {}).map(([key, value]) => ({ key, value })),
+  };
+  const err = ModelProto.verify(msg);
+  if (err) throw new GraphError(`ONNX message invalid: ${err}`);
+  return ModelProto.encode(ModelProto.fromObject(msg)).finish();
+}
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- protobufjs decodes into untyped objects; this reader turns them typed at once. */
+type Pb = Record<string, any>;
+
+const num = (x: unknown): number => (typeof x === 'number' ? x : Number(x));
+
+function readTensor(t: Pb): TensorData {
+  const dtype = dtypeFromOnnx(num(t.dataType));
+  const dims: number[] = (t.dims ?? []).map(num);
+  if (t.rawData && t.rawData.length) return fromRawBytes(dtype, dims, t.rawData as Uint8Array);
+  const src: ArrayLike<number> =
+    dtype === 'float64' ? t.doubleData : dtype === 'int64' ? (t.int64Data ?? []).map(num) : dtype === 'float32' ? t.floatData : t.int32Data;
+  return tensor(dtype, dims, src ?? []);
+}
+
+function readValueInfo(v: Pb): { name: string; dtype: ReturnType<typeof dtypeFromOnnx>; shape: Dim[] } {
+  const tt = v.type?.tensorType;
+  if (!tt) throw new GraphError(`value '${v.name}' is not a tensor`);
+  const shape: Dim[] = (tt.shape?.dim ?? []).map((d: Pb) => (d.dimParam ? String(d.dimParam) : num(d.dimValue)));
+  return { name: String(v.name), dtype: dtypeFromOnnx(num(tt.elemType)), shape };
+}
+
+function readAttr(a: Pb): Attr {
+  const type = ATTR_FROM_CODE.get(num(a.type));
+  if (!type) throw new GraphError(`attribute '${a.name}' has unsupported type ${a.type}`);
+  switch (type) {
+    case 'int':
+      return { type, value: num(a.i) };
+    case 'float':
+      return { type, value: num(a.f) };
+    case 'string':
+      return { type, value: Buffer.from(a.s ?? []).toString('utf8') };
+    case 'ints':
+      return { type, value: (a.ints ?? []).map(num) };
+    case 'floats':
+      return { type, value: (a.floats ?? []).map(num) };
+    case 'tensor':
+      return { type, value: readTensor(a.t) };
+  }
+}
+
+export interface ReadModel {
+  graph: Graph;
+  opset: number;
+  metadata: Record<string, string>;
+  producer: string;
+}
+
+/**
+ * Parse an ONNX model into a cortexcast Graph. Nodes are re-added through the builder, so every
+ * node is shape-checked again: a corrupted or foreign model fails here with the node named.
+ */
+export function readModel(bytes: Uint8Array): ReadModel {
+  let m: Pb;
+  try {
+    m = ModelProto.toObject(ModelProto.decode(bytes), { longs: Number, bytes: Uint8Array as unknown as typeof String, defaults: false }) as Pb;
+  } catch (e) {
+    throw new GraphError(`not a readable ONNX model: ${(e as Error).message}`);
+  }
+  const gp: Pb = m.graph ?? {};
+  const g = new Graph(String(gp.name ?? 'graph'), lookupSchema);
+  const opset = (m.opsetImport ?? []).find((o: Pb) => !o.domain)?.version;
+  g.opset = opset ? num(opset) : g.opset;
+  const inits = new Set<string>();
+  for (const t of gp.initializer ?? []) {
+    g.initializer(String(t.name), readTensor(t), { exactName: true });
+    inits.add(String(t.name));
+  }
+  for (const v of gp.input ?? []) {
+    if (inits.has(String(v.name))) continue; // older models list initializers as inputs too
+    const info = readValueInfo(v);
+    g.input(info.name, info.dtype, info.shape);
+  }
+  for (const n of (gp.node ?? []) as Pb[]) {
+    const attrs: Record<string, Attr> = {};
+    for (const a of n.attribute ?? []) attrs[String(a.name)] = readAttr(a);
+    const inputs = (n.input ?? []).map((name: string) => (name === '' ? undefined : g.value(name)));
+    addNode(g, n, inputs, attrs);
+  }
+  for (const o of gp.output ?? []) g.outputs.push(g.value(String(o.name)));
+  const metadata: Record<string, string> = {};
+  for (const p of m.metadataProps ?? []) metadata[String(p.key)] = String(p.value ?? '');
+  return { graph: g, opset: g.opset, metadata, producer: String(m.producerName ?? '') };
+}
+
+function addNode(g: Graph, n: Pb, inputs: (Value | undefined)[], attrs: Record<string, Attr>): void {
+  const plain: Record<string, Attr['value']> = {};
+  for (const [k, a] of Object.entries(attrs)) plain[k] = a.value;
+  const name = String(n.name || `${n.opType}_${g.nodes.length}`);
+  g.opN(String(n.opType), inputs, plain, { name, outputNames: (n.output ?? []).map(String), domain: n.domain ? String(n.domain) : '' });
+}
