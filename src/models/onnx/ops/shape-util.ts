@@ -35,7 +35,11 @@ export const same = (ctx: InferContext, i = 0): OutputInfo[] => {
   return [{ dtype: x.dtype, shape: [...x.shape] }];
 };
 
-export const dimMul = (a: Dim, b: Dim): Dim => (typeof a === 'number' && typeof b === 'number' ? a * b : `${a}*${b}`);
+export const dimMul = (a: Dim, b: Dim): Dim => {
+  if (a === 1) return b;
+  if (b === 1) return a;
+  return typeof a === 'number' && typeof b === 'number' ? a * b : `${a}*${b}`;
+};
 
 /** Output size of a strided window: floor((in + pads - dilation*(k-1) - 1)/stride) + 1. */
 export function windowOut(inp: Dim, k: number, stride: number, padBegin: number, padEnd: number, dilation: number, ctx: InferContext, ceil = false): Dim {

@@ -1,0 +1,38 @@
+/**
+ * One catalogue of the errors users see, each with a stable code (grep-able in logs and docs) and
+ * one message template. The README's "Errors" table lists the same codes; a test keeps them in step.
+ */
+export const ERRORS = {
+  // data
+  CC_ERR_NPY_FORMAT: 'not a valid .npy file: %s',
+  CC_ERR_NPY_TRUNCATED: '%s is truncated: header promises %s bytes of data, file holds %s',
+  CC_ERR_NPY_DTYPE: '%s has dtype %s, which cortexcast does not read (supported: %s)',
+  CC_ERR_DATASET_MISSING: 'dataset %s: %s',
+  CC_ERR_DATASET_SHAPE: 'dataset %s: %s',
+  // models and bundles
+  CC_ERR_BUNDLE: 'bundle %s: %s',
+  CC_ERR_UNKNOWN_MODEL: 'unknown model %s (available: %s)',
+  // input frames
+  CC_ERR_NEURON_COUNT: 'frame has %s neurons, model %s expects %s',
+  CC_ERR_NOT_FINITE: 'frame has %s non-finite values (NaN or Inf), first at neuron %s',
+  CC_ERR_CONFIG: 'invalid configuration: %s',
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class CortexcastError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CortexcastError';
+  }
+}
+
+/** Build the catalogued error `code`, filling its %s slots in order. */
+export function ccError(code: ErrorCode, ...args: (string | number)[]): CortexcastError {
+  let i = 0;
+  const message = ERRORS[code].replace(/%s/g, () => String(args[i++] ?? ''));
+  return new CortexcastError(code, `${code}: ${message}`);
+}

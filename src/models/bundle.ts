@@ -1,0 +1,185 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import { ccError } from '../common/errors.js';
+import { npyNumbers, readNpy, writeNpy } from '../common/npy.js';
+
+/**
+ * A decoder bundle: a folder with `model.onnx` and `manifest.json` (+ `std_scale.npy`). Training writes
+ * it, the server and `eval` read it; they meet only here. See README "Bundle format".
+ */
+export const BUNDLE_FORMAT = 'cortexcast-bundle';
+export const BUNDLE_VERSION = 1;
+
+export const DECODER_KINDS = ['ridge', 'cnn', 'gan', 'invenc', 'latent', 'encoder'] as const;
+export type DecoderKind = (typeof DECODER_KINDS)[number];
+
+export type ResponseScaling = 'brainreader' | 'sensorium';
+export type ResponseTransform = 'none' | 'log10clamp';
+
+const metricsSchema = z.record(z.string(), z.number());
+
+export const manifestSchema = z
+  .object({
+    format: z.literal(BUNDLE_FORMAT),
+    formatVersion: z.number().int().min(1).max(BUNDLE_VERSION),
+    name: z.string().min(1),
+    kind: z.enum(DECODER_KINDS),
+    createdAt: z.string(),
+    input: z.object({
+      neurons: z.number().int().positive(),
+      unitIdsFile: z.string(),
+      stdScaleFile: z.string(),
+      responseScaling: z.enum(['brainreader', 'sensorium']),
+      /** Applied after std scaling; 'log10clamp' = log10(max(r, 1e-3)) (the report's "T" ablation). */
+      transform: z.enum(['none', 'log10clamp']),
+    }),
+    output: z.object({
+      height: z.number().int().positive(),
+      width: z.number().int().positive(),
+      /** The model outputs z-scored pixels; grey level = value * pixelStd + pixelMean. */
+      pixelMean: z.number(),
+      pixelStd: z.number().positive(),
+    }),
+    onnx: z.object({
+      file: z.string(),
+      inputName: z.string(),
+      outputName: z.string(),
+      opset: z.number().int(),
+      sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    }),
+    training: z.object({
+      dataset: z.string(),
+      config: z.record(z.string(), z.unknown()),
+      seconds: z.number().optional(),
+    }),
+    metrics: z.object({ validation: metricsSchema.optional(), test: metricsSchema.optional() }),
+    provenance: z.object({ cortexcast: z.string(), node: z.string(), onnxruntime: z.string(), host: z.string().optional() }),
+  })
+  .strict();
+
+export type Manifest = z.infer<typeof manifestSchema>;
+
+/** A loaded bundle: manifest, model bytes and the vectors the input path needs. */
+export interface DecoderBundle {
+  dir: string;
+  manifest: Manifest;
+  model: Uint8Array;
+  unitIds: number[];
+  /** Per-neuron multiplier applied to raw responses (float32, exactly as in training). */
+  stdScale: Float32Array;
+}
+
+/** Per-neuron std-scaling multiplier from train-tier stds, in the two variants of REFERENCE.md. */
+export function responseScaleVector(std: Float32Array, kind: ResponseScaling): Float32Array {
+  const out = new Float32Array(std.length);
+  if (kind === 'brainreader') {
+    for (let i = 0; i < std.length; i++) out[i] = 1 / (std[i] + 1e-8);
+    return out;
+  }
+  let mean = 0;
+  for (const s of std) mean += s / std.length;
+  const floor = 0.01 * mean;
+  for (let i = 0; i < std.length; i++) out[i] = std[i] > floor ? 1 / std[i] : 1 / floor;
+  return out;
+}
+
+/**
+ * Raw responses -> decoder input: std scaling then the bundle's transform. Training, offline
+ * evaluation and the server all call this one function, so their inputs agree bit for bit.
+ */
+export function applyResponseTransform(raw: ArrayLike<number>, stdScale: Float32Array, transform: ResponseTransform, out: Float32Array = new Float32Array(raw.length)): Float32Array {
+  const n = stdScale.length;
+  for (let i = 0; i < raw.length; i++) out[i] = raw[i] * stdScale[i % n];
+  if (transform === 'log10clamp') for (let i = 0; i < out.length; i++) out[i] = Math.log10(Math.max(out[i], 1e-3));
+  return out;
+}
+
+export interface WriteBundleInput {
+  name: string;
+  kind: DecoderKind;
+  model: Uint8Array;
+  inputName: string;
+  outputName: string;
+  opset: number;
+  unitIds: number[];
+  stdScale: Float32Array;
+  responseScaling: ResponseScaling;
+  transform?: ResponseTransform;
+  height: number;
+  width: number;
+  pixelMean: number;
+  pixelStd: number;
+  training: Manifest['training'];
+  metrics?: Manifest['metrics'];
+  version: string;
+  onnxruntime: string;
+}
+
+export function writeBundle(dir: string, b: WriteBundleInput): Manifest {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'model.onnx'), b.model);
+  writeNpy(join(dir, 'std_scale.npy'), b.stdScale);
+  writeNpy(join(dir, 'unit_ids.npy'), BigInt64Array.from(b.unitIds.map((u) => BigInt(u))));
+  const manifest: Manifest = {
+    format: BUNDLE_FORMAT,
+    formatVersion: BUNDLE_VERSION,
+    name: b.name,
+    kind: b.kind,
+    createdAt: new Date().toISOString(),
+    input: { neurons: b.stdScale.length, unitIdsFile: 'unit_ids.npy', stdScaleFile: 'std_scale.npy', responseScaling: b.responseScaling, transform: b.transform ?? 'none' },
+    output: { height: b.height, width: b.width, pixelMean: b.pixelMean, pixelStd: b.pixelStd },
+    onnx: { file: 'model.onnx', inputName: b.inputName, outputName: b.outputName, opset: b.opset, sha256: sha256(b.model) },
+    training: b.training,
+    metrics: b.metrics ?? {},
+    provenance: { cortexcast: b.version, node: process.version, onnxruntime: b.onnxruntime, host: process.platform + '-' + process.arch },
+  };
+  manifestSchema.parse(manifest);
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+  return manifest;
+}
+
+/** Update the metrics block of a bundle on disk (after evaluation). */
+export function updateBundleMetrics(dir: string, metrics: Manifest['metrics']): void {
+  const b = loadBundle(dir);
+  const next = { ...b.manifest, metrics: { ...b.manifest.metrics, ...metrics } };
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(next, null, 2) + '\n');
+}
+
+const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+/** Load and validate a bundle; every problem is reported with the bundle's path. */
+export function loadBundle(dirIn: string): DecoderBundle {
+  const dir = resolve(dirIn);
+  const fail = (msg: string): never => {
+    throw ccError('CC_ERR_BUNDLE', dir, msg);
+  };
+  const manifestPath = join(dir, 'manifest.json');
+  if (!existsSync(manifestPath)) fail('no manifest.json (is this a bundle folder?)');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(manifestPath, 'utf8'));
+  } catch (e) {
+    fail(`manifest.json is not valid JSON: ${(e as Error).message}`);
+  }
+  const fmt = (raw as { format?: unknown; formatVersion?: unknown }) ?? {};
+  if (fmt.format === BUNDLE_FORMAT && typeof fmt.formatVersion === 'number' && fmt.formatVersion > BUNDLE_VERSION)
+    fail(`format version ${fmt.formatVersion} is newer than this cortexcast reads (${BUNDLE_VERSION}); upgrade cortexcast`);
+  const parsed = manifestSchema.safeParse(raw);
+  if (!parsed.success) fail(`manifest.json is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+  const manifest = parsed.data!;
+  const file = (name: string): string => {
+    const p = join(dir, name);
+    if (!existsSync(p)) fail(`${name} is missing`);
+    return p;
+  };
+  const model = new Uint8Array(readFileSync(file(manifest.onnx.file)));
+  if (sha256(model) !== manifest.onnx.sha256) fail(`${manifest.onnx.file} does not match the manifest's sha256 (corrupted or replaced)`);
+  const scaleArr = readNpy(file(manifest.input.stdScaleFile));
+  const stdScale = scaleArr.data instanceof Float32Array ? scaleArr.data : Float32Array.from(npyNumbers(scaleArr));
+  if (stdScale.length !== manifest.input.neurons) fail(`${manifest.input.stdScaleFile} has ${stdScale.length} values, manifest says ${manifest.input.neurons} neurons`);
+  const unitIds = Array.from(npyNumbers(readNpy(file(manifest.input.unitIdsFile))));
+  if (unitIds.length !== manifest.input.neurons) fail(`${manifest.input.unitIdsFile} has ${unitIds.length} ids, manifest says ${manifest.input.neurons} neurons`);
+  return { dir, manifest, model, unitIds, stdScale };
+}

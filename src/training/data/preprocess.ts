@@ -1,0 +1,143 @@
+import { ccError } from '../../common/errors.js';
+import { progress } from '../../common/progress.js';
+import { applyResponseTransform, responseScaleVector, type ResponseScaling } from '../../models/bundle.js';
+import { resizeArea } from './image-ops.js';
+import type { SensoriumDataset } from './sensorium.js';
+
+export interface PreprocessConfig {
+  /** Decoder image size [height, width]: [36, 64] (factor 0.25, the report's) or [64, 64]. */
+  imageSize: [number, number];
+  responseScaling: ResponseScaling;
+}
+
+export const DEFAULT_PREPROCESS: PreprocessConfig = { imageSize: [36, 64], responseScaling: 'brainreader' };
+
+/** One tier, ready for training: images z-scored, responses std-scaled, repeats averaged for test. */
+export interface PreparedSplit {
+  tier: string;
+  count: number;
+  /** [count, H*W] z-scored pixels. */
+  images: Float32Array;
+  /** [count, neurons] std-scaled responses. */
+  responses: Float32Array;
+  imageIds: number[];
+  /** Trials behind each row (several where repeats were averaged). */
+  trials: number[][];
+}
+
+export interface Preprocessing {
+  config: PreprocessConfig;
+  imageMean: number;
+  imageStd: number;
+  /** Per-neuron multiplier: scaled = raw * responseScale. */
+  responseScale: Float32Array;
+  /** Train-tier per-neuron std of raw responses (for reports). */
+  responseStd: Float32Array;
+}
+
+export interface PreparedData {
+  prep: Preprocessing;
+  neurons: number;
+  unitIds: number[];
+  height: number;
+  width: number;
+  train: PreparedSplit;
+  validation: PreparedSplit;
+  test: PreparedSplit;
+}
+
+interface RawSplit {
+  tier: string;
+  images: Float32Array;
+  responses: Float32Array;
+  imageIds: number[];
+  trials: number[][];
+}
+
+/**
+ * Read the dataset once, trial by trial, into preallocated matrices (no second copy of the set):
+ * resize images, take statistics from the train tier only, then normalise every tier in place.
+ * Test trials that repeat an image are averaged, as the report evaluates them.
+ */
+export function prepareDataset(ds: SensoriumDataset, cfg: PreprocessConfig = DEFAULT_PREPROCESS, opts: { quiet?: boolean; maxTrain?: number } = {}): PreparedData {
+  const [H, W] = cfg.imageSize;
+  const P = H * W;
+  const n = ds.neurons;
+  const [sh, sw] = ds.imageShape;
+  const bar = progress('load', ds.trialCount, { quiet: opts.quiet });
+  const readSplit = (tier: string, average: boolean, limit?: number): RawSplit => {
+    let idx = ds.indices(tier);
+    if (limit !== undefined) idx = idx.slice(0, limit);
+    const groups: number[][] = [];
+    if (average) {
+      const byImage = new Map<number, number[]>();
+      for (const i of idx) {
+        const id = ds.imageIds[i];
+        if (!byImage.has(id)) byImage.set(id, []);
+        byImage.get(id)!.push(i);
+      }
+      groups.push(...byImage.values());
+    } else for (const i of idx) groups.push([i]);
+    const images = new Float32Array(groups.length * P);
+    const responses = new Float32Array(groups.length * n);
+    groups.forEach((g, row) => {
+      const r = responses.subarray(row * n, (row + 1) * n);
+      g.forEach((i, k) => {
+        const t = ds.trial(i);
+        if (k === 0) resizeArea(t.image, sh, sw, H, W, images.subarray(row * P, (row + 1) * P));
+        for (let j = 0; j < n; j++) r[j] += t.responses[j] / g.length;
+        bar.tick();
+      });
+    });
+    return { tier, images, responses, imageIds: groups.map((g) => ds.imageIds[g[0]]), trials: groups };
+  };
+  const train = readSplit('train', false, opts.maxTrain);
+  const validation = readSplit('validation', false);
+  const test = readSplit('test', true);
+  bar.stop();
+  if (train.imageIds.length < 2) throw ccError('CC_ERR_DATASET_SHAPE', ds.dir, `needs at least 2 train trials, has ${train.imageIds.length}`);
+  for (const s of [train.responses, validation.responses, test.responses]) {
+    const bad = s.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw ccError('CC_ERR_DATASET_SHAPE', ds.dir, `responses hold a non-finite value (neuron ${bad % n})`);
+  }
+
+  // Train-tier statistics.
+  let sum = 0;
+  let sq = 0;
+  for (const v of train.images) {
+    sum += v;
+    sq += v * v;
+  }
+  const imageMean = sum / train.images.length;
+  const imageStd = Math.sqrt(Math.max(1e-12, sq / train.images.length - imageMean * imageMean));
+  const rows = train.imageIds.length;
+  const mean = new Float64Array(n);
+  const m2 = new Float64Array(n);
+  for (let r = 0; r < rows; r++)
+    for (let j = 0; j < n; j++) {
+      const v = train.responses[r * n + j];
+      mean[j] += v;
+      m2[j] += v * v;
+    }
+  const responseStd = new Float32Array(n);
+  for (let j = 0; j < n; j++) {
+    const mu = mean[j] / rows;
+    responseStd[j] = Math.sqrt(Math.max(0, m2[j] / rows - mu * mu));
+  }
+  const responseScale = responseScaleVector(responseStd, cfg.responseScaling);
+  const finish = (s: RawSplit): PreparedSplit => {
+    for (let i = 0; i < s.images.length; i++) s.images[i] = (s.images[i] - imageMean) / imageStd;
+    applyResponseTransform(s.responses, responseScale, 'none', s.responses);
+    return { tier: s.tier, count: s.imageIds.length, images: s.images, responses: s.responses, imageIds: s.imageIds, trials: s.trials };
+  };
+  return {
+    prep: { config: cfg, imageMean, imageStd, responseScale, responseStd },
+    neurons: n,
+    unitIds: ds.unitIds,
+    height: H,
+    width: W,
+    train: finish(train),
+    validation: finish(validation),
+    test: finish(test),
+  };
+}
