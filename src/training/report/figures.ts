@@ -1,0 +1,92 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { PNG } from 'pngjs';
+import { minMax } from '../data/image-ops.js';
+
+export interface GridRow {
+  label: string;
+  /** [count, h*w] images, any range (each is min-max scaled for display). */
+  images: Float32Array;
+}
+
+/**
+ * A figure like the report's Figure 5: one column per image, one row per source (ground truth first,
+ * then each decoder), images min-max scaled and enlarged, a thin gap between tiles. Returns PNG bytes;
+ * the row labels go into the PNG's text chunk and into the caller's caption.
+ */
+export function reconstructionGrid(rows: GridRow[], count: number, h: number, w: number, opts: { scale?: number; columns?: number } = {}): Buffer {
+  const scale = opts.scale ?? 3;
+  const cols = Math.min(count, opts.columns ?? 10);
+  const blocks = Math.ceil(count / cols);
+  const gap = 4;
+  const tileW = w * scale;
+  const tileH = h * scale;
+  const width = cols * (tileW + gap) + gap;
+  const blockH = rows.length * (tileH + gap) + gap * 3;
+  const png = new PNG({ width, height: blocks * blockH });
+  png.data.fill(255);
+  for (let i = 0; i < count; i++) {
+    const bx = i % cols;
+    const by = Math.floor(i / cols);
+    rows.forEach((row, r) => {
+      const img = minMax(row.images.subarray(i * h * w, (i + 1) * h * w));
+      const x0 = gap + bx * (tileW + gap);
+      const y0 = by * blockH + gap + r * (tileH + gap);
+      for (let y = 0; y < tileH; y++)
+        for (let x = 0; x < tileW; x++) {
+          const v = Math.round(255 * img[Math.floor(y / scale) * w + Math.floor(x / scale)]);
+          const o = ((y0 + y) * width + x0 + x) * 4;
+          png.data[o] = png.data[o + 1] = png.data[o + 2] = v;
+          png.data[o + 3] = 255;
+        }
+    });
+  }
+  return PNG.sync.write(png);
+}
+
+export function writeFile(file: string, data: Buffer | string): void {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, data);
+}
+
+export interface Series {
+  label: string;
+  values: number[];
+}
+
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+
+/** A small SVG histogram panel set: one panel per series, for people who would rather look than read. */
+export function histogramsSvg(title: string, series: { label: string; values: ArrayLike<number>; bins?: number; log?: boolean }[]): string {
+  const pw = 320;
+  const ph = 200;
+  const pad = 40;
+  const W = series.length * (pw + pad) + pad;
+  const H = ph + 2 * pad + 20;
+  const parts: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<rect width="100%" height="100%" fill="white"/>`, `<text x="${pad}" y="18" font-size="14">${esc(title)}</text>`];
+  series.forEach((s, k) => {
+    const vals = Array.from(s.values).filter(Number.isFinite);
+    const bins = s.bins ?? 40;
+    let lo = Math.min(...vals);
+    let hi = Math.max(...vals);
+    if (hi === lo) hi = lo + 1;
+    const counts = new Array(bins).fill(0);
+    for (const v of vals) counts[Math.min(bins - 1, Math.floor(((v - lo) / (hi - lo)) * bins))]++;
+    const shown = counts.map((c) => (s.log ? Math.log10(1 + c) : c));
+    const top = Math.max(...shown, 1);
+    const x0 = pad + k * (pw + pad);
+    const y0 = pad;
+    parts.push(`<text x="${x0}" y="${y0 - 6}">${esc(s.label)}${s.log ? ' (log count)' : ''}</text>`);
+    parts.push(`<rect x="${x0}" y="${y0}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`);
+    shown.forEach((c, i) => {
+      const bh = (c / top) * ph;
+      parts.push(`<rect x="${(x0 + (i * pw) / bins).toFixed(1)}" y="${(y0 + ph - bh).toFixed(1)}" width="${(pw / bins - 1).toFixed(1)}" height="${bh.toFixed(1)}" fill="#3b6ea8"/>`);
+    });
+    parts.push(`<text x="${x0}" y="${y0 + ph + 14}">${lo.toPrecision(3)}</text>`);
+    parts.push(`<text x="${x0 + pw}" y="${y0 + ph + 14}" text-anchor="end">${hi.toPrecision(3)}</text>`);
+    const mean = vals.reduce((a, b) => a + b, 0) / vals.length;
+    parts.push(`<text x="${x0 + pw / 2}" y="${y0 + ph + 28}" text-anchor="middle">n=${vals.length} mean=${mean.toPrecision(3)}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}
