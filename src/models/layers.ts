@@ -127,6 +127,15 @@ export function reshape(ctx: LayerContext, x: Value, shape: readonly number[]): 
   return g.op('Reshape', [x, int64s(g, 'shape', shape)]);
 }
 
+export type ReduceOp = 'ReduceMean' | 'ReduceSum' | 'ReduceSumSquare' | 'ReduceMax' | 'ReduceMin';
+
+/** A reduction over `axes`, in the form opset 17 wants (input for ReduceSum, attribute otherwise). */
+export function reduce(ctx: LayerContext, op: ReduceOp, x: Value, axes: readonly number[], keepdims = true): Value {
+  const { g } = ctx;
+  if (op === 'ReduceSum') return g.op(op, [x, int64s(g, 'axes', axes)], { keepdims: keepdims ? 1 : 0 });
+  return g.op(op, [x], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
+}
+
 /** Crop [..., H, W] to rows [top, top+h) and columns [left, left+w). */
 export function crop(ctx: LayerContext, x: Value, top: number, left: number, h: number, w: number): Value {
   const { g } = ctx;

@@ -81,7 +81,8 @@ export class Graph {
   readonly initializers = new Map<string, Initializer>();
   readonly values = new Map<string, Value>();
   readonly producer = new Map<string, Node>();
-  opset = 18;
+  /** Opset 17: the newest that Debian's python3-onnx checker (1.12) knows; ORT runs it natively. */
+  opset = 17;
   private scopes: string[] = [];
   private counters = new Map<string, number>();
 

@@ -195,7 +195,7 @@ export class V1Model {
     const simple = g.op('Relu', [a]);
     const one = g.initializer('one', tensor('float32', [], [1]));
     const drive = g.op('Add', [g.op('Mul', [mask, energy]), g.op('Mul', [g.op('Sub', [one, mask]), simple])]);
-    const pool = g.op('ReduceMean', [energy, g.initializer('axes', tensor('int64', [1], [1]))], { keepdims: 1 });
+    const pool = g.op('ReduceMean', [energy], { axes: [1], keepdims: 1 });
     const out = g.op('Div', [drive, g.op('Add', [c50, g.op('Mul', [k, pool])])]);
     g.output(out, 'drive');
     const { session } = await createSession(g);

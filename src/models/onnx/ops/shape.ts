@@ -143,11 +143,12 @@ const concat: OpSchema = {
 const pad: OpSchema = {
   opType: 'Pad',
   attrs: { mode: 'string' },
-  inputs: [2, 4],
+  // Opset 17: data, pads, optional constant_value (the axes input arrived in opset 18).
+  inputs: [2, 3],
   infer: (ctx) => {
     const x = ctx.input(0);
     const pads = constInts(ctx, 1, 'pads');
-    const axes = ctx.inputs[3] ? constInts(ctx, 3, 'axes').map((a) => normAxis(a, x.shape.length, ctx)) : x.shape.map((_, i) => i);
+    const axes = x.shape.map((_, i) => i);
     if (pads.length !== 2 * axes.length) ctx.fail(`pads has ${pads.length} values for ${axes.length} axes`);
     const out = [...x.shape];
     axes.forEach((a, i) => {
