@@ -31,9 +31,9 @@ describe('ridge decoder', () => {
     expect(b.stdScale).toHaveLength(300);
     const ops = readModel(b.model).graph.nodes.map((n) => n.opType);
     expect(ops).toEqual(['MatMul', 'Add', 'Reshape', 'Identity']);
-    const cfg = b.manifest.training.config as { path: { valMse: number }[]; chosenAlpha: number };
+    const cfg = b.manifest.training.config as { path: { alpha: number; valMse: number }[]; chosenAlpha: number };
     expect(cfg.path.length).toBeGreaterThan(3);
-    expect(Math.min(...cfg.path.map((p) => p.valMse))).toBe(cfg.path.find((p) => (p as { alpha: number }).alpha === cfg.chosenAlpha)!.valMse);
+    expect(Math.min(...cfg.path.map((p) => p.valMse))).toBe(cfg.path.find((p) => p.alpha === cfg.chosenAlpha)!.valMse);
   });
 
   it('reconstructs test images better than an untrained baseline on every Table I metric', async () => {

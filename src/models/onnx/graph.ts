@@ -42,6 +42,8 @@ export interface InferContext {
   hasAttr(name: string): boolean;
   /** The data of input i where it is an initializer (constant), else undefined. */
   constant(i: number): TensorData | undefined;
+  /** Where input i is the output of a Shape node: the value whose shape it is (for Expand/Reshape to a runtime shape). */
+  shapeSource(i: number): Value | undefined;
   fail(message: string): never;
 }
 
@@ -205,6 +207,11 @@ export class Graph {
       constant: (i) => {
         const v = inputs[i];
         return v ? this.initializers.get(v.name)?.tensor : undefined;
+      },
+      shapeSource: (i) => {
+        const v = inputs[i];
+        const p = v ? this.producer.get(v.name) : undefined;
+        return p?.opType === 'Shape' && !('start' in p.attrs) && !('end' in p.attrs) ? this.values.get(p.inputs[0]) : undefined;
       },
       fail,
     };

@@ -30,7 +30,9 @@ const unary = (opType: string, attrs: OpSchema['attrs'] = {}): OpSchema => ({ op
 export const elementwiseOps: OpSchema[] = [
   ...['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min'].map(binary),
   ...['Equal', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual'].map(compare),
-  ...['Relu', 'Sigmoid', 'Tanh', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Identity', 'Reciprocal', 'Floor', 'Ceil', 'Round', 'Erf', 'Softplus', 'Sign', 'Not'].map(
+  ...['And', 'Or'].map(binary),
+  binary('Mod'),
+  ...['Relu', 'Sigmoid', 'Tanh', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Identity', 'Reciprocal', 'Floor', 'Ceil', 'Round', 'Erf', 'Softplus', 'Sign', 'Not', 'Sin', 'Cos'].map(
     (o) => unary(o),
   ),
   unary('LeakyRelu', { alpha: 'float' }),

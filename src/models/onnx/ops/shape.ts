@@ -11,6 +11,8 @@ const reshape: OpSchema = {
   inputs: [2, 2],
   infer: (ctx) => {
     const x = ctx.input(0);
+    const src = ctx.constant(1) ? undefined : ctx.shapeSource(1);
+    if (src) return [{ dtype: x.dtype, shape: [...src.shape] }];
     const target = constInts(ctx, 1, 'shape');
     const out: Dim[] = target.map((d, i) => (d === 0 ? x.shape[i] : d));
     const minus = out.filter((d) => d === -1).length;
@@ -189,7 +191,8 @@ const expand: OpSchema = {
   inputs: [2, 2],
   infer: (ctx) => {
     const x = ctx.input(0);
-    return [{ dtype: x.dtype, shape: broadcastShapes(x.shape, constInts(ctx, 1, 'shape'), ctx) }];
+    const src = ctx.constant(1) ? undefined : ctx.shapeSource(1);
+    return [{ dtype: x.dtype, shape: broadcastShapes(x.shape, src ? src.shape : constInts(ctx, 1, 'shape'), ctx) }];
   },
 };
 
@@ -200,4 +203,15 @@ const shapeOp: OpSchema = {
   infer: (ctx) => [{ dtype: 'int64', shape: [ctx.input(0).shape.length] }],
 };
 
-export const shapeOps: OpSchema[] = [reshape, transpose, flatten, unsqueeze, squeeze, slice, concat, pad, gather, gatherElements, expand, shapeOp];
+const scatterElements: OpSchema = {
+  opType: 'ScatterElements',
+  attrs: { axis: 'int', reduction: 'string' },
+  inputs: [3, 3],
+  infer: (ctx) => {
+    const x = ctx.input(0);
+    if (ctx.input(1).shape.length !== x.shape.length || ctx.input(2).shape.length !== x.shape.length) ctx.fail('indices and updates must have the rank of the data');
+    return [{ dtype: x.dtype, shape: [...x.shape] }];
+  },
+};
+
+export const shapeOps: OpSchema[] = [scatterElements, reshape, transpose, flatten, unsqueeze, squeeze, slice, concat, pad, gather, gatherElements, expand, shapeOp];
