@@ -10,6 +10,23 @@ import type { Rng } from './rng.js';
 export interface LayerContext {
   readonly g: Graph;
   readonly rng: Rng;
+  /** 'train': batch-statistics batch norm and dropout masks; 'eval' (default): their inference forms. */
+  readonly mode?: 'train' | 'eval';
+  /** Training graphs: scalar float64 input that seeds every dropout mask of a step. */
+  readonly dropoutSeed?: Value;
+  /** Names of trainable initializers, in creation order (layers append). */
+  readonly params?: string[];
+  /** Non-trainable state (running statistics) and, in training, its per-step update. */
+  readonly state?: Map<string, Value | undefined>;
+}
+
+const isTraining = (ctx: LayerContext): boolean => ctx.mode === 'train';
+
+/** A trainable weight: registered so training graphs feed and update it. */
+function param(ctx: LayerContext, name: string, t: TensorData): Value {
+  const v = ctx.g.initializer(name, t);
+  ctx.params?.push(v.name);
+  return v;
 }
 
 const uniformTensor = (rng: Rng, dims: number[], bound: number): TensorData => {
@@ -43,9 +60,9 @@ export function linear(ctx: LayerContext, x: Value, outFeatures: number, opts: {
   return g.scope(opts.name ?? 'linear', () => {
     const inF = fixedDim(x, x.shape.length - 1, `${g.currentScope}`);
     const bound = 1 / Math.sqrt(inF);
-    const w = g.initializer('weight', uniformTensor(rng, [inF, outFeatures], bound));
+    const w = param(ctx, 'weight', uniformTensor(rng, [inF, outFeatures], bound));
     let y = g.op('MatMul', [x, w]);
-    if (opts.bias ?? true) y = g.op('Add', [y, g.initializer('bias', uniformTensor(rng, [outFeatures], bound))]);
+    if (opts.bias ?? true) y = g.op('Add', [y, param(ctx, 'bias', uniformTensor(rng, [outFeatures], bound))]);
     return y;
   });
 }
@@ -71,8 +88,8 @@ export function conv2d(ctx: LayerContext, x: Value, outChannels: number, o: Conv
     if (cin % groups || outChannels % groups) throw new GraphError(`${g.currentScope}: channels ${cin}->${outChannels} not divisible by groups ${groups}`);
     const fanIn = (cin / groups) * o.kernel * o.kernel;
     const bound = 1 / Math.sqrt(fanIn);
-    const w = g.initializer('weight', uniformTensor(rng, [outChannels, cin / groups, o.kernel, o.kernel], bound));
-    const b = o.bias ?? true ? g.initializer('bias', uniformTensor(rng, [outChannels], bound)) : undefined;
+    const w = param(ctx, 'weight', uniformTensor(rng, [outChannels, cin / groups, o.kernel, o.kernel], bound));
+    const b = o.bias ?? true ? param(ctx, 'bias', uniformTensor(rng, [outChannels], bound)) : undefined;
     const s = o.stride ?? 1;
     const d = o.dilation ?? 1;
     return g.op('Conv', [x, w, b], { kernel_shape: [o.kernel, o.kernel], strides: [s, s], pads: padsOf(o.padding), dilations: [d, d], group: groups });
@@ -87,8 +104,8 @@ export function convTranspose2d(ctx: LayerContext, x: Value, outChannels: number
     const groups = o.groups ?? 1;
     // PyTorch computes fan_in of a transposed conv from weight dim 1: (out/groups) * k * k.
     const bound = 1 / Math.sqrt((outChannels / groups) * o.kernel * o.kernel);
-    const w = g.initializer('weight', uniformTensor(rng, [cin, outChannels / groups, o.kernel, o.kernel], bound));
-    const b = o.bias ?? true ? g.initializer('bias', uniformTensor(rng, [outChannels], bound)) : undefined;
+    const w = param(ctx, 'weight', uniformTensor(rng, [cin, outChannels / groups, o.kernel, o.kernel], bound));
+    const b = o.bias ?? true ? param(ctx, 'bias', uniformTensor(rng, [outChannels], bound)) : undefined;
     const s = o.stride ?? 1;
     const d = o.dilation ?? 1;
     const op = o.outputPadding ?? 0;
@@ -103,16 +120,70 @@ export function convTranspose2d(ctx: LayerContext, x: Value, outChannels: number
   });
 }
 
-/** Batch norm in inference form (running statistics), over axis 1 of [N, C, ...] or [N, C]. */
-export function batchNorm(ctx: LayerContext, x: Value, opts: { eps?: number; name?: string } = {}): Value {
+/**
+ * Batch norm over axis 1 of [N, C, ...] or [N, C]. Eval: the ONNX op with running statistics.
+ * Train: normalise with the batch's mean and (biased) variance, built from primitive ops so autodiff
+ * differentiates through them, and record the running-statistic updates PyTorch makes
+ * (momentum 0.1, unbiased variance) in ctx.state.
+ */
+export function batchNorm(ctx: LayerContext, x: Value, opts: { eps?: number; momentum?: number; name?: string } = {}): Value {
   const { g } = ctx;
+  const eps = opts.eps ?? 1e-5;
   return g.scope(opts.name ?? 'bn', () => {
     const c = fixedDim(x, 1, g.currentScope);
-    const scale = g.initializer('weight', constTensor([c], 1));
-    const bias = g.initializer('bias', constTensor([c], 0));
+    const scale = param(ctx, 'weight', constTensor([c], 1));
+    const bias = param(ctx, 'bias', constTensor([c], 0));
     const mean = g.initializer('running_mean', constTensor([c], 0));
     const variance = g.initializer('running_var', constTensor([c], 1));
-    return g.op('BatchNormalization', [x, scale, bias, mean, variance], { epsilon: opts.eps ?? 1e-5 });
+    ctx.state?.set(mean.name, undefined);
+    ctx.state?.set(variance.name, undefined);
+    if (!isTraining(ctx)) return g.op('BatchNormalization', [x, scale, bias, mean, variance], { epsilon: eps });
+    const axes = [0, ...x.shape.slice(2).map((_, i) => i + 2)];
+    const count = axes.reduce((n, a) => n * fixedDim(x, a, `${g.currentScope} (training needs a fixed batch)`), 1);
+    const bshape = [1, c, ...x.shape.slice(2).map(() => 1)];
+    const mu = reduce(ctx, 'ReduceMean', x, axes);
+    const centred = g.op('Sub', [x, mu]);
+    const v = reduce(ctx, 'ReduceMean', g.op('Mul', [centred, centred]), axes);
+    const sd = g.op('Sqrt', [g.op('Add', [v, scalar(g, 'eps', eps)])]);
+    const y = g.op('Add', [g.op('Mul', [g.op('Div', [centred, sd]), reshape(ctx, scale, bshape)]), reshape(ctx, bias, bshape)]);
+    const m = opts.momentum ?? 0.1;
+    const flat = (t: Value): Value => reshape(ctx, t, [c]);
+    const keep = scalar(g, 'keep', 1 - m);
+    const newMean = g.op('Add', [g.op('Mul', [mean, keep]), g.op('Mul', [flat(mu), scalar(g, 'momentum', m)])]);
+    const newVar = g.op('Add', [g.op('Mul', [variance, keep]), g.op('Mul', [flat(v), scalar(g, 'momentum_unbiased', (m * count) / Math.max(1, count - 1))])]);
+    ctx.state?.set(mean.name, newMean);
+    ctx.state?.set(variance.name, newVar);
+    return y;
+  });
+}
+
+/** A per-layer constant from the layer's (unique) name, so every dropout layer draws its own mask. */
+function nameSalt(name: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619) >>> 0;
+  return (h % 100003) * 1.618033988749;
+}
+
+/**
+ * Dropout (per element) or Dropout2d (per channel of [N, C, H, W]); identity in eval. The mask comes
+ * from a hash of the element index, the layer and the step's seed input (u = frac(sin(.) * 43758.5453)
+ * in float64), so a seed reproduces a run on any ONNX runtime without RNG state in the graph.
+ */
+export function dropout(ctx: LayerContext, x: Value, p: number, opts: { channelwise?: boolean; name?: string } = {}): Value {
+  const { g } = ctx;
+  if (!isTraining(ctx) || p <= 0) return x;
+  if (!ctx.dropoutSeed) throw new GraphError(`${g.currentScope}: training-mode dropout needs ctx.dropoutSeed`);
+  return g.scope(opts.name ?? (opts.channelwise ? 'dropout2d' : 'dropout'), () => {
+    const shape = x.shape.map((_, i) => (opts.channelwise && i >= 2 ? 1 : fixedDim(x, i, `${g.currentScope} (training needs a fixed batch)`)));
+    const n = shape.reduce((a, b) => a * b, 1);
+    const idxName = g.uniqueName('index');
+    const salt = nameSalt(idxName);
+    const idx = g.initializer(idxName, tensor('float64', shape, Float64Array.from({ length: n }, (_, i) => i * 12.9898 + salt)), { exactName: true });
+    const phase = g.op('Add', [idx, g.op('Mul', [ctx.dropoutSeed!, scalar(g, 'seed_scale', 78.233, 'float64')])]);
+    const h = g.op('Mul', [g.op('Sin', [phase]), scalar(g, 'hash_scale', 43758.5453, 'float64')]);
+    const u = g.op('Sub', [h, g.op('Floor', [h])]);
+    const keepMask = g.op('Cast', [g.op('GreaterOrEqual', [u, scalar(g, 'p', p, 'float64')])], { to: x.dtype === 'float64' ? 11 : 1 });
+    return g.op('Mul', [x, g.op('Mul', [keepMask, scalar(g, 'rescale', 1 / (1 - p), x.dtype === 'float64' ? 'float64' : 'float32')])]);
   });
 }
 

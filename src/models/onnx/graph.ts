@@ -153,6 +153,18 @@ export class Graph {
     this.initializers.set(name, { value: init.value, tensor: t });
   }
 
+  /**
+   * Turn an initializer into a graph input with the same name and type (training graphs feed
+   * parameters and optimizer state in each step instead of baking them into the model).
+   */
+  promoteToInput(name: string): Value {
+    const init = this.initializers.get(name);
+    if (!init) throw new GraphError(`no initializer named '${name}' to promote`);
+    this.initializers.delete(name);
+    this.inputs.push(init.value);
+    return init.value;
+  }
+
   value(name: string): Value {
     const v = this.values.get(name);
     if (!v) throw new GraphError(`no value named '${name}' in graph '${this.name}'`);

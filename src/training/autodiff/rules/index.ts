@@ -22,6 +22,7 @@ import { mulGrad } from './mul.js';
 import { negGrad } from './neg.js';
 import { padGrad } from './pad.js';
 import { powGrad } from './pow.js';
+import { reduceMaxGrad, reduceMinGrad } from './reduce-max.js';
 import { reduceMeanGrad } from './reduce-mean.js';
 import { reduceSumGrad } from './reduce-sum.js';
 import { reduceSumSquareGrad } from './reduce-sum-square.js';
@@ -40,7 +41,7 @@ import { whereGrad } from './where.js';
 export const GRAD_RULES: readonly GradRule[] = [
   absGrad, addGrad, averagePoolGrad, castGrad, clipGrad, concatGrad, convGrad, convTransposeGrad, divGrad, eluGrad,
   expGrad, flattenGrad, gatherGrad, gatherElementsGrad, gemmGrad, identityGrad, leakyReluGrad, logGrad, matmulGrad,
-  maxGrad, minGrad, mulGrad, negGrad, padGrad, powGrad, reduceMeanGrad, reduceSumGrad, reduceSumSquareGrad, reluGrad,
+  maxGrad, minGrad, mulGrad, negGrad, padGrad, powGrad, reduceMaxGrad, reduceMinGrad, reduceMeanGrad, reduceSumGrad, reduceSumSquareGrad, reluGrad,
   reshapeGrad, sigmoidGrad, sliceGrad, sqrtGrad, squeezeGrad, subGrad, tanhGrad, transposeGrad, unsqueezeGrad, whereGrad,
 ];
 
