@@ -11,6 +11,8 @@ import { reconstructionGrid, writeFile } from './training/report/figures.js';
 import { updateBundleMetrics } from './models/bundle.js';
 import type { PhotoName } from './training/data/photos.js';
 import { runDemo } from './demo.js';
+import { loadServerConfig, type ServerConfigInput } from './server/config.js';
+import { CortexcastServer } from './server/server.js';
 
 const int = (name: string) => (v: string): number => {
   const n = Number(v);
@@ -108,6 +110,54 @@ program
       console.log(`  ${m.ssiml.toFixed(3)}    ${m.mse.toFixed(3)}   ${m.fid === undefined ? '  -   ' : m.fid.toFixed(3).padStart(6)}     ${m.ssim.toFixed(3)}   ${m.pixcorr.toFixed(3)}`);
       console.log(`  grid: ${grid} (top: stimulus, bottom: reconstruction)`);
     }
+  });
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+program
+  .command('serve')
+  .description('serve decoders live: gRPC ingest -> std scaling -> ONNX Runtime workers -> WebSocket fan-out, /metrics')
+  .option('--model <dir>', 'bundle folder, optionally name=dir (repeatable)', collect)
+  .option('--config <file>', 'JSON config file (see README "Server configuration")')
+  .option('--host <addr>', 'bind address (default 127.0.0.1)')
+  .option('--grpc-port <n>', 'gRPC port (default 50051)', Number)
+  .option('--http-port <n>', 'HTTP/WebSocket/metrics port (default 8080)', Number)
+  .option('--providers <list>', 'execution providers in order, e.g. cuda,webgpu,cpu')
+  .option('--workers <n>', 'inference threads per model', Number)
+  .option('--threads <n>', 'ORT intra-op threads per worker', Number)
+  .addOption(new Option('--policy <p>', 'frame policy').choices(['latest', 'fifo']))
+  .option('--queue-depth <n>', 'fifo queue depth per stream', Number)
+  .option('--max-batch <n>', 'frames decoded together at most', Number)
+  .option('--token <token>', 'shared auth token for gRPC and WebSocket (or CORTEXCAST_TOKEN)')
+  .option('--tls-cert <file>', 'TLS certificate (PEM)')
+  .option('--tls-key <file>', 'TLS private key (PEM)')
+  .action(async (o) => {
+    const flags: Partial<ServerConfigInput> = {
+      host: o.host,
+      grpcPort: o.grpcPort,
+      httpPort: o.httpPort,
+      providers: o.providers ? String(o.providers).split(',') as ('cuda' | 'webgpu' | 'cpu')[] : undefined,
+      workers: o.workers,
+      threads: o.threads,
+      framePolicy: o.policy,
+      queueDepth: o.queueDepth,
+      maxBatch: o.maxBatch,
+      auth: o.token ? { token: o.token } : undefined,
+      tls: o.tlsCert || o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : undefined,
+      models: (o.model as string[] | undefined)?.map((m) => {
+        const eq = m.indexOf('=');
+        return eq > 0 ? { name: m.slice(0, eq), path: m.slice(eq + 1) } : { path: m };
+      }),
+    };
+    const server = await new CortexcastServer(loadServerConfig({ file: o.config, env: process.env, flags })).start();
+    const stop = (): void => {
+      void server.close().then(() => process.exit(0));
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    process.on('SIGHUP', () => {
+      server.reload().catch((e: Error) => server.log('error', 'reload failed; previous models still serve', { error: e.message }));
+    });
   });
 
 program

@@ -11,6 +11,11 @@ export interface SessionOptions {
   /** ORT's default behaved like one thread on 2 cores; always set it. */
   intraOpThreads?: number;
   graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /**
+   * ORT's CPU arena rounds large allocations up and never returns memory; training graphs with
+   * gigabyte-sized parameters run leaner without it.
+   */
+  cpuArena?: boolean;
 }
 
 export interface LoadedSession {
@@ -38,6 +43,7 @@ export async function createSession(model: Uint8Array | string | Graph, opts: Se
         intraOpNumThreads: opts.intraOpThreads ?? defaultThreads(),
         interOpNumThreads: 1,
         graphOptimizationLevel: opts.graphOptimization ?? 'all',
+        enableCpuMemArena: opts.cpuArena ?? true,
       };
       const session =
         typeof source === 'string' ? await ort.InferenceSession.create(source, options) : await ort.InferenceSession.create(source, options);

@@ -127,6 +127,36 @@ describe('training engine', () => {
     await expect(TrainingSession.create({ ...spec, seed: 7 }).then((c) => c.loadCheckpoint(dir))).rejects.toThrow(/seed 6 differs/);
   });
 
+  it.each(['adamw', 'sgd'] as const)('host-side updates of large parameters (%s) follow the in-graph optimizer', async (kind) => {
+    const { x, y } = await teacherData(4);
+    const run = async (hostUpdateMinElements: number): Promise<number[]> => {
+      const s = await TrainingSession.create({
+        name: 'host',
+        batch: 4,
+        seed: 11,
+        model: smallCnn(0.2),
+        objective: mseObjective,
+        optimizer: { kind },
+        groups: [{ match: 'c1/', lr: 1e-2, weightDecay: 0.1, clamp: 0.05 }, { match: '', lr: 3e-3 }],
+        hostUpdateMinElements,
+      });
+      const out: number[] = [];
+      for (let i = 0; i < 6; i++) out.push((await s.trainStep({ x, y })).loss);
+      if (hostUpdateMinElements === 1) {
+        const dir = mkdtempSync(join(tmpdir(), 'cc-host-'));
+        s.saveCheckpoint(dir);
+        const next = (await s.trainStep({ x, y })).loss;
+        const r = await TrainingSession.create({ name: 'host', batch: 4, seed: 11, model: smallCnn(0.2), objective: mseObjective, optimizer: { kind }, groups: [{ match: 'c1/', lr: 1e-2, weightDecay: 0.1, clamp: 0.05 }, { match: '', lr: 3e-3 }], hostUpdateMinElements });
+        r.loadCheckpoint(dir);
+        expect((await r.trainStep({ x, y })).loss).toBe(next);
+      }
+      return out;
+    };
+    const graph = await run(Infinity);
+    const host = await run(1);
+    host.forEach((l, i) => expect(Math.abs(l - graph[i])).toBeLessThan(1e-5 * Math.max(1, Math.abs(graph[i]))));
+  });
+
   it('AdamW step matches the hand-computed update; groups set lr, weight decay, clamp and freezing', async () => {
     const model: ModelBuilder = (ctx, batch) => {
       const x = ctx.g.input('x', 'float32', [batch, 2]);

@@ -252,13 +252,35 @@ export class Graph {
     return this.opN(opType, inputs, attrs, { ...opts, outputs: 1 })[0];
   }
 
-  /** Mark a value as a graph output, under `name` when given (through an Identity node). */
+  /**
+   * Mark a value as a graph output, under `name` when given (through an Identity node: name large
+   * outputs at their producing op instead, an Identity copy of a gigabyte tensor costs real time).
+   */
   output(v: Value, name?: string): Value {
     let out = v;
     if (name && name !== v.name) out = this.opN('Identity', [v], {}, { name: `${name}__identity`, outputNames: [name] })[0];
     if (this.outputs.some((o) => o.name === out.name)) throw new GraphError(`'${out.name}' is already an output`);
     this.outputs.push(out);
     return out;
+  }
+
+  /**
+   * Like output(v, name), but renames v in place when a node produces it and nothing reads it yet, so
+   * no Identity copy is made (it matters for gigabyte tensors). The old Value must not be used after.
+   */
+  outputAs(v: Value, name: string): Value {
+    const node = this.producer.get(v.name);
+    const unread = node && !this.nodes.some((n) => n.inputs.includes(v.name)) && !this.outputs.some((o) => o.name === v.name);
+    if (!node || !unread || this.values.has(name)) return this.output(v, name);
+    const renamed: Value = { ...v, name };
+    const updated: Node = { ...node, outputs: node.outputs.map((o) => (o === v.name ? name : o)) };
+    this.nodes[this.nodes.indexOf(node)] = updated;
+    this.producer.delete(v.name);
+    for (const o of updated.outputs) this.producer.set(o, updated);
+    this.values.delete(v.name);
+    this.values.set(name, renamed);
+    this.outputs.push(renamed);
+    return renamed;
   }
 
   /** Structural checks ONNX requires: one producer per value, inputs defined before use, outputs produced. */

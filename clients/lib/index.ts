@@ -1,0 +1,234 @@
+/**
+ * cortexcast client library: speaks only the public protocols (gRPC contract in proto/, WebSocket
+ * msgpack frames, HTTP). Used by the replay client, the recorder, tests and benchmarks.
+ */
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { Unpackr } from 'msgpackr';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+
+export const PROTO_PATH = fileURLToPath(new URL('../../proto/cortexcast/v1/decoder.proto', import.meta.url));
+
+export interface FrameAck {
+  sequence: number;
+  status: 'ACCEPTED' | 'DECODED' | 'DROPPED' | 'REJECTED';
+  reason: string;
+  decodeUs: number;
+  provider: string;
+}
+
+export interface OutgoingFrame {
+  streamId: string;
+  model: string;
+  sequence: number;
+  responses: Float32Array;
+  /** Epoch microseconds at acquisition (defaults to now). */
+  acquiredAtUs?: number;
+  unitIds?: number[];
+  imageId?: number;
+}
+
+export interface ConnectOptions {
+  token?: string;
+  /** PEM of the CA that signed the server's certificate (TLS). */
+  ca?: Buffer;
+  channelOptions?: grpc.ChannelOptions;
+}
+
+type DecoderClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+
+let ctor: (new (addr: string, creds: grpc.ChannelCredentials, opts?: grpc.ChannelOptions) => DecoderClient) | undefined;
+function clientCtor(): NonNullable<typeof ctor> {
+  if (!ctor) {
+    const pkg = protoLoader.loadSync(PROTO_PATH, { keepCase: false, longs: Number, enums: String, defaults: true });
+    const loaded = grpc.loadPackageDefinition(pkg) as unknown as { cortexcast: { v1: { Decoder: NonNullable<typeof ctor> } } };
+    ctor = loaded.cortexcast.v1.Decoder;
+  }
+  return ctor;
+}
+
+const toBytes = (a: Float32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+/** A gRPC connection to a cortexcast server. */
+export class DecoderConnection {
+  readonly client: DecoderClient;
+  private readonly md = new grpc.Metadata();
+
+  constructor(address: string, opts: ConnectOptions = {}) {
+    const creds = opts.ca ? grpc.credentials.createSsl(opts.ca) : grpc.credentials.createInsecure();
+    // Each connection is its own HTTP/2 session: separate rigs should use separate connections.
+    this.client = new (clientCtor())(address, creds, { 'grpc.max_receive_message_length': 16 * 2 ** 20, ...opts.channelOptions });
+    if (opts.token) this.md.set('authorization', `Bearer ${opts.token}`);
+  }
+
+  private unary<T>(method: string, req: unknown): Promise<T> {
+    return new Promise((resolve, reject) => {
+      (this.client[method] as (r: unknown, md: grpc.Metadata, cb: (e: grpc.ServiceError | null, v: T) => void) => void)(req, this.md, (e, v) => (e ? reject(e) : resolve(v)));
+    });
+  }
+
+  listModels(): Promise<{ models: ModelInfo[] }> {
+    return this.unary('listModels', {});
+  }
+
+  getModel(name: string): Promise<ModelInfo> {
+    return this.unary('getModel', { name });
+  }
+
+  reloadModels(): Promise<{ models: ModelInfo[] }> {
+    return this.unary('reloadModels', {});
+  }
+
+  async decode(model: string, responses: Float32Array): Promise<{ width: number; height: number; pixels: Uint8Array; values: Float32Array; decodeUs: number; provider: string }> {
+    const r = await this.unary<{ width: number; height: number; pixels: Buffer; values: Buffer; decodeUs: number; provider: string }>('decode', { model, responses: toBytes(responses) });
+    const values = new Float32Array(r.values.byteLength / 4);
+    new Uint8Array(values.buffer).set(r.values);
+    return { ...r, pixels: new Uint8Array(r.pixels), values };
+  }
+
+  /** Open an ingest stream; frames go out with send(), acks come to onAck. */
+  openStream(onAck: (a: FrameAck) => void = () => undefined): FrameStream {
+    const call = (this.client.streamFrames as (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, FrameAck>)(this.md);
+    return new FrameStream(call, onAck);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+export interface ModelInfo {
+  name: string;
+  kind: string;
+  neurons: number;
+  width: number;
+  height: number;
+  provider: string;
+  workers: number;
+  metrics: Record<string, number>;
+  bundlePath: string;
+  manifestJson: string;
+}
+
+export class FrameStream {
+  /** Resolves with the final status when the server ends the stream (or rejects with its error). */
+  readonly done: Promise<grpc.StatusObject>;
+
+  constructor(
+    private readonly call: grpc.ClientDuplexStream<unknown, FrameAck>,
+    onAck: (a: FrameAck) => void,
+  ) {
+    call.on('data', onAck);
+    this.done = new Promise((resolve, reject) => {
+      call.on('status', (s: grpc.StatusObject) => (s.code === grpc.status.OK ? resolve(s) : reject(Object.assign(new Error(s.details), s))));
+      call.on('error', () => undefined); // surfaced through 'status'
+    });
+  }
+
+  /** Queue a frame; false when the transport wants the caller to wait for 'drain'. */
+  send(f: OutgoingFrame): boolean {
+    return this.call.write({
+      streamId: f.streamId,
+      model: f.model,
+      sequence: f.sequence,
+      acquiredAtUs: f.acquiredAtUs ?? Math.round((performance.timeOrigin + performance.now()) * 1000),
+      responses: toBytes(f.responses),
+      unitIds: f.unitIds ?? [],
+      imageId: f.imageId ?? 0,
+    });
+  }
+
+  /** Resolves once the transport can take more frames. */
+  drained(): Promise<void> {
+    return new Promise((r) => this.call.once('drain', () => r()));
+  }
+
+  end(): void {
+    this.call.end();
+  }
+
+  cancel(): void {
+    this.call.cancel();
+  }
+}
+
+/** A decoded frame as the server sends it over WebSocket (see README "WebSocket frames"). */
+export interface FrameMessage {
+  type: 'frame';
+  stream: string;
+  model: string;
+  seq: number;
+  imageId?: number;
+  provider: string;
+  width: number;
+  height: number;
+  pixels: Uint8Array;
+  values?: Float32Array;
+  t: { acquired?: number; ingested: number; decodeStart: number; decodeEnd: number; sent: number };
+  /** Added by the client: epoch ms when the message arrived. */
+  received: number;
+}
+
+export interface HelloMessage {
+  type: 'hello';
+  subscription: { stream: string; model: string; float: boolean };
+  models: { name: string; kind: string; neurons: number; width: number; height: number; provider: string }[];
+}
+
+const unpackr = new Unpackr({ useRecords: false });
+
+export interface SubscribeOptions {
+  stream?: string;
+  model?: string;
+  float?: boolean;
+  token?: string;
+}
+
+/**
+ * Subscribe to decoded frames. Iterate the returned object (async iterator); it ends when the socket
+ * closes. `hello` resolves with the server's greeting.
+ */
+export function subscribe(httpUrl: string, o: SubscribeOptions = {}): AsyncIterable<FrameMessage> & { hello: Promise<HelloMessage>; close(): void; socket: WebSocket } {
+  const u = new URL('/ws', httpUrl.replace(/^http/, 'ws'));
+  u.searchParams.set('stream', o.stream ?? '*');
+  u.searchParams.set('model', o.model ?? '*');
+  if (o.float) u.searchParams.set('float', '1');
+  const ws = new WebSocket(u, { headers: o.token ? { authorization: `Bearer ${o.token}` } : {} });
+  const queue: FrameMessage[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  let helloResolve!: (h: HelloMessage) => void;
+  let helloReject!: (e: Error) => void;
+  const hello = new Promise<HelloMessage>((res, rej) => ((helloResolve = res), (helloReject = rej)));
+  hello.catch(() => undefined);
+  ws.on('message', (data: Buffer) => {
+    const received = performance.timeOrigin + performance.now();
+    const m = unpackr.unpack(data) as FrameMessage | HelloMessage;
+    if (m.type === 'hello') helloResolve(m);
+    else {
+      queue.push({ ...m, received });
+      wake?.();
+    }
+  });
+  const finish = (e?: Error): void => {
+    ended = true;
+    helloReject(e ?? new Error('socket closed before hello'));
+    wake?.();
+  };
+  ws.on('close', (code, reason) => finish(new Error(`closed ${code} ${reason.toString()}`)));
+  ws.on('error', (e) => finish(e));
+  return {
+    hello,
+    socket: ws,
+    close: () => ws.close(),
+    async *[Symbol.asyncIterator]() {
+      for (;;) {
+        while (queue.length) yield queue.shift()!;
+        if (ended) return;
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+    },
+  };
+}

@@ -1,0 +1,86 @@
+import { batchNorm, centerCrop, convTranspose2d, dropout, leakyRelu, linear, relu, reshape, type LayerContext } from '../layers.js';
+import type { Value } from '../onnx/index.js';
+import { DECODER_INPUT } from './ridge.js';
+
+/**
+ * The report's CNN decoder (REFERENCE.md, "CNN decoder", the authors' code sizes): a fully connected
+ * readin to an unflattened [C0, h0, w0] tensor (BN1d, LeakyReLU, dropout), then transposed
+ * convolutions with BN + ReLU + dropout between, a last transposed conv to one channel, and a centre
+ * crop to the target size. Profiles scale channels; `paper` reproduces the report.
+ */
+export interface CnnDecoderConfig {
+  readin: [channels: number, height: number, width: number];
+  /** Transposed conv layers: output channels, kernel, stride, padding. The last must have 1 channel. */
+  core: { channels: number; kernel: number; stride: number; padding: number }[];
+  readinDropout: number;
+  coreDropout: number;
+  leakySlope: number;
+  outHeight: number;
+  outWidth: number;
+}
+
+export const CNN_PROFILES: Record<'paper' | 'small', CnnDecoderConfig> = {
+  paper: {
+    readin: [64, 18, 32],
+    core: [
+      { channels: 480, kernel: 7, stride: 2, padding: 2 },
+      { channels: 256, kernel: 5, stride: 1, padding: 2 },
+      { channels: 256, kernel: 5, stride: 1, padding: 2 },
+      { channels: 128, kernel: 4, stride: 1, padding: 1 },
+      { channels: 64, kernel: 3, stride: 1, padding: 1 },
+      { channels: 1, kernel: 3, stride: 1, padding: 0 },
+    ],
+    readinDropout: 0.15,
+    coreDropout: 0.35,
+    leakySlope: 0.01,
+    outHeight: 36,
+    outWidth: 64,
+  },
+  /** Channels / 8 and a narrower readin: real time on a CPU (see README for its latency). */
+  small: {
+    readin: [16, 18, 32],
+    core: [
+      { channels: 64, kernel: 7, stride: 2, padding: 2 },
+      { channels: 32, kernel: 5, stride: 1, padding: 2 },
+      { channels: 32, kernel: 5, stride: 1, padding: 2 },
+      { channels: 16, kernel: 4, stride: 1, padding: 1 },
+      { channels: 16, kernel: 3, stride: 1, padding: 1 },
+      { channels: 1, kernel: 3, stride: 1, padding: 0 },
+    ],
+    readinDropout: 0.15,
+    coreDropout: 0.35,
+    leakySlope: 0.01,
+    outHeight: 36,
+    outWidth: 64,
+  },
+};
+
+/** Build the decoder on ctx: responses [batch, neurons] -> image [batch, 1, outHeight, outWidth]. */
+export function cnnDecoder(ctx: LayerContext, neurons: number, batch: number | 'batch', cfg: CnnDecoderConfig): { input: Value; output: Value } {
+  const { g } = ctx;
+  const input = g.input(DECODER_INPUT, 'float32', [batch, neurons]);
+  const [c0, h0, w0] = cfg.readin;
+  let h = g.scope('readin', () => {
+    let r = linear(ctx, input, c0 * h0 * w0, { name: 'fc' });
+    r = batchNorm(ctx, r, { name: 'bn' });
+    r = leakyRelu(ctx, r, cfg.leakySlope);
+    r = dropout(ctx, r, cfg.readinDropout);
+    return reshape(ctx, r, [-1, c0, h0, w0]);
+  });
+  h = g.scope('core', () => {
+    let x = h;
+    cfg.core.forEach((l, i) => {
+      x = g.scope(`layer${i}`, () => {
+        let y = convTranspose2d(ctx, x, l.channels, { kernel: l.kernel, stride: l.stride, padding: l.padding });
+        if (i < cfg.core.length - 1) {
+          y = batchNorm(ctx, y);
+          y = relu(ctx, y);
+          y = dropout(ctx, y, cfg.coreDropout);
+        }
+        return y;
+      });
+    });
+    return x;
+  });
+  return { input, output: centerCrop(ctx, h, cfg.outHeight, cfg.outWidth) };
+}

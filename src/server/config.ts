@@ -1,0 +1,135 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { z } from 'zod';
+import { ccError } from '../common/errors.js';
+
+/**
+ * Server configuration: defaults < config file (JSON) < environment (CORTEXCAST_*) < command-line
+ * flags. Validated once, at start, with every problem reported together; frozen afterwards.
+ */
+const provider = z.enum(['cuda', 'webgpu', 'cpu']);
+
+const modelSchema = z
+  .object({
+    /** Name clients use; defaults to the bundle folder's name. */
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'model names are 1-64 of A-Z a-z 0-9 . _ -').optional(),
+    path: z.string().min(1),
+    /** Execution providers in order of preference; the first that loads serves. */
+    providers: z.array(provider).min(1).optional(),
+    /** Inference worker threads for this model. */
+    workers: z.number().int().min(1).max(64).optional(),
+    /** ORT intra-op threads per worker. */
+    threads: z.number().int().min(1).max(256).optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    /** Bind address for gRPC and HTTP; loopback unless told otherwise. */
+    host: z.string().default('127.0.0.1'),
+    grpcPort: z.number().int().min(0).max(65535).default(50051),
+    httpPort: z.number().int().min(0).max(65535).default(8080),
+    models: z.array(modelSchema).min(1, 'at least one model (bundle folder) is required'),
+    providers: z.array(provider).min(1).default(['cpu']),
+    workers: z.number().int().min(1).max(64).default(1),
+    threads: z.number().int().min(1).max(256).default(1),
+    /** latest: a stream keeps only its newest undecoded frame; fifo: a bounded queue per stream. */
+    framePolicy: z.enum(['latest', 'fifo']).default('latest'),
+    /** fifo only: frames queued per stream before the oldest is dropped. */
+    queueDepth: z.number().int().min(1).max(1024).default(8),
+    /** Frames from different streams decoded together in one run, at most. */
+    maxBatch: z.number().int().min(1).max(256).default(8),
+    limits: z
+      .object({
+        /** Largest gRPC message accepted (bytes). An 8,600-neuron frame is ~34 KB. */
+        maxMessageBytes: z.number().int().min(1024).max(64 * 2 ** 20).default(2 ** 20),
+        /** Concurrent ingest streams. */
+        maxStreams: z.number().int().min(1).max(10_000).default(64),
+        /** Concurrent WebSocket subscribers. */
+        maxSubscribers: z.number().int().min(1).max(10_000).default(64),
+        /** A subscriber with more than this many bytes unsent skips frames until it catches up. */
+        maxSubscriberBufferBytes: z.number().int().min(1024).default(2 ** 20),
+      })
+      .strict()
+      .default({}),
+    auth: z
+      .object({
+        /** Shared token: gRPC metadata `authorization: Bearer <token>`, WebSocket header or ?token=. */
+        token: z.string().min(16, 'auth tokens must be at least 16 characters').optional(),
+      })
+      .strict()
+      .default({}),
+    tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
+    /** Graceful shutdown: drain in-flight decodes for at most this long, then force. */
+    shutdownGraceMs: z.number().int().min(0).max(120_000).default(5000),
+    /** Serve the browser viewer at / on the HTTP port. */
+    viewer: z.boolean().default(true),
+    logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+  })
+  .strict();
+
+export type ServerConfigInput = z.input<typeof configSchema>;
+export type ServerConfig = Readonly<z.output<typeof configSchema>>;
+export type ModelConfig = z.output<typeof modelSchema>;
+
+const ENV: Record<string, (v: string) => Partial<ServerConfigInput>> = {
+  CORTEXCAST_HOST: (v) => ({ host: v }),
+  CORTEXCAST_GRPC_PORT: (v) => ({ grpcPort: Number(v) }),
+  CORTEXCAST_HTTP_PORT: (v) => ({ httpPort: Number(v) }),
+  CORTEXCAST_TOKEN: (v) => ({ auth: { token: v } }),
+  CORTEXCAST_PROVIDERS: (v) => ({ providers: v.split(',') as ('cuda' | 'webgpu' | 'cpu')[] }),
+  CORTEXCAST_WORKERS: (v) => ({ workers: Number(v) }),
+  CORTEXCAST_THREADS: (v) => ({ threads: Number(v) }),
+};
+
+/** Merge the sources, validate everything at once, resolve paths and freeze. */
+export function loadServerConfig(sources: { file?: string; env?: NodeJS.ProcessEnv; flags?: Partial<ServerConfigInput> } = {}): ServerConfig {
+  let fromFile: Partial<ServerConfigInput> = {};
+  if (sources.file) {
+    if (!existsSync(sources.file)) throw ccError('CC_ERR_CONFIG', `config file ${sources.file} does not exist`);
+    try {
+      fromFile = JSON.parse(readFileSync(sources.file, 'utf8')) as Partial<ServerConfigInput>;
+    } catch (e) {
+      throw ccError('CC_ERR_CONFIG', `config file ${sources.file} is not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  const fromEnv: Partial<ServerConfigInput> = {};
+  for (const [k, f] of Object.entries(ENV)) {
+    const v = sources.env?.[k];
+    if (v !== undefined && v !== '') Object.assign(fromEnv, merge(fromEnv, f(v)));
+  }
+  const merged = merge(merge(fromFile, fromEnv), sources.flags ?? {});
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+    throw ccError('CC_ERR_CONFIG', problems.join('; '));
+  }
+  const cfg = parsed.data;
+  const names = new Set<string>();
+  const models = cfg.models.map((m) => {
+    const name = m.name ?? basename(resolve(m.path));
+    if (names.has(name)) throw ccError('CC_ERR_CONFIG', `models: name '${name}' is used twice`);
+    names.add(name);
+    return Object.freeze({ ...m, name, path: resolve(m.path) });
+  });
+  if (cfg.tls) for (const f of [cfg.tls.cert, cfg.tls.key]) if (!existsSync(f)) throw ccError('CC_ERR_CONFIG', `tls: ${f} does not exist`);
+  return deepFreeze({ ...cfg, models });
+}
+
+function merge<T extends object>(a: T, b: Partial<T>): T {
+  const out = { ...a } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(b)) {
+    if (v === undefined) continue;
+    const cur = out[k];
+    out[k] = cur && typeof cur === 'object' && !Array.isArray(cur) && v && typeof v === 'object' && !Array.isArray(v) ? merge(cur as object, v as object) : v;
+  }
+  return out as T;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

@@ -1,0 +1,76 @@
+import { ccError } from '../common/errors.js';
+import { loadBundle, type DecoderBundle } from '../models/bundle.js';
+import type { ExecutionProvider } from '../models/ort.js';
+import type { ModelConfig, ServerConfig } from './config.js';
+import { WorkerPool } from './worker-pool.js';
+
+/** A model ready to serve: its bundle, its worker pool, and facts for clients. */
+export interface ServedModel {
+  name: string;
+  config: ModelConfig;
+  bundle: DecoderBundle;
+  pool: WorkerPool;
+  neurons: number;
+  width: number;
+  height: number;
+  provider: ExecutionProvider;
+}
+
+export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<ServedModel> {
+  const bundle = loadBundle(m.path);
+  const man = bundle.manifest;
+  const pool = await WorkerPool.start(
+    {
+      model: bundle.model,
+      inputName: man.onnx.inputName,
+      outputName: man.onnx.outputName,
+      neurons: man.input.neurons,
+      providers: [...(m.providers ?? cfg.providers)],
+      threads: m.threads ?? cfg.threads,
+    },
+    m.workers ?? cfg.workers,
+  );
+  return { name: m.name!, config: m, bundle, pool, neurons: man.input.neurons, width: man.output.width, height: man.output.height, provider: pool.provider };
+}
+
+/**
+ * The set of served models. Reloading builds a complete new set first and swaps it in at once, so
+ * streams keep going (they look models up by name per frame) and a bad bundle leaves the old set serving.
+ */
+export class ModelRegistry {
+  private models = new Map<string, ServedModel>();
+
+  constructor(private readonly cfg: ServerConfig) {}
+
+  async loadAll(): Promise<void> {
+    const fresh = new Map<string, ServedModel>();
+    try {
+      for (const m of this.cfg.models) fresh.set(m.name!, await loadModel(this.cfg, m));
+    } catch (e) {
+      await Promise.all([...fresh.values()].map((s) => s.pool.close(0)));
+      throw e;
+    }
+    const old = this.models;
+    this.models = fresh;
+    // Old pools finish what they are running, then stop.
+    await Promise.all([...old.values()].map((s) => s.pool.close(this.cfg.shutdownGraceMs)));
+  }
+
+  get(name: string): ServedModel {
+    const m = this.models.get(name);
+    if (!m) throw ccError('CC_ERR_UNKNOWN_MODEL', `'${name}'`, [...this.models.keys()].join(', ') || 'none');
+    return m;
+  }
+
+  has(name: string): boolean {
+    return this.models.has(name);
+  }
+
+  all(): ServedModel[] {
+    return [...this.models.values()];
+  }
+
+  async close(deadlineMs: number): Promise<void> {
+    await Promise.all(this.all().map((m) => m.pool.close(deadlineMs)));
+  }
+}
