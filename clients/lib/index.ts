@@ -124,6 +124,8 @@ export class FrameStream {
       call.on('status', (s: grpc.StatusObject) => (s.code === grpc.status.OK ? resolve(s) : reject(Object.assign(new Error(s.details), s))));
       call.on('error', () => undefined); // surfaced through 'status'
     });
+    // A stream may end before anyone awaits `done`; that is not an unhandled rejection.
+    this.done.catch(() => undefined);
   }
 
   /** Queue a frame; false when the transport wants the caller to wait for 'drain'. */
@@ -207,7 +209,10 @@ export function subscribe(httpUrl: string, o: SubscribeOptions = {}): AsyncItera
     const m = unpackr.unpack(data) as FrameMessage | HelloMessage;
     if (m.type === 'hello') helloResolve(m);
     else {
-      queue.push({ ...m, received });
+      // values travel as msgpack bin (little-endian float32 bytes), readable by any msgpack library.
+      const raw = m.values as unknown as Uint8Array | undefined;
+      const values = raw ? new Float32Array(new Uint8Array(raw).buffer) : undefined;
+      queue.push({ ...m, pixels: new Uint8Array(m.pixels), values, received });
       wake?.();
     }
   });

@@ -11,7 +11,7 @@ import type { ServerMetrics } from './metrics.js';
  * frames (counted) until it drains; one that vanishes is removed on close. Others are unaffected.
  *
  * Frame message (msgpack map): { type: 'frame', stream, model, seq, imageId?, provider, width, height,
- *   pixels: Uint8Array (grey 0..255, row-major), values?: Float32Array (z-scored model output),
+ *   pixels: bin (grey 0..255, row-major), values?: bin (little-endian float32, z-scored model output),
  *   t: { acquired?, ingested, decodeStart, decodeEnd, sent } (epoch ms, fractional) }.
  */
 export interface Subscription {

@@ -101,6 +101,15 @@ export function decoderService(d: ServiceDeps): grpc.UntypedServiceImplementatio
       d.metrics.streams.set(openStreams.size);
       const seen = new Set<string>();
       let open = true;
+      let unsettled = 0;
+      let halfClosed = false;
+      // After the client half-closes, the call ends once every frame it sent has its final ack.
+      const endIfDone = (): void => {
+        if (halfClosed && unsettled === 0 && open) {
+          finish();
+          call.end();
+        }
+      };
       const ack = (a: AckMsg): void => {
         // Acks are advice: when the client stops reading them, DECODED/DROPPED acks are skipped, rejections never.
         if (!open || (call.writableNeedDrain && a.status !== 'REJECTED')) return;
@@ -135,6 +144,7 @@ export function decoderService(d: ServiceDeps): grpc.UntypedServiceImplementatio
         if (m.unitIds.length && (m.unitIds.length !== served.neurons || m.unitIds.some((u, i) => u !== served.bundle.unitIds[i])))
           return fail('unit_ids', new Error(`unit_ids differ from model ${served.name}'s neuron order (${served.neurons} units)`));
         seen.add(m.streamId);
+        unsettled++;
         d.metrics.framesReceived.inc({ model: served.name });
         d.pipeline.submit({
           streamId: m.streamId,
@@ -144,13 +154,16 @@ export function decoderService(d: ServiceDeps): grpc.UntypedServiceImplementatio
           ingestedMs,
           imageId: m.imageId || undefined,
           input: applyResponseTransform(raw, served.bundle.stdScale, served.bundle.manifest.input.transform, raw),
-          settle: (o: FrameOutcome) =>
-            ack({ sequence: m.sequence, status: o.status, reason: 'reason' in o ? o.reason : '', decodeUs: 'decodeUs' in o ? o.decodeUs : 0, provider: 'provider' in o ? o.provider : '' }),
+          settle: (o: FrameOutcome) => {
+            ack({ sequence: m.sequence, status: o.status, reason: 'reason' in o ? o.reason : '', decodeUs: 'decodeUs' in o ? o.decodeUs : 0, provider: 'provider' in o ? o.provider : '' });
+            unsettled--;
+            endIfDone();
+          },
         });
       });
       call.on('end', () => {
-        finish();
-        call.end();
+        halfClosed = true;
+        endIfDone();
       });
       call.on('cancelled', finish);
       call.on('error', finish);

@@ -149,7 +149,9 @@ export class CortexcastServer {
     this.health.setStatus(SERVICE, 'NOT_SERVING');
     this.log('info', 'draining', { streams: this.openStreams.size, subscribers: this.fanout.size });
     const drained = await this.pipeline.drain(this.cfg.shutdownGraceMs);
-    for (const call of this.openStreams) call.emit('error', Object.assign(new Error('server is shutting down'), { code: grpc.status.UNAVAILABLE, details: 'server is shutting down' }));
+    for (const call of this.openStreams)
+      if (!call.cancelled && !call.destroyed) call.emit('error', Object.assign(new Error('server is shutting down'), { code: grpc.status.UNAVAILABLE, details: 'server is shutting down' }));
+    this.openStreams.clear();
     this.fanout.closeAll(1001, 'server shutting down');
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

@@ -14,10 +14,10 @@ interface Slot {
   pending?: { id: number; resolve: (r: RunResult) => void; reject: (e: Error) => void };
 }
 
-/** The worker script: the .ts source under tsx (tests, CLI), the .js file when built. */
-function workerUrl(): { url: URL; execArgv: string[] } {
+/** The worker script: a tsx bootstrap when running from TypeScript sources, the .js file when built. */
+function workerUrl(): URL {
   const ts = import.meta.url.endsWith('.ts');
-  return { url: new URL(`./inference-worker.${ts ? 'ts' : 'js'}`, import.meta.url), execArgv: ts ? ['--import', 'tsx'] : [] };
+  return new URL(ts ? './inference-worker-tsx.mjs' : './inference-worker.js', import.meta.url);
 }
 
 /**
@@ -36,10 +36,10 @@ export class WorkerPool {
 
   static async start(init: WorkerInit, size: number): Promise<WorkerPool> {
     const pool = new WorkerPool(size);
-    const { url, execArgv } = workerUrl();
+    const url = workerUrl();
     const ready = await Promise.allSettled(
       Array.from({ length: size }, () => {
-        const worker = new Worker(url, { workerData: init, execArgv });
+        const worker = new Worker(url, { workerData: init });
         const slot: Slot = { worker, busy: false };
         pool.slots.push(slot);
         return new Promise<void>((resolve, reject) => {
