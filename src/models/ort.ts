@@ -16,6 +16,11 @@ export interface SessionOptions {
    * gigabyte-sized parameters run leaner without it.
    */
   cpuArena?: boolean;
+  /**
+   * Let ORT's intra-op threads spin between runs (its default). Off for live serving: spinning threads
+   * compete with the event loop for the same cores between frames.
+   */
+  spinning?: boolean;
 }
 
 export interface LoadedSession {
@@ -44,6 +49,7 @@ export async function createSession(model: Uint8Array | string | Graph, opts: Se
         interOpNumThreads: 1,
         graphOptimizationLevel: opts.graphOptimization ?? 'all',
         enableCpuMemArena: opts.cpuArena ?? true,
+        ...(opts.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
       };
       const session =
         typeof source === 'string' ? await ort.InferenceSession.create(source, options) : await ort.InferenceSession.create(source, options);

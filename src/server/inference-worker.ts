@@ -33,7 +33,7 @@ const now = (): number => performance.timeOrigin + performance.now();
 async function main(): Promise<void> {
   const init = workerData as WorkerInit;
   const port = parentPort!;
-  const loaded = await createSession(init.model, { providers: init.providers, intraOpThreads: init.threads });
+  const loaded = await createSession(init.model, { providers: init.providers, intraOpThreads: init.threads, spinning: false });
   const session = loaded.session;
   // Warm-up: the first run allocates and, on GPUs, compiles kernels.
   await session.run({ [init.inputName]: new ort.Tensor('float32', new Float32Array(init.neurons), [1, init.neurons]) });
