@@ -11,6 +11,8 @@ import { reconstructionGrid, writeFile } from './training/report/figures.js';
 import { updateBundleMetrics } from './models/bundle.js';
 import type { PhotoName } from './training/data/photos.js';
 import { runDemo } from './demo.js';
+import { replay } from '../clients/replay/replay.js';
+import { record } from '../clients/record/record.js';
 import { loadServerConfig, type ServerConfigInput } from './server/config.js';
 import { CortexcastServer } from './server/server.js';
 
@@ -161,11 +163,70 @@ program
   });
 
 program
-  .command('demo', { isDefault: false })
-  .description('the out-of-the-box demo (npm start): simulated data -> ridge decoder -> evaluation')
-  .option('--cache <dir>', 'where the demo keeps its data and bundle', '.cache/demo')
+  .command('replay')
+  .description("stream a dataset tier to a server in real time (the rig's side), with the stimuli for viewers")
+  .requiredOption('--data <dir>', 'dataset folder (SENSORIUM layout)')
+  .requiredOption('--model <name>', 'model name on the server')
+  .option('--server <host:port>', 'gRPC address', '127.0.0.1:50051')
+  .option('--tier <tier>', 'tier to replay', 'test')
+  .option('--rate <hz>', 'frames per second (0 = as fast as possible)', Number, 30)
+  .option('--loop', 'start over at the end')
+  .option('--start <i>', 'first trial of the tier', Number)
+  .option('--stop <i>', 'stop before this trial', Number)
+  .option('--stream <id>', 'stream id', 'replay')
+  .option('--token <token>', 'auth token (or CORTEXCAST_TOKEN)')
+  .option('--frames <n>', 'stop after n frames', Number)
   .action(async (o) => {
-    await runDemo({ cacheDir: o.cache });
+    const ac = new AbortController();
+    process.once('SIGINT', () => ac.abort());
+    const line = (s: { sent: number; decoded: number; dropped: number; rejected: number; lost: number; reconnects: number; jitterP50: number; jitterP99: number; elapsedS: number; lastReject?: string }): string =>
+      `sent ${s.sent} decoded ${s.decoded} dropped ${s.dropped} rejected ${s.rejected} lost ${s.lost} reconnects ${s.reconnects} | jitter p50 ${s.jitterP50.toFixed(2)} ms p99 ${s.jitterP99.toFixed(2)} ms | ${s.elapsedS.toFixed(1)} s` +
+      (s.lastReject ? ` | last rejection: ${s.lastReject}` : '');
+    const stats = await replay({
+      data: o.data,
+      server: o.server,
+      model: o.model,
+      tier: o.tier,
+      rate: o.rate,
+      loop: o.loop,
+      start: o.start,
+      stop: o.stop,
+      streamId: o.stream,
+      token: o.token ?? process.env.CORTEXCAST_TOKEN,
+      maxFrames: o.frames,
+      signal: ac.signal,
+      onProgress: (s) => process.stderr.write(`\r${line(s)}   `),
+    });
+    process.stderr.write('\n');
+    console.log(line(stats));
+  });
+
+program
+  .command('record')
+  .description('save a live session to disk: one PNG (and optionally .npy) per frame plus frames.jsonl with every timestamp')
+  .requiredOption('--out <dir>', 'output folder')
+  .option('--server <url>', 'HTTP address of the server', 'http://127.0.0.1:8080')
+  .option('--stream <id>', 'stream id (* = all)', '*')
+  .option('--model <name>', 'model name (* = all)', '*')
+  .option('--npy', 'also write the float32 model output of each frame')
+  .option('--frames <n>', 'stop after n frames', Number)
+  .option('--token <token>', 'auth token (or CORTEXCAST_TOKEN)')
+  .action(async (o) => {
+    const ac = new AbortController();
+    process.once('SIGINT', () => ac.abort());
+    const r = await record({ server: o.server, out: o.out, stream: o.stream, model: o.model, npy: o.npy, maxFrames: o.frames, token: o.token ?? process.env.CORTEXCAST_TOKEN, signal: ac.signal, onFrame: (n) => n % 30 === 0 && process.stderr.write(`\rrecorded ${n} frames`) });
+    console.log(`\nrecorded ${r.frames} frames to ${r.dir}`);
+  });
+
+program
+  .command('demo', { isDefault: false })
+  .description('the out-of-the-box demo (npm start): simulated V1 data and a decoder (made once, cached), the server, and a 30 Hz replay; open the printed viewer URL')
+  .option('--cache <dir>', 'where the demo keeps its data and bundle', '.cache/demo')
+  .option('--http-port <n>', 'viewer / metrics port', Number, 8080)
+  .option('--grpc-port <n>', 'gRPC port', Number, 50051)
+  .option('--seconds <n>', 'stop after n seconds (default: run until Ctrl-C)', Number)
+  .action(async (o) => {
+    await runDemo({ cacheDir: o.cache, httpPort: o.httpPort, grpcPort: o.grpcPort, seconds: o.seconds });
   });
 
 program.parseAsync(process.argv).catch((e: unknown) => {

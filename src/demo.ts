@@ -1,32 +1,76 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { loadBundle } from './models/bundle.js';
+import { replay } from '../clients/replay/replay.js';
+import { loadBundle, type DecoderBundle } from './models/bundle.js';
+import { loadServerConfig } from './server/config.js';
+import { CortexcastServer } from './server/server.js';
 import { synthesize, SYNTH_PRESETS } from './training/data/synth.js';
 import { evaluateBundle } from './training/evaluate.js';
-import { reconstructionGrid, writeFile } from './training/report/figures.js';
 import { trainRidge } from './training/train-ridge.js';
 
 /**
- * `npm start`: make (once, then cached) the small simulated dataset and a ridge decoder, then
- * evaluate it and write the reconstruction grid. The streaming demo replaces this when the server lands.
+ * `npm start`: the live demo. Makes (once, then cached) the small simulated dataset and a ridge
+ * decoder, serves the best bundle present in the cache (lowest test SSIML), replays the test tier at
+ * 30 Hz in a loop, and prints the viewer and metrics URLs. Ctrl-C stops everything cleanly.
  */
-export async function runDemo(o: { cacheDir: string }): Promise<void> {
+export async function runDemo(o: { cacheDir: string; httpPort: number; grpcPort: number; seconds?: number }): Promise<void> {
   const dir = resolve(o.cacheDir);
   const data = join(dir, 'synth-small');
-  const bundle = join(dir, 'ridge');
+  const ridge = join(dir, 'ridge');
   if (!existsSync(join(data, 'meta/trials/tiers.npy'))) {
-    console.log(`demo: simulating V1 responses to natural images -> ${data}`);
+    console.log(`demo: simulating V1 responses to natural images (once) -> ${data}`);
     await synthesize(data, SYNTH_PRESETS.small, { force: true });
   }
-  if (!existsSync(join(bundle, 'manifest.json'))) {
-    console.log(`demo: fitting the ridge decoder -> ${bundle}`);
-    await trainRidge({ data, out: bundle });
+  if (!existsSync(join(ridge, 'manifest.json'))) {
+    console.log(`demo: fitting the ridge decoder (once) -> ${ridge}`);
+    await trainRidge({ data, out: ridge });
+    await evaluateBundle(ridge, data, { fid: 0 }).then(async (r) => {
+      const { updateBundleMetrics } = await import('./models/bundle.js');
+      updateBundleMetrics(ridge, { test: { ...r.metrics } });
+    });
   }
-  const r = await evaluateBundle(bundle, data, { fid: 64 });
-  const grid = join(dir, 'demo-reconstructions.png');
-  writeFile(grid, reconstructionGrid([{ label: 'stimulus', images: r.targets }, { label: 'ridge', images: r.recon }], r.count, r.h, r.w));
-  const m = r.metrics;
-  console.log(`\n${loadBundle(bundle).manifest.name} on the test tier (${m.images} images, repeats averaged)`);
-  console.log(`  SSIML ${m.ssiml.toFixed(3)}  MSE ${m.mse.toFixed(3)}  FID-64 ${m.fid?.toFixed(3)}  SSIM ${m.ssim.toFixed(3)}  PixCorr ${m.pixcorr.toFixed(3)}`);
-  console.log(`  reconstructions: ${grid} (top row stimulus, bottom row decoded)`);
+  const best = bestBundle(dir);
+  const name = best.manifest.kind;
+  const server = await new CortexcastServer(
+    loadServerConfig({ flags: { httpPort: o.httpPort, grpcPort: o.grpcPort, models: [{ name, path: best.dir }], threads: 2, logLevel: 'warn' } }),
+  ).start();
+  const viewer = `http://127.0.0.1:${server.httpPort}/?model=${name}`;
+  console.log(`\ncortexcast demo: decoding simulated V1 activity live with '${name}' (${best.manifest.input.neurons} neurons, ${best.dir})`);
+  console.log(`  viewer   ${viewer}`);
+  console.log(`  metrics  http://127.0.0.1:${server.httpPort}/metrics`);
+  console.log(`  gRPC     127.0.0.1:${server.grpcPort}   (Ctrl-C stops)\n`);
+  const ac = new AbortController();
+  const stop = (): void => ac.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  if (o.seconds) setTimeout(stop, o.seconds * 1000).unref();
+  const stats = await replay({
+    data,
+    server: `127.0.0.1:${server.grpcPort}`,
+    model: name,
+    rate: 30,
+    loop: true,
+    streamId: 'demo-rig',
+    signal: ac.signal,
+    onProgress: (s) => process.stderr.write(`\rreplay: ${s.sent} frames sent, ${s.decoded} decoded, ${s.dropped} dropped, jitter p99 ${s.jitterP99.toFixed(1)} ms   `),
+  });
+  process.stderr.write('\n');
+  console.log(`demo: stopping (${stats.sent} frames sent, ${stats.decoded} decoded)`);
+  await server.close();
+}
+
+/** The bundle in the cache with the lowest recorded test SSIML (ridge when nothing better exists). */
+function bestBundle(dir: string): DecoderBundle {
+  const found: DecoderBundle[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (!e.isDirectory() || !existsSync(join(dir, e.name, 'manifest.json'))) continue;
+    try {
+      found.push(loadBundle(join(dir, e.name)));
+    } catch {
+      // A broken bundle in the cache is skipped; the demo still runs.
+    }
+  }
+  if (!found.length) throw new Error(`no bundle in ${dir}`);
+  const score = (b: DecoderBundle): number => b.manifest.metrics.test?.ssiml ?? b.manifest.metrics.validation?.ssiml ?? 1;
+  return found.sort((a, b) => score(a) - score(b))[0];
 }

@@ -27,6 +27,8 @@ export interface OutgoingFrame {
   acquiredAtUs?: number;
   unitIds?: number[];
   imageId?: number;
+  /** The stimulus shown, grey 0..255 row-major (viewers display and score against it). */
+  stimulus?: { width: number; height: number; pixels: Uint8Array };
 }
 
 export interface ConnectOptions {
@@ -138,6 +140,9 @@ export class FrameStream {
       responses: toBytes(f.responses),
       unitIds: f.unitIds ?? [],
       imageId: f.imageId ?? 0,
+      stimulus: f.stimulus ? Buffer.from(f.stimulus.pixels.buffer, f.stimulus.pixels.byteOffset, f.stimulus.pixels.byteLength) : Buffer.alloc(0),
+      stimulusWidth: f.stimulus?.width ?? 0,
+      stimulusHeight: f.stimulus?.height ?? 0,
     });
   }
 
@@ -162,6 +167,7 @@ export interface FrameMessage {
   model: string;
   seq: number;
   imageId?: number;
+  stimulus?: { width: number; height: number; pixels: Uint8Array };
   provider: string;
   width: number;
   height: number;

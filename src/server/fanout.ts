@@ -10,7 +10,8 @@ import type { ServerMetrics } from './metrics.js';
  * as one binary message. Slow-client policy: a subscriber whose unsent bytes exceed the limit skips
  * frames (counted) until it drains; one that vanishes is removed on close. Others are unaffected.
  *
- * Frame message (msgpack map): { type: 'frame', stream, model, seq, imageId?, provider, width, height,
+ * Frame message (msgpack map): { type: 'frame', stream, model, seq, imageId?, stimulus?: {width, height,
+ *   pixels: bin}, provider, width, height,
  *   pixels: bin (grey 0..255, row-major), values?: bin (little-endian float32, z-scored model output),
  *   t: { acquired?, ingested, decodeStart, decodeEnd, sent } (epoch ms, fractional) }.
  */
@@ -69,6 +70,7 @@ export class Fanout {
         model: f.model,
         seq: f.sequence,
         imageId: f.imageId,
+        stimulus: f.stimulus,
         provider: f.provider,
         width: f.width,
         height: f.height,

@@ -11,6 +11,7 @@ export interface PendingFrame {
   /** Server clock, epoch ms. */
   ingestedMs: number;
   imageId?: number;
+  stimulus?: Stimulus;
   /** Std-scaled decoder input. */
   input: Float32Array;
   /** Final outcome of this frame, for the stream's acknowledgements. */
@@ -22,12 +23,19 @@ export type FrameOutcome =
   | { status: 'DROPPED'; reason: string }
   | { status: 'REJECTED'; reason: string };
 
+export interface Stimulus {
+  width: number;
+  height: number;
+  pixels: Uint8Array;
+}
+
 /** A decoded frame as it goes out to subscribers. */
 export interface DecodedFrame {
   streamId: string;
   model: string;
   sequence: number;
   imageId?: number;
+  stimulus?: Stimulus;
   acquiredMs?: number;
   ingestedMs: number;
   decodeStartMs: number;
@@ -60,6 +68,14 @@ export function decodeResponses(bytes: Uint8Array, model: string, neurons: numbe
     }
   if (bad) throw ccError('CC_ERR_NOT_FINITE', bad, first);
   return out;
+}
+
+/** The optional stimulus of a frame, checked: sizes match the bytes and stay within 256x256. */
+export function decodeStimulus(bytes: Uint8Array, width: number, height: number): Stimulus | undefined {
+  if (!bytes.byteLength) return undefined;
+  if (width < 1 || height < 1 || width > 256 || height > 256 || width * height !== bytes.byteLength)
+    throw new Error(`stimulus is ${bytes.byteLength} bytes for ${width}x${height} (at most 256x256, one byte per pixel)`);
+  return { width, height, pixels: new Uint8Array(bytes) };
 }
 
 /** Model output (z-scored) -> grey levels, with the bundle's pixel mean and std. */

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { CortexcastError } from '../common/errors.js';
 import { applyResponseTransform } from '../models/bundle.js';
 import type { ServerConfig } from './config.js';
-import { decodeResponses, now, toGrey, type FrameOutcome } from './frames.js';
+import { decodeResponses, decodeStimulus, now, toGrey, type FrameOutcome, type Stimulus } from './frames.js';
 import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry, ServedModel } from './model-registry.js';
 import type { DecodePipeline } from './pipeline.js';
@@ -26,6 +26,9 @@ interface ResponseFrameMsg {
   responses: Buffer;
   unitIds: number[];
   imageId: number;
+  stimulus: Buffer;
+  stimulusWidth: number;
+  stimulusHeight: number;
 }
 
 interface AckMsg {
@@ -141,6 +144,12 @@ export function decoderService(d: ServiceDeps): grpc.UntypedServiceImplementatio
         } catch (e) {
           return fail('', e);
         }
+        let stimulus: Stimulus | undefined;
+        try {
+          stimulus = decodeStimulus(m.stimulus, m.stimulusWidth, m.stimulusHeight);
+        } catch (e) {
+          return fail('stimulus', e);
+        }
         if (m.unitIds.length && (m.unitIds.length !== served.neurons || m.unitIds.some((u, i) => u !== served.bundle.unitIds[i])))
           return fail('unit_ids', new Error(`unit_ids differ from model ${served.name}'s neuron order (${served.neurons} units)`));
         seen.add(m.streamId);
@@ -153,6 +162,7 @@ export function decoderService(d: ServiceDeps): grpc.UntypedServiceImplementatio
           acquiredMs: m.acquiredAtUs ? m.acquiredAtUs / 1000 : undefined,
           ingestedMs,
           imageId: m.imageId || undefined,
+          stimulus,
           input: applyResponseTransform(raw, served.bundle.stdScale, served.bundle.manifest.input.transform, raw),
           settle: (o: FrameOutcome) => {
             ack({ sequence: m.sequence, status: o.status, reason: 'reason' in o ? o.reason : '', decodeUs: 'decodeUs' in o ? o.decodeUs : 0, provider: 'provider' in o ? o.provider : '' });

@@ -1,7 +1,8 @@
 import { createServer as createHttp, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttps } from 'node:https';
 import { existsSync, readFileSync } from 'node:fs';
-import { extname, join, normalize } from 'node:path';
+import { dirname, extname, join, normalize } from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
 import { tokenMatches } from './auth.js';
@@ -11,6 +12,7 @@ import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry } from './model-registry.js';
 
 const VIEWER_DIR = fileURLToPath(new URL('../../clients/viewer/', import.meta.url));
+const MSGPACKR_BROWSER = join(dirname(createRequire(import.meta.url).resolve('msgpackr')), 'index-no-eval.min.js');
 const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.png': 'image/png', '.svg': 'image/svg+xml' };
 
 export interface HttpDeps {
@@ -110,6 +112,12 @@ async function route(d: HttpDeps, req: IncomingMessage, res: ServerResponse): Pr
   }
   if (!d.cfg.viewer) {
     res.writeHead(404).end();
+    return;
+  }
+  if (url.pathname === '/vendor/msgpackr.js') {
+    // The browser build that ships in the msgpackr package: no bundling step needed.
+    res.writeHead(200, { 'content-type': TYPES['.js'], 'cache-control': 'max-age=3600' });
+    res.end(readFileSync(MSGPACKR_BROWSER));
     return;
   }
   const rel = url.pathname === '/' ? 'index.html' : normalize(url.pathname).replace(/^([/\\])+/, '');

@@ -105,6 +105,7 @@ export class DecodePipeline {
               model,
               sequence: f.sequence,
               imageId: f.imageId,
+              stimulus: f.stimulus,
               acquiredMs: f.acquiredMs,
               ingestedMs: f.ingestedMs,
               decodeStartMs: r.startMs,

@@ -191,6 +191,20 @@ describe('streaming server', () => {
     expect(h).toMatchObject({ serving: true, state: 'RUNNING' });
   });
 
+  it('passes promtool check metrics (Debian package prometheus)', async (ctx) => {
+    const { spawnSync } = await import('node:child_process');
+    if (spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status !== 0) {
+      console.warn('SKIPPED: promtool not installed (apt-get install prometheus) - metric lint not run');
+      ctx.skip();
+      return;
+    }
+    const text = await (await fetch(`${http}/metrics`)).text();
+    const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    // promtool lints Node's default process metrics too; every complaint must be about those, none about ours.
+    const problems = (r.stdout + r.stderr).split('\n').filter((l) => l.trim() && /cortexcast_/.test(l));
+    expect(problems).toEqual([]);
+  });
+
   it('answers standard gRPC health checks and server reflection', async () => {
     const healthPkg = protoLoader.loadSync(join(process.cwd(), 'node_modules/grpc-health-check/proto/health/v1/health.proto'), { enums: String });
     const Health = (grpc.loadPackageDefinition(healthPkg) as unknown as { grpc: { health: { v1: { Health: new (a: string, c: grpc.ChannelCredentials) => grpc.Client & Record<string, Function> } } } }).grpc.health.v1.Health;

@@ -1,0 +1,140 @@
+import { resizeArea } from '../../src/training/data/image-ops.js';
+import { SensoriumDataset } from '../../src/training/data/sensorium.js';
+import { DecoderConnection, type FrameAck, type FrameStream } from '../lib/index.js';
+
+/**
+ * Replay a recorded (or simulated) session to a cortexcast server in real time: one tier's trials in
+ * session order, each frame stamped at its due time, with the stimulus attached so viewers can show and
+ * score it. Reconnects with exponential backoff when the server goes away and resumes at the next
+ * frame; frames whose time passed while disconnected are counted as lost, not sent late.
+ */
+export interface ReplayOptions {
+  data: string;
+  server: string;
+  model: string;
+  tier?: string;
+  /** Frames per second; 0 = as fast as the transport takes them. */
+  rate?: number;
+  loop?: boolean;
+  start?: number;
+  stop?: number;
+  streamId?: string;
+  token?: string;
+  /** Stop after this many frames (all loops together). */
+  maxFrames?: number;
+  signal?: AbortSignal;
+  onProgress?: (s: ReplayStats) => void;
+  /** Stimulus size sent to viewers (default 64x36). */
+  stimulusSize?: [width: number, height: number];
+}
+
+export interface ReplayStats {
+  sent: number;
+  decoded: number;
+  dropped: number;
+  rejected: number;
+  /** Frames skipped because the server was unreachable when they were due. */
+  lost: number;
+  reconnects: number;
+  /** Send-time error against the schedule, ms. */
+  jitterP50: number;
+  jitterP99: number;
+  jitterMax: number;
+  elapsedS: number;
+  lastReject?: string;
+}
+
+const pct = (v: number[], p: number): number => (v.length ? [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))] : 0);
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((r) => {
+    if (signal?.aborted) return r();
+    const onAbort = (): void => {
+      clearTimeout(t);
+      r();
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      r();
+    }, Math.max(0, ms));
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+
+export async function replay(o: ReplayOptions): Promise<ReplayStats> {
+  const ds = SensoriumDataset.open(o.data);
+  const tier = o.tier ?? 'test';
+  let trials = ds.indices(tier);
+  if (!trials.length) throw new Error(`tier '${tier}' of ${o.data} has no trials`);
+  trials = trials.slice(o.start ?? 0, o.stop ?? trials.length);
+  const rate = o.rate ?? 30;
+  const streamId = o.streamId ?? 'replay';
+  const [sw, sh] = o.stimulusSize ?? [64, 36];
+  const stats: ReplayStats = { sent: 0, decoded: 0, dropped: 0, rejected: 0, lost: 0, reconnects: 0, jitterP50: 0, jitterP99: 0, jitterMax: 0, elapsedS: 0 };
+  const jitter: number[] = [];
+  const onAck = (a: FrameAck): void => {
+    if (a.status === 'DECODED') stats.decoded++;
+    else if (a.status === 'DROPPED') stats.dropped++;
+    else if (a.status === 'REJECTED') {
+      stats.rejected++;
+      stats.lastReject = a.reason;
+    }
+  };
+  let conn: DecoderConnection | undefined;
+  let stream: FrameStream | undefined;
+  let broken = true;
+  let backoff = 100;
+  const connect = async (): Promise<boolean> => {
+    conn?.close();
+    conn = new DecoderConnection(o.server, { token: o.token });
+    try {
+      // Fail fast when the server is down instead of queueing frames in the channel.
+      await new Promise<void>((resolve, reject) => conn!.client.waitForReady(Date.now() + 1000, (e) => (e ? reject(e) : resolve())));
+    } catch {
+      return false;
+    }
+    stream = conn.openStream(onAck);
+    broken = false;
+    stream.done.catch((e: Error & { code?: number }) => {
+      broken = true;
+      if (e.code === 16) stats.lastReject = `server refused the stream: ${e.message}`;
+    });
+    return true;
+  };
+  const t0 = performance.now();
+  const period = rate > 0 ? 1000 / rate : 0;
+  let k = 0;
+  outer: for (let pass = 0; ; pass++) {
+    for (const i of trials) {
+      if (o.signal?.aborted || (o.maxFrames !== undefined && k >= o.maxFrames)) break outer;
+      const due = t0 + k * period;
+      const t = ds.trial(i);
+      const stimulus = { width: sw, height: sh, pixels: Uint8Array.from(resizeArea(t.image, ds.imageShape[0], ds.imageShape[1], sh, sw), (v) => Math.round(v)) };
+      await sleep(due - performance.now(), o.signal);
+      k++;
+      if (broken) {
+        const ok = await connect();
+        if (!ok) {
+          stats.lost++;
+          await sleep(backoff, o.signal);
+          backoff = Math.min(5000, backoff * 2);
+          continue;
+        }
+        if (stats.sent > 0) stats.reconnects++;
+        backoff = 100;
+      }
+      if (period) jitter.push(performance.now() - due);
+      const ok = stream!.send({ streamId, model: o.model, sequence: k, responses: t.responses, imageId: t.imageId, stimulus });
+      stats.sent++;
+      if (!ok && rate === 0) await stream!.drained();
+      if (o.onProgress && k % 30 === 0) o.onProgress(summary());
+    }
+    if (!o.loop) break;
+  }
+  stream?.end();
+  await Promise.race([stream?.done.catch(() => undefined), sleep(2000)]);
+  conn?.close();
+  return summary();
+
+  function summary(): ReplayStats {
+    return { ...stats, jitterP50: pct(jitter, 50), jitterP99: pct(jitter, 99), jitterMax: jitter.length ? Math.max(...jitter) : 0, elapsedS: (performance.now() - t0) / 1000 };
+  }
+}
