@@ -8,7 +8,7 @@
  * Prints p50/p99 for each, frames/s, drops, server peak RSS and RSS growth, and one ratio line per case:
  *   overhead/floor p50 X p99 Y (N streams, model)   where overhead = server e2e - direct decode.
  *
- *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,cnn] [--neurons 8600]
+ *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,cnn] [--neurons 8600] [--providers webgpu,cpu]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -34,6 +34,7 @@ const seconds = Number(arg('seconds', '10'));
 const streamCounts = arg('streams', '1,4,16').split(',').map(Number);
 const models = arg('models', 'ridge,cnn').split(',');
 const neurons = Number(arg('neurons', '8600'));
+const providers = arg('providers', 'cpu');
 const HZ = 30;
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const now = (): number => performance.timeOrigin + performance.now();
@@ -155,7 +156,8 @@ async function drive(grpcPort: number, http: string, n: number, model: string): 
 async function direct(bundle: string, frames: number): Promise<number[]> {
   const { loadBundle } = await import('../src/models/bundle.js');
   const b = loadBundle(bundle);
-  const pool = await WorkerPool.start({ model: b.model, inputName: DECODER_INPUT, outputName: DECODER_OUTPUT, neurons, providers: ['cpu'], threads: 2 }, 1);
+  const pool = await WorkerPool.start({ model: b.model, inputName: DECODER_INPUT, outputName: DECODER_OUTPUT, neurons, providers: providers.split(',') as ('cuda' | 'webgpu' | 'cpu')[], threads: 2 }, 1);
+  if (pool.fallbacks.length) console.log(`direct ${bundle.split('/').pop()}: provider ${pool.provider}; skipped: ${pool.fallbacks.join('; ')}`);
   const out: number[] = [];
   for (let i = 0; i < frames; i++) {
     const t = now();
@@ -183,7 +185,7 @@ async function main(): Promise<void> {
     const d = await direct(bundles[model], Math.min(300, seconds * HZ));
     console.log(`direct ${model}: decode on a worker p50 ${pct(d, 50).toFixed(2)} ms  p99 ${pct(d, 99).toFixed(2)} ms`);
     const srv = await startChild(
-      ['bin/cortexcast.js', 'serve', '--model', `${model}=${bundles[model]}`, '--grpc-port', '0', '--http-port', '0', '--threads', '2'],
+      ['bin/cortexcast.js', 'serve', '--model', `${model}=${bundles[model]}`, '--grpc-port', '0', '--http-port', '0', '--threads', '2', '--providers', providers],
       (l) => {
         if (!l.includes('"serving"')) return undefined;
         const j = JSON.parse(l) as { grpc: string; http: string };
@@ -192,6 +194,8 @@ async function main(): Promise<void> {
       true,
     );
     const http = `http://127.0.0.1:${srv.httpPort}`;
+    const served = ((await (await fetch(`${http}/api/models`)).json()) as { models: { provider: string }[] }).models[0].provider;
+    console.log(`server ${model}: execution provider ${served} (asked for ${providers})`);
     const rss0 = await serverRss(http);
     let peak = rss0;
     const sampler = setInterval(() => void serverRss(http).then((v) => (peak = Math.max(peak, v))), 1000);
