@@ -3,18 +3,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { join, resolve } from 'node:path';
 import { CortexcastError } from './common/errors.js';
 import { VERSION } from './common/version.js';
-import { synthesize, SYNTH_PRESETS } from './training/data/synth.js';
-import { inspectDataset } from './training/inspect.js';
-import { trainRidge } from './training/train-ridge.js';
-import { evaluateBundle } from './training/evaluate.js';
-import { reconstructionGrid, writeFile } from './training/report/figures.js';
-import { updateBundleMetrics } from './models/bundle.js';
-import type { PhotoName } from './training/data/photos.js';
-import { runDemo } from './demo.js';
-import { replay } from '../clients/replay/replay.js';
-import { record } from '../clients/record/record.js';
-import { loadServerConfig, type ServerConfigInput } from './server/config.js';
-import { CortexcastServer } from './server/server.js';
+import type { ServerConfigInput } from './server/config.js';
+// Commands load their modules when they run: `serve` never pays for image decoding or training code.
 
 const int = (name: string) => (v: string): number => {
   const n = Number(v);
@@ -42,6 +32,7 @@ program
   .option('--seed <n>', 'random seed', int('seed'))
   .option('--force', 'overwrite a non-empty output folder')
   .action(async (o) => {
+    const { synthesize, SYNTH_PRESETS } = await import('./training/data/synth.js');
     const preset = o.tiny ? 'tiny' : o.small ? 'small' : (o.preset as 'default' | 'small' | 'tiny');
     const base = SYNTH_PRESETS[preset];
     const cfg = {
@@ -62,7 +53,8 @@ program
   .description('stimulus sheet (PNG) and response statistics (SVG) of a dataset')
   .requiredOption('--data <dir>', 'dataset folder (SENSORIUM layout)')
   .option('--out <dir>', 'where to write the figures (default <data>/inspect)')
-  .action((o) => {
+  .action(async (o) => {
+    const { inspectDataset } = await import('./training/inspect.js');
     const s = inspectDataset(o.data, o.out ?? join(o.data, 'inspect'));
     console.log(JSON.stringify(s, null, 2));
   });
@@ -77,6 +69,7 @@ train
   .addOption(new Option('--image-size <hxw>', 'decoded image size').choices(['36x64', '64x64']).default('36x64'))
   .option('--alphas <list>', 'comma-separated regularisation multiples to try')
   .action(async (o) => {
+    const { trainRidge } = await import('./training/train-ridge.js');
     const [h, w] = (o.imageSize as string).split('x').map(Number);
     const r = await trainRidge({
       data: o.data,
@@ -99,6 +92,9 @@ program
   .option('--json', 'print metrics as JSON')
   .option('--no-save', 'do not record the metrics in the bundle manifest')
   .action(async (o) => {
+    const { evaluateBundle } = await import('./training/evaluate.js');
+    const { reconstructionGrid, writeFile } = await import('./training/report/figures.js');
+    const { updateBundleMetrics } = await import('./models/bundle.js');
     const fid = Number(o.fid) as 0 | 64 | 2048;
     const r = await evaluateBundle(o.model, o.data, { tier: o.tier, fid });
     const grid = o.grid ?? join(o.model, `eval-${o.tier}.png`);
@@ -134,6 +130,8 @@ program
   .option('--tls-cert <file>', 'TLS certificate (PEM)')
   .option('--tls-key <file>', 'TLS private key (PEM)')
   .action(async (o) => {
+    const { loadServerConfig } = await import('./server/config.js');
+    const { CortexcastServer } = await import('./server/server.js');
     const flags: Partial<ServerConfigInput> = {
       host: o.host,
       grpcPort: o.grpcPort,
@@ -177,6 +175,7 @@ program
   .option('--token <token>', 'auth token (or CORTEXCAST_TOKEN)')
   .option('--frames <n>', 'stop after n frames', Number)
   .action(async (o) => {
+    const { replay } = await import('../clients/replay/replay.js');
     const ac = new AbortController();
     process.once('SIGINT', () => ac.abort());
     const line = (s: { sent: number; decoded: number; dropped: number; rejected: number; lost: number; reconnects: number; jitterP50: number; jitterP99: number; elapsedS: number; lastReject?: string }): string =>
@@ -212,6 +211,7 @@ program
   .option('--frames <n>', 'stop after n frames', Number)
   .option('--token <token>', 'auth token (or CORTEXCAST_TOKEN)')
   .action(async (o) => {
+    const { record } = await import('../clients/record/record.js');
     const ac = new AbortController();
     process.once('SIGINT', () => ac.abort());
     const r = await record({ server: o.server, out: o.out, stream: o.stream, model: o.model, npy: o.npy, maxFrames: o.frames, token: o.token ?? process.env.CORTEXCAST_TOKEN, signal: ac.signal, onFrame: (n) => n % 30 === 0 && process.stderr.write(`\rrecorded ${n} frames`) });
@@ -226,6 +226,7 @@ program
   .option('--grpc-port <n>', 'gRPC port', Number, 50051)
   .option('--seconds <n>', 'stop after n seconds (default: run until Ctrl-C)', Number)
   .action(async (o) => {
+    const { runDemo } = await import('./demo.js');
     await runDemo({ cacheDir: o.cache, httpPort: o.httpPort, grpcPort: o.grpcPort, seconds: o.seconds });
   });
 
