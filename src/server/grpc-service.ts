@@ -6,7 +6,7 @@ import { applyResponseTransform } from '../models/bundle.js';
 import type { ServerConfig } from './config.js';
 import { decodeResponses, decodeStimulus, now, toGrey, type FrameOutcome, type Stimulus } from './frames.js';
 import type { ServerMetrics } from './metrics.js';
-import type { ModelRegistry, ServedModel } from './model-registry.js';
+import { modelFacts, type ModelRegistry, type ServedModel } from './model-registry.js';
 import type { DecodePipeline } from './pipeline.js';
 import { tokenMatches } from './auth.js';
 
@@ -64,22 +64,7 @@ export function decoderService(d: ServiceDeps): grpc.UntypedServiceImplementatio
     return tokenMatches(h.replace(/^Bearer\s+/i, ''), token);
   };
   const reject = (reason: string): void => void d.metrics.framesRejected.inc({ reason });
-  const modelInfo = (m: ServedModel): Record<string, unknown> => {
-    const metrics: Record<string, number> = {};
-    for (const [tier, vals] of Object.entries(m.bundle.manifest.metrics)) for (const [k, v] of Object.entries(vals ?? {})) metrics[`${tier}.${k}`] = v;
-    return {
-      name: m.name,
-      kind: m.bundle.manifest.kind,
-      neurons: m.neurons,
-      width: m.width,
-      height: m.height,
-      provider: m.provider,
-      workers: m.pool.size,
-      metrics,
-      bundlePath: m.bundle.dir,
-      manifestJson: JSON.stringify(m.bundle.manifest),
-    };
-  };
+  const modelInfo = (m: ServedModel): Record<string, unknown> => ({ ...modelFacts(m), bundlePath: m.bundle.dir, manifestJson: JSON.stringify(m.bundle.manifest) });
   const lookup = (name: string): ServedModel => d.registry.get(name);
   const codeOf = (e: unknown): string => (e instanceof CortexcastError ? e.code.replace(/^CC_ERR_/, '').toLowerCase() : 'internal');
 

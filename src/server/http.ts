@@ -9,7 +9,7 @@ import { tokenMatches } from './auth.js';
 import type { ServerConfig } from './config.js';
 import { encodeMessage, type Fanout } from './fanout.js';
 import type { ServerMetrics } from './metrics.js';
-import type { ModelRegistry } from './model-registry.js';
+import { modelFacts, type ModelFacts, type ModelRegistry } from './model-registry.js';
 
 const VIEWER_DIR = fileURLToPath(new URL('../../clients/viewer/', import.meta.url));
 const MSGPACKR_BROWSER = join(dirname(createRequire(import.meta.url).resolve('msgpackr')), 'index-no-eval.min.js');
@@ -74,18 +74,7 @@ export function createHttpServer(d: HttpDeps): { server: Server; wss: WebSocketS
   return { server, wss };
 }
 
-function modelList(d: HttpDeps): unknown[] {
-  return d.registry.all().map((m) => ({
-    name: m.name,
-    kind: m.bundle.manifest.kind,
-    neurons: m.neurons,
-    width: m.width,
-    height: m.height,
-    provider: m.provider,
-    workers: m.pool.size,
-    metrics: m.bundle.manifest.metrics,
-  }));
-}
+const modelList = (d: HttpDeps): ModelFacts[] => d.registry.all().map(modelFacts);
 
 async function route(d: HttpDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://x');

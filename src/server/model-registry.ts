@@ -16,6 +16,25 @@ export interface ServedModel {
   provider: ExecutionProvider;
 }
 
+/** The facts clients see about a served model (ListModels/GetModel, /api/models, the viewer's hello). */
+export interface ModelFacts {
+  name: string;
+  kind: string;
+  neurons: number;
+  width: number;
+  height: number;
+  provider: ExecutionProvider;
+  workers: number;
+  /** Recorded metrics flattened as `<tier>.<metric>`, e.g. `test.ssiml`. */
+  metrics: Record<string, number>;
+}
+
+export function modelFacts(m: ServedModel): ModelFacts {
+  const metrics: Record<string, number> = {};
+  for (const [tier, vals] of Object.entries(m.bundle.manifest.metrics)) for (const [k, v] of Object.entries(vals ?? {})) metrics[`${tier}.${k}`] = v;
+  return { name: m.name, kind: m.bundle.manifest.kind, neurons: m.neurons, width: m.width, height: m.height, provider: m.provider, workers: m.pool.size, metrics };
+}
+
 export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<ServedModel> {
   const bundle = loadBundle(m.path);
   const man = bundle.manifest;
