@@ -8,7 +8,7 @@
  * Prints p50/p99 for each, frames/s, drops, server peak RSS and RSS growth, and one ratio line per case:
  *   overhead/floor p50 X p99 Y (N streams, model)   where overhead = server e2e - direct decode.
  *
- *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,cnn] [--neurons 8600] [--providers webgpu,cpu]
+ *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,cnn] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -35,6 +35,7 @@ const streamCounts = arg('streams', '1,4,16').split(',').map(Number);
 const models = arg('models', 'ridge,cnn').split(',');
 const neurons = Number(arg('neurons', '8600'));
 const providers = arg('providers', 'cpu');
+const maxBatch = arg('max-batch', '8');
 const HZ = 30;
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const now = (): number => performance.timeOrigin + performance.now();
@@ -170,7 +171,7 @@ async function direct(bundle: string, frames: number): Promise<number[]> {
 }
 
 async function main(): Promise<void> {
-  console.log(`bench:serve  ${neurons} neurons, ${HZ} Hz per stream, ${seconds} s per case, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? ''}), Node ${process.version}`);
+  console.log(`bench:serve  ${neurons} neurons, ${HZ} Hz per stream, ${seconds} s per case, max batch ${maxBatch}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? ''}), Node ${process.version}`);
   const dir = mkdtempSync(join(tmpdir(), 'cc-bench-serve-'));
   const bundles = makeBundles(dir);
   const relay = await startChild(['--import', 'tsx', 'bench/relay-server.ts'], (l) => (l.startsWith('{') ? (JSON.parse(l) as { grpcPort: number; httpPort: number }) : undefined), false);
@@ -185,7 +186,7 @@ async function main(): Promise<void> {
     const d = await direct(bundles[model], Math.min(300, seconds * HZ));
     console.log(`direct ${model}: decode on a worker p50 ${pct(d, 50).toFixed(2)} ms  p99 ${pct(d, 99).toFixed(2)} ms`);
     const srv = await startChild(
-      ['bin/cortexcast.js', 'serve', '--model', `${model}=${bundles[model]}`, '--grpc-port', '0', '--http-port', '0', '--threads', '2', '--providers', providers],
+      ['bin/cortexcast.js', 'serve', '--model', `${model}=${bundles[model]}`, '--grpc-port', '0', '--http-port', '0', '--threads', '2', '--providers', providers, '--max-batch', maxBatch],
       (l) => {
         if (!l.includes('"serving"')) return undefined;
         const j = JSON.parse(l) as { grpc: string; http: string };
