@@ -1,6 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { tensor, type Graph, type Value } from '../../../src/models/onnx/index.js';
 import { GRAD_RULES } from '../../../src/training/autodiff/rules/index.js';
 import { buildGradients } from '../../../src/training/autodiff/engine.js';
@@ -97,8 +97,14 @@ const CASES: Case[] = [
 ];
 
 describe('every gradient rule agrees with central finite differences', () => {
-  it.each(CASES)('%s', async (_name, inputs, build) => {
+  const float32Only: string[] = [];
+  afterAll(() => {
+    // ORT has no float64 kernel for these; they were checked in float32 with the looser tolerance.
+    if (float32Only.length) console.info(`finite differences in float32 (no float64 kernel in ORT): ${float32Only.join(', ')}`);
+  });
+  it.each(CASES)('%s', async (name, inputs, build) => {
     const r = await fdCheck(inputs, build);
+    if (r.dtype === 'float32') float32Only.push(name);
     expect(r.checked).toBeGreaterThan(0);
     expect(r.worst).toBeLessThanOrEqual(1);
   });
