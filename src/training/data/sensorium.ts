@@ -24,12 +24,24 @@ export interface StatisticSet {
   max?: Float64Array;
 }
 
+/** What opening a session folder establishes about it. */
+export interface SessionLayout {
+  tiers: string[];
+  imageIds: number[];
+  unitIds: number[];
+  coordinates?: Float64Array;
+  imageShape: [number, number];
+  neurons: number;
+  hasBehavior: boolean;
+  hasPupil: boolean;
+}
+
 /**
  * A SENSORIUM 2022 session folder (see README "Data formats"). Opening validates the layout and every
  * trial file's header against the first one, so a missing, truncated or mis-shaped file is reported up
  * front with its path; trial data is then read one trial at a time.
  */
-export class SensoriumDataset {
+export class SensoriumDataset implements SessionLayout {
   readonly tiers: string[];
   readonly imageIds: number[];
   readonly unitIds: number[];
@@ -41,16 +53,18 @@ export class SensoriumDataset {
 
   private constructor(
     readonly dir: string,
-    fields: Omit<SensoriumDataset, 'dir' | 'trial' | 'indices' | 'statistics' | 'trialCount' | 'simulation'>,
+    layout: SessionLayout,
   ) {
-    this.tiers = fields.tiers;
-    this.imageIds = fields.imageIds;
-    this.unitIds = fields.unitIds;
-    this.coordinates = fields.coordinates;
-    this.imageShape = fields.imageShape;
-    this.neurons = fields.neurons;
-    this.hasBehavior = fields.hasBehavior;
-    this.hasPupil = fields.hasPupil;
+    ({
+      tiers: this.tiers,
+      imageIds: this.imageIds,
+      unitIds: this.unitIds,
+      coordinates: this.coordinates,
+      imageShape: this.imageShape,
+      neurons: this.neurons,
+      hasBehavior: this.hasBehavior,
+      hasPupil: this.hasPupil,
+    } = layout);
   }
 
   get trialCount(): number {
