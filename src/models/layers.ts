@@ -175,11 +175,18 @@ export function dropout(ctx: LayerContext, x: Value, p: number, opts: { channelw
   if (!ctx.dropoutSeed) throw new GraphError(`${g.currentScope}: training-mode dropout needs ctx.dropoutSeed`);
   return g.scope(opts.name ?? (opts.channelwise ? 'dropout2d' : 'dropout'), () => {
     const shape = x.shape.map((_, i) => (opts.channelwise && i >= 2 ? 1 : fixedDim(x, i, `${g.currentScope} (training needs a fixed batch)`)));
-    const n = shape.reduce((a, b) => a * b, 1);
-    const idxName = g.uniqueName('index');
-    const salt = nameSalt(idxName);
-    const idx = g.initializer(idxName, tensor('float64', shape, Float64Array.from({ length: n }, (_, i) => i * 12.9898 + salt)), { exactName: true });
-    const phase = g.op('Add', [idx, g.op('Mul', [ctx.dropoutSeed!, scalar(g, 'seed_scale', 78.233, 'float64')])]);
+    // The element index, times a hash constant, as a sum of one small broadcast constant per axis:
+    // a full-size constant would put gigabytes into the model at batch 64.
+    const salt = nameSalt(g.uniqueName('index'));
+    const strides = shape.map((_, a) => shape.slice(a + 1).reduce((p, d) => p * d, 1));
+    let idx: Value | undefined;
+    shape.forEach((d, a) => {
+      const stride = strides[a];
+      const axisShape = shape.map((_, k) => (k === a ? d : 1));
+      const term = g.initializer('index', tensor('float64', axisShape, Float64Array.from({ length: d }, (_, k) => k * stride * 12.9898 + (a === 0 ? salt : 0))));
+      idx = idx ? g.op('Add', [idx, term]) : term;
+    });
+    const phase = g.op('Add', [idx!, g.op('Mul', [ctx.dropoutSeed!, scalar(g, 'seed_scale', 78.233, 'float64')])]);
     const h = g.op('Mul', [g.op('Sin', [phase]), scalar(g, 'hash_scale', 43758.5453, 'float64')]);
     const u = g.op('Sub', [h, g.op('Floor', [h])]);
     const keepMask = g.op('Cast', [g.op('GreaterOrEqual', [u, scalar(g, 'p', p, 'float64')])], { to: x.dtype === 'float64' ? 11 : 1 });
