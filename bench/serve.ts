@@ -24,6 +24,7 @@ import { buildRidgeGraph, DECODER_INPUT, DECODER_OUTPUT } from '../src/models/ar
 import { writeBundle } from '../src/models/bundle.js';
 import { newGraph, writeModel } from '../src/models/onnx/index.js';
 import { Rng } from '../src/models/rng.js';
+import { percentile } from '../src/common/stats.js';
 import { WorkerPool } from '../src/server/worker-pool.js';
 
 const arg = (name: string, fallback: string): string => {
@@ -40,11 +41,7 @@ const HZ = 30;
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const now = (): number => performance.timeOrigin + performance.now();
 
-const pct = (v: number[], p: number): number => {
-  if (!v.length) return NaN;
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
+const pct = percentile;
 
 /** Bundles with random weights of the right shapes: latency does not depend on training. */
 function makeBundles(dir: string): Record<string, string> {

@@ -15,6 +15,7 @@ import { cnnDecoder, CNN_PROFILES } from '../src/models/architectures/cnn.js';
 import { tensor } from '../src/models/onnx/index.js';
 import { mseLoss } from '../src/training/losses.js';
 import { TrainingSession } from '../src/training/trainer.js';
+import { percentile } from '../src/common/stats.js';
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -27,7 +28,7 @@ const rounds = Number(arg('rounds', '2'));
 const profile = arg('profile', 'paper') as 'paper' | 'small';
 const threads = Number(process.env.CORTEXCAST_THREADS ?? os.cpus().length);
 
-const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const median = (v: number[]): number => percentile(v, 50);
 const randn = (n: number): Float32Array => Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(Math.random() + 1e-12)) * Math.cos(2 * Math.PI * Math.random()));
 
 interface Measurement {

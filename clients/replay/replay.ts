@@ -1,3 +1,4 @@
+import { percentile } from '../../src/common/stats.js';
 import { resizeArea } from '../../src/training/data/image-ops.js';
 import { SensoriumDataset } from '../../src/training/data/sensorium.js';
 import { DecoderConnection, type FrameAck, type FrameStream } from '../lib/index.js';
@@ -44,7 +45,7 @@ export interface ReplayStats {
   lastReject?: string;
 }
 
-const pct = (v: number[], p: number): number => (v.length ? [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))] : 0);
+const pct = (v: number[], p: number): number => (v.length ? percentile(v, p) : 0);
 const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   new Promise((r) => {
     if (signal?.aborted) return r();
