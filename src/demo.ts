@@ -1,7 +1,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { replay } from '../clients/replay/replay.js';
-import { loadBundle, type DecoderBundle } from './models/bundle.js';
+import { loadBundle, updateBundleMetrics, type DecoderBundle } from './models/bundle.js';
 import { loadServerConfig } from './server/config.js';
 import { CortexcastServer } from './server/server.js';
 import { synthesize, SYNTH_PRESETS } from './training/data/synth.js';
@@ -24,10 +24,8 @@ export async function runDemo(o: { cacheDir: string; httpPort: number; grpcPort:
   if (!existsSync(join(ridge, 'manifest.json'))) {
     console.log(`demo: fitting the ridge decoder (once) -> ${ridge}`);
     await trainRidge({ data, out: ridge });
-    await evaluateBundle(ridge, data, { fid: 0 }).then(async (r) => {
-      const { updateBundleMetrics } = await import('./models/bundle.js');
-      updateBundleMetrics(ridge, { test: { ...r.metrics } });
-    });
+    const r = await evaluateBundle(ridge, data, { fid: 0 });
+    updateBundleMetrics(ridge, { test: { ...r.metrics } });
   }
   const best = bestBundle(dir);
   const name = best.manifest.kind;

@@ -7,7 +7,7 @@ import client from 'prom-client';
  */
 const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512];
 
-export type DropReason = 'superseded' | 'queue_full' | 'shutdown' | 'model_unloaded';
+export type DropReason = 'superseded' | 'queue_full' | 'shutdown' | 'stream_closed' | 'model_unloaded';
 
 export class ServerMetrics {
   readonly registry = new client.Registry();

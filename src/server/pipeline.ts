@@ -53,7 +53,10 @@ export class DecodePipeline {
     for (const [model, byStream] of this.queues) {
       const q = byStream.get(streamId);
       if (!q) continue;
-      for (const f of q.frames.splice(0)) this.metrics.framesDropped.inc({ model, reason: 'shutdown' });
+      for (const f of q.frames.splice(0)) {
+        this.metrics.framesDropped.inc({ model, reason: 'stream_closed' });
+        f.settle({ status: 'DROPPED', reason: 'stream closed before decoding' });
+      }
       if (!q.inFlight) byStream.delete(streamId);
     }
   }

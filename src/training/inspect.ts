@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { columnMeanStd } from '../common/stats.js';
 import { responseScaleVector } from '../models/bundle.js';
 import { SensoriumDataset } from './data/sensorium.js';
 import { histogramsSvg, reconstructionGrid, writeFile } from './report/figures.js';
@@ -36,11 +37,7 @@ export function inspectDataset(dataDir: string, outDir: string): InspectSummary 
   const n = ds.neurons;
   const R = new Float32Array(train.length * n);
   train.forEach((i, k) => R.set(ds.trial(i).responses, k * n));
-  const std = new Float32Array(n);
-  const mean = new Float64Array(n);
-  for (let k = 0; k < train.length; k++) for (let j = 0; j < n; j++) mean[j] += R[k * n + j] / train.length;
-  for (let k = 0; k < train.length; k++) for (let j = 0; j < n; j++) std[j] += (R[k * n + j] - mean[j]) ** 2 / train.length;
-  for (let j = 0; j < n; j++) std[j] = Math.sqrt(std[j]);
+  const { mean, std } = columnMeanStd(R, train.length, n);
   const scale = responseScaleVector(std, 'brainreader');
   const scaled = R.map((v, i) => v * scale[i % n]);
   let zero = 0;

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { batchNorm, conv2d, dropout, linear, relu, reshape, type LayerContext } from '../../src/models/layers.js';
+import { batchNorm, conv2d, dropout, linear, relu, type LayerContext } from '../../src/models/layers.js';
 import { newGraph, tensor, writeModel, type TensorData } from '../../src/models/onnx/index.js';
 import { createSession, runOnce } from '../../src/models/ort.js';
 import { Rng } from '../../src/models/rng.js';

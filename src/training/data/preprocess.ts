@@ -1,5 +1,6 @@
 import { ccError } from '../../common/errors.js';
 import { progress } from '../../common/progress.js';
+import { columnMeanStd } from '../../common/stats.js';
 import { applyResponseTransform, responseScaleVector, type ResponseScaling } from '../../models/bundle.js';
 import { resizeArea } from './image-ops.js';
 import type { SensoriumDataset } from './sensorium.js';
@@ -85,20 +86,7 @@ export function prepareDataset(ds: SensoriumDataset, cfg: PreprocessConfig = DEF
   }
   const imageMean = sum / train.images.length;
   const imageStd = Math.sqrt(Math.max(1e-12, sq / train.images.length - imageMean * imageMean));
-  const rows = train.imageIds.length;
-  const mean = new Float64Array(n);
-  const m2 = new Float64Array(n);
-  for (let r = 0; r < rows; r++)
-    for (let j = 0; j < n; j++) {
-      const v = train.responses[r * n + j];
-      mean[j] += v;
-      m2[j] += v * v;
-    }
-  const responseStd = new Float32Array(n);
-  for (let j = 0; j < n; j++) {
-    const mu = mean[j] / rows;
-    responseStd[j] = Math.sqrt(Math.max(0, m2[j] / rows - mu * mu));
-  }
+  const { std: responseStd } = columnMeanStd(train.responses, train.imageIds.length, n);
   const responseScale = responseScaleVector(responseStd, cfg.responseScaling);
   const finish = (s: RawSplit): PreparedSplit => {
     for (let i = 0; i < s.images.length; i++) s.images[i] = (s.images[i] - imageMean) / imageStd;
