@@ -154,7 +154,8 @@ async function drive(grpcPort: number, http: string, n: number, model: string): 
 async function direct(bundle: string, frames: number): Promise<number[]> {
   const { loadBundle } = await import('../src/models/bundle.js');
   const b = loadBundle(bundle);
-  const pool = await WorkerPool.start({ model: b.model, inputName: DECODER_INPUT, outputName: DECODER_OUTPUT, neurons, providers: providers.split(',') as ('cuda' | 'webgpu' | 'cpu')[], threads: 2 }, 1);
+  const m = b.manifest;
+  const pool = await WorkerPool.start({ model: b.model, manifest: { kind: m.kind, onnx: m.onnx, input: m.input, output: m.output, iterative: m.iterative }, providers: providers.split(',') as ('cuda' | 'webgpu' | 'cpu')[], threads: 2 }, 1);
   if (pool.fallbacks.length) console.log(`direct ${bundle.split('/').pop()}: provider ${pool.provider}; skipped: ${pool.fallbacks.join('; ')}`);
   const out: number[] = [];
   for (let i = 0; i < frames; i++) {

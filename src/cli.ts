@@ -81,6 +81,68 @@ train
     console.log(`validation ${JSON.stringify(r.manifest.metrics.validation)}`);
   });
 
+train
+  .command('encoder')
+  .description('encoding model (image -> responses): CNN core + Gaussian readout, Poisson loss; writes an encoder bundle')
+  .requiredOption('--data <dirs...>', 'dataset folder(s): several sessions share the core, one readout each')
+  .requiredOption('--out <dir>', 'bundle folder (one sub-folder per session when there are several)')
+  .addOption(new Option('--profile <name>', 'core size').choices(['small', 'paper']).default('small'))
+  .addOption(new Option('--readout <kind>', 'readout').choices(['gaussian', 'factorized']).default('gaussian'))
+  .option('--plain', 'plain k7 convolutions instead of depth-separable ones')
+  .option('--epochs <n>', 'maximum epochs', int('epochs'), 30)
+  .option('--batch <n>', 'images per session per step', int('batch'), 32)
+  .option('--lr <x>', 'Adam learning rate', Number, 5e-3)
+  .option('--patience <n>', 'early stopping: epochs without a better validation correlation', int('patience'), 5)
+  .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
+  .option('--seed <n>', 'random seed', int('seed'), 1)
+  .action(async (o) => {
+    const { trainEncoder } = await import('./training/train-encoder.js');
+    const r = await trainEncoder({
+      data: o.data,
+      out: o.out,
+      profile: o.profile,
+      config: { readout: o.readout, ...(o.plain ? { separable: false } : {}) },
+      epochs: o.epochs,
+      batch: o.batch,
+      lr: o.lr,
+      patience: o.patience,
+      maxTrain: o.maxTrain,
+      seed: o.seed,
+    });
+    for (const s of r.sessions) console.log(`bundle ${s.dir}: ${s.manifest.name} ${JSON.stringify(s.scores)}`);
+    console.log(`${r.epochs} epochs in ${r.seconds.toFixed(1)} s`);
+  });
+
+train
+  .command('invenc')
+  .description('inverted-encoder decoder: searches steps / step size / blur on validation FID; writes an iterative bundle')
+  .requiredOption('--encoder <dir>', 'encoder bundle (cortexcast train encoder)')
+  .requiredOption('--out <dir>', 'bundle folder to write')
+  .option('--data <dir>', "dataset for the search (default: the encoder's)")
+  .addOption(new Option('--grid <name>', 'search space: paper (REFERENCE.md; hours on a CPU) or quick').choices(['quick', 'paper']).default('quick'))
+  .option('--search-images <n>', 'validation images scored in the search', int('search-images'), 40)
+  .action(async (o) => {
+    const { trainInvenc, INVENC_GRIDS } = await import('./training/train-invenc.js');
+    const r = await trainInvenc({ encoder: o.encoder, out: o.out, data: o.data, grid: INVENC_GRIDS[o.grid as 'quick' | 'paper'], searchImages: o.searchImages });
+    console.log(`bundle ${o.out}: ${r.manifest.name}, steps ${r.best.steps}, lr ${r.best.lr}, blur sigma ${r.best.blurSigma}; validation FID ${r.best.fid.toFixed(3)} SSIM ${r.best.ssim.toFixed(3)}; ${r.seconds.toFixed(1)} s`);
+  });
+
+program
+  .command('meis')
+  .description('most exciting inputs of every neuron by gradient ascent through an encoder bundle (resumable)')
+  .requiredOption('--encoder <dir>', 'encoder bundle')
+  .requiredOption('--out <dir>', 'output folder (meis.npy, unit_ids.npy, meis.json, meis.png)')
+  .option('--steps <n>', 'gradient-ascent steps (REFERENCE.md: 1000)', int('steps'), 1000)
+  .option('--lr <x>', 'step size', Number, 1)
+  .option('--blur <sigma>', 'gradient blur sigma', Number, 1)
+  .option('--batch <n>', 'neurons optimised together', int('batch'), 64)
+  .option('--neurons <spec>', "which neurons: 'all', 'first:N', or 'top:N' (best validation correlation of the encoder)", 'all')
+  .action(async (o) => {
+    const { generateMeis, selectNeurons } = await import('./training/meis.js');
+    const r = await generateMeis({ encoder: o.encoder, out: o.out, steps: o.steps, lr: o.lr, blurSigma: o.blur, batch: o.batch, neurons: selectNeurons(o.encoder, o.neurons) });
+    console.log(`${r.neurons.length} MEIs in ${o.out} (${r.seconds.toFixed(1)} s)${r.rfCorrelation ? `; MEI/RF correlation ${r.rfCorrelation.all.toFixed(3)}` : ''}`);
+  });
+
 program
   .command('eval')
   .description("evaluate a bundle: the report's Table I columns (SSIML, MSE, FID) plus SSIM and PixCorr")
@@ -126,6 +188,7 @@ program
   .addOption(new Option('--policy <p>', 'frame policy').choices(['latest', 'fifo']))
   .option('--queue-depth <n>', 'fifo queue depth per stream', Number)
   .option('--max-batch <n>', 'frames decoded together at most', Number)
+  .option('--invenc-steps <n>', 'iterative decoders (invenc): optimisation steps per frame (default: the bundle\'s)', Number)
   .option('--token <token>', 'shared auth token for gRPC and WebSocket (or CORTEXCAST_TOKEN)')
   .option('--tls-cert <file>', 'TLS certificate (PEM)')
   .option('--tls-key <file>', 'TLS private key (PEM)')
@@ -142,6 +205,7 @@ program
       framePolicy: o.policy,
       queueDepth: o.queueDepth,
       maxBatch: o.maxBatch,
+      iterativeSteps: o.invencSteps,
       auth: o.token ? { token: o.token } : undefined,
       tls: o.tlsCert || o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : undefined,
       models: (o.model as string[] | undefined)?.map((m) => {

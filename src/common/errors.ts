@@ -16,6 +16,9 @@ export const ERRORS = {
   CC_ERR_NEURON_COUNT: 'frame has %s neurons, model %s expects %s',
   CC_ERR_NOT_FINITE: 'frame has %s non-finite values (NaN or Inf), first at neuron %s',
   CC_ERR_CONFIG: 'invalid configuration: %s',
+  // training
+  CC_ERR_TRAINING_DIVERGED: '%s training diverged at step %s (loss %s); lower the learning rate or check the data',
+  CC_ERR_WRONG_KIND: 'bundle %s is a %s bundle; %s',
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;

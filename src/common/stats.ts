@@ -21,3 +21,32 @@ export function columnMeanStd(m: ArrayLike<number>, rows: number, cols: number):
   }
   return { mean, std };
 }
+
+/**
+ * Pearson correlation of each column of two row-major [rows, cols] matrices (per-neuron correlation
+ * of predicted and recorded responses). A constant column gives 0, not NaN.
+ */
+export function columnCorrelation(a: ArrayLike<number>, b: ArrayLike<number>, rows: number, cols: number): Float32Array {
+  const ma = columnMeanStd(a, rows, cols).mean;
+  const mb = columnMeanStd(b, rows, cols).mean;
+  const sab = new Float64Array(cols);
+  const saa = new Float64Array(cols);
+  const sbb = new Float64Array(cols);
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const x = a[r * cols + c] - ma[c];
+      const y = b[r * cols + c] - mb[c];
+      sab[c] += x * y;
+      saa[c] += x * x;
+      sbb[c] += y * y;
+    }
+  const out = new Float32Array(cols);
+  for (let c = 0; c < cols; c++) out[c] = saa[c] > 0 && sbb[c] > 0 ? sab[c] / Math.sqrt(saa[c] * sbb[c]) : 0;
+  return out;
+}
+
+export const mean = (v: ArrayLike<number>): number => {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i];
+  return v.length ? s / v.length : NaN;
+};

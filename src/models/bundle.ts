@@ -49,6 +49,19 @@ export const manifestSchema = z
       opset: z.number().int(),
       sha256: z.string().regex(/^[0-9a-f]{64}$/),
     }),
+    /** Iterative decoders (kind invenc): the graph is one optimisation step, repeated `steps` times. */
+    iterative: z
+      .object({
+        imageInput: z.string(),
+        lrInput: z.string(),
+        kernelInput: z.string(),
+        steps: z.number().int().positive(),
+        lr: z.number().positive(),
+        blurSigma: z.number().positive(),
+        blurRadius: z.number().int().positive(),
+        seed: z.number().int(),
+      })
+      .optional(),
     training: z.object({
       dataset: z.string(),
       config: z.record(z.string(), z.unknown()),
@@ -112,6 +125,7 @@ export interface WriteBundleInput {
   pixelMean: number;
   pixelStd: number;
   training: Manifest['training'];
+  iterative?: Manifest['iterative'];
   metrics?: Manifest['metrics'];
   version: string;
   onnxruntime: string;
@@ -131,6 +145,7 @@ export function writeBundle(dir: string, b: WriteBundleInput): Manifest {
     input: { neurons: b.stdScale.length, unitIdsFile: 'unit_ids.npy', stdScaleFile: 'std_scale.npy', responseScaling: b.responseScaling, transform: b.transform ?? 'none' },
     output: { height: b.height, width: b.width, pixelMean: b.pixelMean, pixelStd: b.pixelStd },
     onnx: { file: 'model.onnx', inputName: b.inputName, outputName: b.outputName, opset: b.opset, sha256: sha256(b.model) },
+    ...(b.iterative ? { iterative: b.iterative } : {}),
     training: b.training,
     metrics: b.metrics ?? {},
     provenance: { cortexcast: b.version, node: process.version, onnxruntime: b.onnxruntime, host: process.platform + '-' + process.arch },

@@ -20,6 +20,8 @@ const modelSchema = z
     workers: z.number().int().min(1).max(64).optional(),
     /** ORT intra-op threads per worker. */
     threads: z.number().int().min(1).max(256).optional(),
+    /** Iterative decoders (invenc): optimisation steps per frame, overriding the bundle's. */
+    steps: z.number().int().min(1).max(100_000).optional(),
   })
   .strict();
 
@@ -33,6 +35,8 @@ export const configSchema = z
     providers: z.array(provider).min(1).default(['cpu']),
     workers: z.number().int().min(1).max(64).default(1),
     threads: z.number().int().min(1).max(256).default(1),
+    /** Iterative decoders (invenc): steps per frame for every such model (latency/quality knob). */
+    iterativeSteps: z.number().int().min(1).max(100_000).optional(),
     /** latest: a stream keeps only its newest undecoded frame; fifo: a bounded queue per stream. */
     framePolicy: z.enum(['latest', 'fifo']).default('latest'),
     /** fifo only: frames queued per stream before the oldest is dropped. */

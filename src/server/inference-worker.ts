@@ -1,5 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import ort from 'onnxruntime-node';
+import type { Manifest } from '../models/bundle.js';
+import { DecoderRunner } from '../models/decoder-runner.js';
 import { createSession, type ExecutionProvider } from '../models/ort.js';
 
 /**
@@ -10,9 +11,10 @@ import { createSession, type ExecutionProvider } from '../models/ort.js';
  */
 export interface WorkerInit {
   model: Uint8Array;
-  inputName: string;
-  outputName: string;
-  neurons: number;
+  /** What the runner needs of the bundle's manifest (names, sizes, iterative spec). */
+  manifest: Pick<Manifest, 'kind' | 'onnx' | 'input' | 'output' | 'iterative'>;
+  /** Iterative decoders: steps per frame (default: the bundle's). */
+  steps?: number;
   providers: ExecutionProvider[];
   threads: number;
 }
@@ -34,16 +36,16 @@ async function main(): Promise<void> {
   const init = workerData as WorkerInit;
   const port = parentPort!;
   const loaded = await createSession(init.model, { providers: init.providers, intraOpThreads: init.threads, spinning: false });
-  const session = loaded.session;
-  // Warm-up: the first run allocates and, on GPUs, compiles kernels.
-  await session.run({ [init.inputName]: new ort.Tensor('float32', new Float32Array(init.neurons), [1, init.neurons]) });
+  const runner = new DecoderRunner(loaded.session, init.manifest);
+  const neurons = init.manifest.input.neurons;
+  // Warm-up: the first run allocates and, on GPUs, compiles kernels (one step is enough for iterative decoders).
+  await runner.run(new Float32Array(neurons), 1, runner.iterative ? 1 : undefined);
   port.postMessage({ kind: 'ready', provider: loaded.provider, fallbacks: [...loaded.fallbacks] } satisfies WorkerReply);
   port.on('message', (req: RunRequest) => {
     void (async () => {
       const startMs = now();
       try {
-        const out = await session.run({ [init.inputName]: new ort.Tensor('float32', req.input, [req.rows, init.neurons]) });
-        const data = out[init.outputName].data as Float32Array;
+        const data = await runner.run(req.input, req.rows, init.steps);
         const output = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
         port.postMessage({ kind: 'done', id: req.id, output, startMs, endMs: now() } satisfies WorkerReply, [output.buffer as ArrayBuffer]);
       } catch (e) {

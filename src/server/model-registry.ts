@@ -14,6 +14,8 @@ export interface ServedModel {
   width: number;
   height: number;
   provider: ExecutionProvider;
+  /** Server-wide steps for iterative decoders, when set. */
+  stepsOverride?: number;
 }
 
 /** The facts clients see about a served model (ListModels/GetModel, /api/models, the viewer's hello). */
@@ -27,29 +29,33 @@ export interface ModelFacts {
   workers: number;
   /** Recorded metrics flattened as `<tier>.<metric>`, e.g. `test.ssiml`. */
   metrics: Record<string, number>;
+  /** Iterative decoders: optimisation steps per frame. */
+  steps?: number;
 }
 
 export function modelFacts(m: ServedModel): ModelFacts {
   const metrics: Record<string, number> = {};
   for (const [tier, vals] of Object.entries(m.bundle.manifest.metrics)) for (const [k, v] of Object.entries(vals ?? {})) metrics[`${tier}.${k}`] = v;
-  return { name: m.name, kind: m.bundle.manifest.kind, neurons: m.neurons, width: m.width, height: m.height, provider: m.provider, workers: m.pool.size, metrics };
+  const it = m.bundle.manifest.iterative;
+  const steps = it ? (m.config.steps ?? m.stepsOverride ?? it.steps) : undefined;
+  return { name: m.name, kind: m.bundle.manifest.kind, neurons: m.neurons, width: m.width, height: m.height, provider: m.provider, workers: m.pool.size, metrics, ...(steps ? { steps } : {}) };
 }
 
 export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<ServedModel> {
   const bundle = loadBundle(m.path);
   const man = bundle.manifest;
+  if (man.kind === 'encoder') throw ccError('CC_ERR_WRONG_KIND', bundle.dir, 'encoder', 'it maps images to responses; serve a decoder (ridge, cnn, gan, invenc)');
   const pool = await WorkerPool.start(
     {
       model: bundle.model,
-      inputName: man.onnx.inputName,
-      outputName: man.onnx.outputName,
-      neurons: man.input.neurons,
+      manifest: { kind: man.kind, onnx: man.onnx, input: man.input, output: man.output, iterative: man.iterative },
+      steps: man.iterative ? (m.steps ?? cfg.iterativeSteps) : undefined,
       providers: [...(m.providers ?? cfg.providers)],
       threads: m.threads ?? cfg.threads,
     },
     m.workers ?? cfg.workers,
   );
-  return { name: m.name!, config: m, bundle, pool, neurons: man.input.neurons, width: man.output.width, height: man.output.height, provider: pool.provider };
+  return { name: m.name!, config: m, bundle, pool, neurons: man.input.neurons, width: man.output.width, height: man.output.height, provider: pool.provider, stepsOverride: cfg.iterativeSteps };
 }
 
 /**

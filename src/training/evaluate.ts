@@ -1,8 +1,8 @@
 import ort from 'onnxruntime-node';
 import { ccError } from '../common/errors.js';
 import { applyResponseTransform, loadBundle, type DecoderBundle } from '../models/bundle.js';
-import { tensor } from '../models/onnx/index.js';
-import { createSession, runOnce } from '../models/ort.js';
+import { DecoderRunner } from '../models/decoder-runner.js';
+import { createSession } from '../models/ort.js';
 import { readRawSplit } from './data/preprocess.js';
 import { SensoriumDataset } from './data/sensorium.js';
 import { FidComputer } from './metrics/fid.js';
@@ -26,16 +26,16 @@ export interface EvalResult {
   w: number;
 }
 
-/** Decode a batch of raw response rows with a bundle, exactly as the server does (same transform). */
+/** Decode raw response rows with a bundle, exactly as the server does (same transform, same runner). */
 export async function decodeRows(session: ort.InferenceSession, b: DecoderBundle, raw: Float32Array, rows: number, batch = 64): Promise<Float32Array> {
   const n = b.manifest.input.neurons;
   const P = b.manifest.output.height * b.manifest.output.width;
+  const runner = new DecoderRunner(session, b.manifest);
   const out = new Float32Array(rows * P);
   for (let r0 = 0; r0 < rows; r0 += batch) {
     const nb = Math.min(batch, rows - r0);
     const x = applyResponseTransform(raw.subarray(r0 * n, (r0 + nb) * n), b.stdScale, b.manifest.input.transform);
-    const res = await runOnce(session, { [b.manifest.onnx.inputName]: tensor('float32', [nb, n], x) });
-    out.set(res[b.manifest.onnx.outputName].data as Float32Array, r0 * P);
+    out.set(await runner.run(x, nb), r0 * P);
   }
   return out;
 }

@@ -44,6 +44,8 @@ export interface TrainingSpec {
    * Default: on when the parameters updated in the graph (not host-side) total under 256 MB.
    */
   cpuArena?: boolean;
+  /** Name of the exported graph's output (default 'output'). */
+  outputName?: string;
 }
 
 export interface StepResult {
@@ -149,7 +151,7 @@ export function buildEvalGraph(spec: TrainingSpec, values: Map<string, TensorDat
     if (asInputs) g.promoteToInput(name);
     else g.setInitializer(name, t);
   }
-  g.output(output, 'output');
+  g.output(output, spec.outputName ?? 'output');
   return { graph: g, inputs, output };
 }
 
@@ -301,7 +303,7 @@ export class TrainingSession {
     const inputs: Record<string, ort.Tensor> = {};
     for (const [k, v] of Object.entries(feeds)) inputs[k] = toOrt(v);
     for (const [k, v] of this.state) if (!k.includes('::') && s.inputNames.includes(k)) inputs[k] = v;
-    return fromOrt((await s.run(inputs)).output);
+    return fromOrt((await s.run(inputs))[this.spec.outputName ?? 'output']);
   }
 
   /** The trained model as ONNX: eval-mode graph with the current parameters baked in. */

@@ -88,7 +88,20 @@ const CASES: Case[] = [
   ['Concat axis 1', [I([2, 3]), I([2, 1]), I([2, 4])], (g, x) => g.op('Concat', x, { axis: 1 })],
   ['Pad constant', [I([2, 3, 4])], (g, x) => g.op('Pad', [x[0], ints(g, [0, 1, 2, 0, 2, 1])], { mode: 'constant' })],
   ['Pad reflect, two axes', [I([1, 2, 5, 6])], (g, x) => g.op('Pad', [x[0], ints(g, [0, 0, 2, 3, 0, 0, 3, 1])], { mode: 'reflect' })],
+  [
+    'BatchNormalization (inference form, gradient w.r.t. x)',
+    [
+      I([2, 3, 4, 5]),
+      { shape: [3], constant: true, data: [0.5, -1.5, 2] },
+      { shape: [3], constant: true, data: [0.1, 0, -0.3] },
+      { shape: [3], constant: true, data: [0.2, -0.4, 1] },
+      { shape: [3], constant: true, data: [0.5, 2, 1.5] },
+    ],
+    (g, x) => g.op('BatchNormalization', x, { epsilon: 1e-3 }),
+  ],
+  ['Floor inside x - floor(x) (bilinear weights)', [I([3, 5])], (g, x) => g.op('Mul', [g.op('Sub', [x[0], g.op('Floor', [x[0]])]), x[0]])],
   ['Gather axis 1, repeated and negative indices', [I([3, 5, 2])], (g, x) => g.op('Gather', [x[0], ints(g, [0, 4, 4, -1, 2])], { axis: 1 })],
+  ['Gather axis 0, 2-D indices (one-hot path)', [I([4, 3])], (g, x) => g.op('Gather', [x[0], g.initializer('k', tensor('int64', [2, 2], [3, 0, 3, 1]))], { axis: 0 })],
   [
     'GatherElements axis 1',
     [I([3, 4]), { shape: [3, 2], dtype: 'int64', constant: true, data: [0, 3, 2, 2, 1, 0] }],

@@ -2,8 +2,11 @@ import { type Value, tensor } from '../../../models/onnx/index.js';
 import type { GradRule } from '../context.js';
 
 /**
- * Gather along `axis` with indices of any shape: scatter dy back through a one-hot matrix built in the
- * graph (so indices may be computed at run time). Repeated indices accumulate.
+ * Gather along `axis`. 1-D indices (the common case: a readout picking positions from a feature map):
+ * ScatterElements with reduction 'add' of dy into zeros, the indices broadcast to dy's shape, which
+ * also works when other axes are dynamic (a served batch). Other index shapes: dy goes back through a
+ * one-hot matrix built in the graph. Either way indices may be computed at run time and repeated
+ * indices accumulate.
  */
 export const gatherGrad: GradRule = {
   opType: 'Gather',
@@ -12,6 +15,11 @@ export const gatherGrad: GradRule = {
     const idx = c.x(1);
     const r = x.shape.length;
     const axis = ((a) => (a < 0 ? a + r : a))(c.attr<number>('axis', 0));
+    if (idx.shape.length === 1) {
+      const bshape = x.shape.map((_, i) => (i === axis ? -1 : 1));
+      const spread = c.expandLike(c.op('Reshape', [c.op('Cast', [idx], { to: 7 }), c.ints(bshape)]), c.dy);
+      return [c.op('ScatterElements', [c.expandLike(c.zero(x), x), spread, c.dy], { axis, reduction: 'add' }), undefined];
+    }
     const N = c.fixed(x, axis);
     const pre = x.shape.slice(0, axis).map((_, i) => c.fixed(x, i));
     const post = x.shape.slice(axis + 1).map((_, i) => c.fixed(x, axis + 1 + i));

@@ -2,6 +2,7 @@ import type { GradRule } from '../context.js';
 import { absGrad } from './abs.js';
 import { addGrad } from './add.js';
 import { averagePoolGrad } from './average-pool.js';
+import { batchNormGrad } from './batch-norm.js';
 import { castGrad } from './cast.js';
 import { clipGrad } from './clip.js';
 import { concatGrad } from './concat.js';
@@ -10,6 +11,7 @@ import { convTransposeGrad } from './conv-transpose.js';
 import { divGrad } from './div.js';
 import { eluGrad } from './elu.js';
 import { expGrad } from './exp.js';
+import { floorGrad } from './floor.js';
 import { gatherGrad } from './gather.js';
 import { gatherElementsGrad } from './gather-elements.js';
 import { gemmGrad } from './gemm.js';
@@ -39,8 +41,8 @@ import { whereGrad } from './where.js';
 
 /** Every gradient rule, registered explicitly (one file per op family beside this list). */
 export const GRAD_RULES: readonly GradRule[] = [
-  absGrad, addGrad, averagePoolGrad, castGrad, clipGrad, concatGrad, convGrad, convTransposeGrad, divGrad, eluGrad,
-  expGrad, flattenGrad, gatherGrad, gatherElementsGrad, gemmGrad, identityGrad, leakyReluGrad, logGrad, matmulGrad,
+  absGrad, addGrad, averagePoolGrad, batchNormGrad, castGrad, clipGrad, concatGrad, convGrad, convTransposeGrad, divGrad, eluGrad,
+  expGrad, flattenGrad, floorGrad, gatherGrad, gatherElementsGrad, gemmGrad, identityGrad, leakyReluGrad, logGrad, matmulGrad,
   maxGrad, minGrad, mulGrad, negGrad, padGrad, powGrad, reduceMaxGrad, reduceMinGrad, reduceMeanGrad, reduceSumGrad, reduceSumSquareGrad, reluGrad,
   reshapeGrad, sigmoidGrad, sliceGrad, sqrtGrad, squeezeGrad, subGrad, tanhGrad, transposeGrad, unsqueezeGrad, whereGrad,
 ];
