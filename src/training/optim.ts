@@ -13,6 +13,11 @@ export interface ParamGroup {
   clamp?: number;
   /** Not trained: kept as constants in the training graph. */
   frozen?: boolean;
+  /**
+   * Not trained here but changing between steps: graph inputs fed every step (the GAN's discriminator
+   * inside the generator's step, fed from the discriminator's own session).
+   */
+  external?: boolean;
 }
 
 export interface OptimizerConfig {

@@ -14,7 +14,10 @@ import { constantLr, type LrSchedule } from './schedule.js';
 export type ModelBuilder = (ctx: LayerContext, batch: number | 'batch') => { inputs: Value[]; output: Value };
 
 /** The training objective on top of the model's output: target inputs, the loss, optional metrics. */
-export type Objective = (ctx: LayerContext, output: Value) => { targets: Value[]; loss: Value; metrics?: Record<string, Value> };
+export type Objective = (
+  ctx: LayerContext,
+  output: Value,
+) => { targets: Value[]; loss: Value; metrics?: Record<string, Value>; /** Tensors returned by every step (e.g. the GAN's fakes). */ outputs?: Record<string, Value> };
 
 export interface TrainingSpec {
   name: string;
@@ -53,6 +56,8 @@ export interface StepResult {
   metrics: Record<string, number>;
   /** Gradients with respect to the requested inputs. */
   inputGradients: Record<string, Float32Array>;
+  /** The objective's extra outputs of this step (before the update). */
+  outputs: Record<string, ort.Tensor>;
   ms: number;
 }
 
@@ -69,6 +74,9 @@ interface CompiledTraining {
   lrInputs: string[];
   initial: Map<string, TensorData>;
   metricNames: string[];
+  outputNames: string[];
+  /** Parameters fed by the caller every step (groups marked external). */
+  externalParams: string[];
 }
 
 /**
@@ -88,10 +96,16 @@ export function compileTraining(spec: TrainingSpec): CompiledTraining {
   const opt: OptimizerConfig = spec.optimizer ?? { kind: 'adamw' };
   const initial = new Map<string, TensorData>();
   const trainable: Value[] = [];
+  const externalParams: string[] = [];
   for (const p of params) {
     const gi = groupOf(groups, p);
     if (gi < 0) throw new GraphError(`parameter '${p}' matches no parameter group`);
     if (groups[gi].frozen) continue;
+    if (groups[gi].external) {
+      g.promoteToInput(p);
+      externalParams.push(p);
+      continue;
+    }
     initial.set(p, g.initializers.get(p)!.tensor);
     trainable.push(g.promoteToInput(p));
   }
@@ -102,6 +116,8 @@ export function compileTraining(spec: TrainingSpec): CompiledTraining {
   g.output(obj.loss, 'loss');
   const metricNames = Object.keys(obj.metrics ?? {});
   for (const [k, v] of Object.entries(obj.metrics ?? {})) g.output(v, `metric:${k}`);
+  const outputNames = Object.keys(obj.outputs ?? {});
+  for (const [k, v] of Object.entries(obj.outputs ?? {})) g.output(v, `out:${k}`);
   const wantInputs = (spec.inputGradients ?? []).map((n) => inputs.find((v) => v.name === n) ?? g.value(n));
   const wrt = [...trainable, ...wantInputs];
   const grads = wrt.length ? buildGradients(g, obj.loss, wrt) : new Map<string, Value>();
@@ -135,7 +151,7 @@ export function compileTraining(spec: TrainingSpec): CompiledTraining {
     g.output(next, s + NEXT);
   }
   const stateTensors = [...initial.keys()].filter((k) => !hostParams.includes(k));
-  return { graph: g, trainable: trainable.map((v) => v.name), stateTensors, hostParams, groups, lrInputs, initial, metricNames };
+  return { graph: g, trainable: trainable.map((v) => v.name), stateTensors, hostParams, groups, lrInputs, initial, metricNames, outputNames, externalParams };
 }
 
 /** The model in eval mode with the given tensors as initializers (or as inputs, for the eval session). */
@@ -218,11 +234,15 @@ export class TrainingSession {
     return this.compiled.groups.map((gr) => gr.lr * f);
   }
 
-  /** One optimisation step on a batch. Feeds: model inputs and objective targets by name. */
-  async trainStep(feeds: Record<string, TensorData>): Promise<StepResult> {
+  /**
+   * One optimisation step on a batch. Feeds: model inputs and objective targets by name; `tensors`:
+   * ORT tensors passed as they are (external parameters, from another session's `currentTensors`).
+   */
+  async trainStep(feeds: Record<string, TensorData>, tensors: Record<string, ort.Tensor> = {}): Promise<StepResult> {
     const t0 = performance.now();
-    const inputs: Record<string, ort.Tensor> = {};
+    const inputs: Record<string, ort.Tensor> = { ...tensors };
     for (const [k, v] of Object.entries(feeds)) inputs[k] = toOrt(v);
+    for (const p of this.compiled.externalParams) if (!inputs[p]) throw new Error(`${this.spec.name}: external parameter '${p}' was not fed`);
     for (const [k, v] of this.state) inputs[k] = v;
     this.step += 1;
     inputs.step = new ort.Tensor('float32', Float32Array.of(this.step), []);
@@ -231,6 +251,7 @@ export class TrainingSession {
     this.compiled.lrInputs.forEach((n, i) => (inputs[n] = new ort.Tensor('float32', Float32Array.of(lrs[i]), [])));
     const fetches: Record<string, ort.Tensor | null> = { loss: null };
     for (const m of this.compiled.metricNames) fetches[`metric:${m}`] = null;
+    for (const m of this.compiled.outputNames) fetches[`out:${m}`] = null;
     for (const n of this.spec.inputGradients ?? []) fetches[`grad:${n}`] = null;
     for (const k of this.compiled.stateTensors) fetches[k + NEXT] = this.spare.get(k)!;
     for (const [p, t] of this.hostGrad) fetches[`grad:${p}`] = t;
@@ -245,8 +266,10 @@ export class TrainingSession {
     for (const m of this.compiled.metricNames) metrics[m] = Number(out[`metric:${m}`].data[0]);
     const inputGradients: Record<string, Float32Array> = {};
     for (const n of this.spec.inputGradients ?? []) inputGradients[n] = out[`grad:${n}`].data as Float32Array;
+    const outputs: Record<string, ort.Tensor> = {};
+    for (const m of this.compiled.outputNames) outputs[m] = out[`out:${m}`];
     this.lastStepMs = performance.now() - t0;
-    return { loss: Number(out.loss.data[0]), metrics, inputGradients, ms: this.lastStepMs };
+    return { loss: Number(out.loss.data[0]), metrics, inputGradients, outputs, ms: this.lastStepMs };
   }
 
   /** The graph's optimizer update, fused into one in-place pass (see TrainingSpec.hostUpdateMinElements). */
@@ -282,6 +305,22 @@ export class TrainingSession {
       const v = (s1[i] = b2 * s1[i] + (1 - b2) * gc * gc);
       w[i] = w[i] * decay - (stepSize * m) / (Math.sqrt(v) + epsHat);
     }
+  }
+
+  /** The current tensors of these parameters or statistics, as held (no copy; valid until the next step). */
+  currentTensors(names: readonly string[]): Record<string, ort.Tensor> {
+    const out: Record<string, ort.Tensor> = {};
+    for (const n of names) {
+      const t = this.state.get(n);
+      if (!t) throw new Error(`${this.spec.name}: no tensor '${n}'`);
+      out[n] = t;
+    }
+    return out;
+  }
+
+  /** Parameters fed by the caller every step. */
+  get externalParameterNames(): string[] {
+    return this.compiled.externalParams;
   }
 
   /** A copy of the current parameters and running statistics (not optimizer state). */

@@ -90,3 +90,36 @@ export function histogramsSvg(title: string, series: { label: string; values: Ar
   parts.push('</svg>');
   return parts.join('\n');
 }
+
+/** Training curves: one panel per metric, x = epoch (or step), each panel scaled to its own range. */
+export function curvesSvg(title: string, x: number[], panels: { label: string; values: number[] }[]): string {
+  const pw = 280;
+  const ph = 160;
+  const pad = 44;
+  const W = panels.length * (pw + pad) + pad;
+  const H = ph + 2 * pad + 24;
+  const parts: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<rect width="100%" height="100%" fill="white"/>`, `<text x="${pad}" y="18" font-size="14">${esc(title)}</text>`];
+  const xlo = Math.min(...x);
+  const xhi = Math.max(...x, xlo + 1);
+  panels.forEach((p, k) => {
+    const pts = p.values.map((v, i) => [x[i], v] as const).filter(([, v]) => Number.isFinite(v));
+    const x0 = pad + k * (pw + pad);
+    const y0 = pad;
+    parts.push(`<text x="${x0}" y="${y0 - 6}">${esc(p.label)}</text>`);
+    parts.push(`<rect x="${x0}" y="${y0}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`);
+    if (!pts.length) return;
+    let lo = Math.min(...pts.map(([, v]) => v));
+    let hi = Math.max(...pts.map(([, v]) => v));
+    if (hi === lo) [lo, hi] = [lo - 0.5, hi + 0.5];
+    const sx = (v: number): number => x0 + ((v - xlo) / (xhi - xlo)) * pw;
+    const sy = (v: number): number => y0 + ph - ((v - lo) / (hi - lo)) * ph;
+    parts.push(`<polyline fill="none" stroke="#3b6ea8" stroke-width="1.5" points="${pts.map(([a, b]) => `${sx(a).toFixed(1)},${sy(b).toFixed(1)}`).join(' ')}"/>`);
+    for (const [a, b] of pts) parts.push(`<circle cx="${sx(a).toFixed(1)}" cy="${sy(b).toFixed(1)}" r="2" fill="#3b6ea8"/>`);
+    parts.push(`<text x="${x0 - 4}" y="${y0 + 8}" text-anchor="end">${hi.toPrecision(3)}</text>`);
+    parts.push(`<text x="${x0 - 4}" y="${y0 + ph}" text-anchor="end">${lo.toPrecision(3)}</text>`);
+    parts.push(`<text x="${x0}" y="${y0 + ph + 14}">${xlo}</text>`);
+    parts.push(`<text x="${x0 + pw}" y="${y0 + ph + 14}" text-anchor="end">${xhi}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}

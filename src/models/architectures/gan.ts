@@ -1,0 +1,166 @@
+import { batchNorm, conv2d, convTranspose2d, dropout, int64s, leakyRelu, linear, relu, reshape, sigmoid, type LayerContext } from '../layers.js';
+import { GraphError, tensor, type Value } from '../onnx/index.js';
+import { DECODER_INPUT } from './ridge.js';
+
+/**
+ * The report's GAN decoder (REFERENCE.md "GAN decoder with MEI readin"): a readin that turns the
+ * response vector into a [C, H, W] tensor, a stride-1 generator core to one channel, and a
+ * discriminator used only in training.
+ *
+ * MEI readin: a context MLP shared by every neuron maps the neuron's response (plus, for the "C"
+ * ablation, its (x, y) position) to an H x W map, which multiplies that neuron's MEI; dropout2d over
+ * neurons, a 1x1 conv over neurons to C channels, BN, LeakyReLU. The readin uses the neurons whose
+ * MEIs it holds: the bundle's input stays the full response vector and the graph gathers them.
+ */
+export interface GanConfig {
+  readin: 'mei' | 'fc';
+  readinChannels: number;
+  /** Context MLP hidden sizes (1 -> ... -> H*W). */
+  context: number[];
+  readinDropout: number;
+  /** Generator convs after the readin: output channels and kernel (stride 1, same padding); last has 1 channel. */
+  core: { channels: number; kernel: number }[];
+  coreDropout: number;
+  /** Discriminator convs: channels, kernel, stride, padding. */
+  disc: { channels: number; kernel: number; stride: number; padding: number }[];
+  discDropout: number;
+  leakySlope: number;
+  height: number;
+  width: number;
+  /** "C" ablation: neuron coordinates appended to the context input. */
+  coordinates: boolean;
+}
+
+const PAPER: GanConfig = {
+  readin: 'mei',
+  readinChannels: 480,
+  context: [8, 128],
+  readinDropout: 0.15,
+  core: [
+    { channels: 480, kernel: 7 },
+    { channels: 256, kernel: 5 },
+    { channels: 256, kernel: 5 },
+    { channels: 128, kernel: 3 },
+    { channels: 64, kernel: 3 },
+    { channels: 1, kernel: 3 },
+  ],
+  coreDropout: 0.35,
+  disc: [
+    { channels: 256, kernel: 7, stride: 2, padding: 2 },
+    { channels: 256, kernel: 5, stride: 1, padding: 2 },
+    { channels: 128, kernel: 3, stride: 1, padding: 1 },
+    { channels: 64, kernel: 3, stride: 1, padding: 1 },
+    { channels: 64, kernel: 3, stride: 1, padding: 1 },
+  ],
+  discDropout: 0.3,
+  leakySlope: 0.01,
+  height: 36,
+  width: 64,
+  coordinates: false,
+};
+
+export const GAN_PROFILES: Record<'paper' | 'small', GanConfig> = {
+  paper: PAPER,
+  /**
+   * Real time on 2 CPU cores (batch-1 decode under ~10 ms with 512 MEI neurons): 32 readin channels,
+   * a 32-wide context layer, a k5 first core layer at 1/15 of the paper's width, the discriminator at 1/8.
+   */
+  small: {
+    ...PAPER,
+    readinChannels: 32,
+    context: [8, 32],
+    core: [
+      { channels: 32, kernel: 5 },
+      { channels: 16, kernel: 5 },
+      { channels: 16, kernel: 3 },
+      { channels: 16, kernel: 3 },
+      { channels: 8, kernel: 3 },
+      { channels: 1, kernel: 3 },
+    ],
+    disc: PAPER.disc.map((l) => ({ ...l, channels: l.channels / 8 })),
+  },
+};
+
+export interface MeiReadinInput {
+  /** [K, H, W] MEIs of the readin's neurons. */
+  meis: Float32Array;
+  /** Their indices in the response vector. */
+  neuronIndex: number[];
+  /** "C" ablation: [K, 2] neuron coordinates (normalised). */
+  coordinates?: Float32Array;
+}
+
+/** responses [B, n] -> [B, C, H, W]. */
+function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiReadinInput): Value {
+  const { g } = ctx;
+  return g.scope('readin', () => {
+    const K = m.neuronIndex.length;
+    const P = cfg.height * cfg.width;
+    if (m.meis.length !== K * P) throw new GraphError(`MEI readin: ${m.meis.length} MEI values for ${K} neurons of ${cfg.height}x${cfg.width}`);
+    const picked = g.op('Gather', [responses, g.initializer('neuron_index', tensor('int64', [K], m.neuronIndex))], { axis: 1 });
+    // Every (image, neuron) pair is one row of the shared context MLP.
+    let h = reshape(ctx, picked, [-1, 1]);
+    if (cfg.coordinates) {
+      if (!m.coordinates) throw new GraphError('MEI readin: the coordinates ablation needs neuron coordinates');
+      const coords = g.initializer('coordinates', tensor('float32', [1, K, 2], m.coordinates));
+      const tiled = g.op('Expand', [coords, g.op('Concat', [g.op('Slice', [g.op('Shape', [responses]), int64s(g, 's', [0]), int64s(g, 'e', [1])]), int64s(g, 'rest', [K, 2])], { axis: 0 })]);
+      h = g.op('Concat', [h, reshape(ctx, tiled, [-1, 2])], { axis: 1 });
+    }
+    cfg.context.forEach((width, i) => {
+      h = g.scope(`context${i}`, () => dropout(ctx, leakyRelu(ctx, batchNorm(ctx, linear(ctx, h, width)), cfg.leakySlope), cfg.readinDropout));
+    });
+    const maps = reshape(ctx, g.scope('context_out', () => linear(ctx, h, P)), [-1, K, cfg.height, cfg.width]);
+    const meis = g.initializer('meis', tensor('float32', [K, cfg.height, cfg.width], m.meis));
+    let x = dropout(ctx, g.op('Mul', [maps, meis]), cfg.readinDropout, { channelwise: true });
+    x = conv2d(ctx, x, cfg.readinChannels, { kernel: 1, bias: false, name: 'mix' });
+    return leakyRelu(ctx, batchNorm(ctx, x), cfg.leakySlope);
+  });
+}
+
+/** The FC alternative: Linear(n -> C x H/4 x W/4), BN, LeakyReLU, dropout, then a k4 s4 transposed conv to H x W. */
+function fcReadin(ctx: LayerContext, responses: Value, cfg: GanConfig): Value {
+  const { g } = ctx;
+  return g.scope('readin', () => {
+    const h4 = cfg.height / 4;
+    const w4 = cfg.width / 4;
+    let x = dropout(ctx, leakyRelu(ctx, batchNorm(ctx, linear(ctx, responses, cfg.readinChannels * h4 * w4, { name: 'fc' })), cfg.leakySlope), cfg.readinDropout);
+    x = reshape(ctx, x, [-1, cfg.readinChannels, h4, w4]);
+    return leakyRelu(ctx, batchNorm(ctx, convTranspose2d(ctx, x, cfg.readinChannels, { kernel: 4, stride: 4 })), cfg.leakySlope);
+  });
+}
+
+/** The generator: responses [B, neurons] -> z-scored image [B, 1, H, W]. */
+export function ganGenerator(ctx: LayerContext, neurons: number, batch: number | 'batch', cfg: GanConfig, mei?: MeiReadinInput): { input: Value; output: Value } {
+  const { g } = ctx;
+  const input = g.input(DECODER_INPUT, 'float32', [batch, neurons]);
+  let x: Value;
+  if (cfg.readin === 'mei') {
+    if (!mei) throw new GraphError('the MEI readin needs MEIs (cortexcast meis)');
+    x = meiReadin(ctx, input, cfg, mei);
+  } else x = fcReadin(ctx, input, cfg);
+  const output = g.scope('core', () => {
+    let y = x;
+    cfg.core.forEach((l, i) => {
+      y = g.scope(`layer${i}`, () => {
+        let z = conv2d(ctx, y, l.channels, { kernel: l.kernel, padding: (l.kernel - 1) / 2 });
+        if (i < cfg.core.length - 1) z = dropout(ctx, relu(ctx, batchNorm(ctx, z)), cfg.coreDropout);
+        return z;
+      });
+    });
+    return y;
+  });
+  return { input, output };
+}
+
+/** The discriminator: image [B, 1, H, W] -> probability of "real" [B, 1]. Built under scope `disc`. */
+export function ganDiscriminator(ctx: LayerContext, image: Value, cfg: GanConfig): Value {
+  const { g } = ctx;
+  return g.scope('disc', () => {
+    let x = image;
+    cfg.disc.forEach((l, i) => {
+      x = g.scope(`layer${i}`, () => dropout(ctx, relu(ctx, batchNorm(ctx, conv2d(ctx, x, l.channels, { kernel: l.kernel, stride: l.stride, padding: l.padding }))), cfg.discDropout));
+    });
+    const [, c, h, w] = x.shape as number[];
+    return sigmoid(ctx, linear(ctx, reshape(ctx, x, [-1, c * h * w]), 1, { name: 'head' }));
+  });
+}

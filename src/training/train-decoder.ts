@@ -1,0 +1,353 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import ort from 'onnxruntime-node';
+import { ccError } from '../common/errors.js';
+import { progress } from '../common/progress.js';
+import { VERSION } from '../common/version.js';
+import { CNN_PROFILES, cnnDecoder } from '../models/architectures/cnn.js';
+import { GAN_PROFILES, ganDiscriminator, ganGenerator, type GanConfig, type MeiReadinInput } from '../models/architectures/gan.js';
+import { DECODER_INPUT, DECODER_OUTPUT } from '../models/architectures/ridge.js';
+import { applyResponseTransform, updateBundleMetrics, writeBundle, type Manifest, type ResponseTransform } from '../models/bundle.js';
+import { reduce, scalar, type LayerContext } from '../models/layers.js';
+import { tensor, writeModel, type TensorData, type Value } from '../models/onnx/index.js';
+import { Rng } from '../models/rng.js';
+import { DEFAULT_PREPROCESS, prepareDataset, type PreparedData } from './data/preprocess.js';
+import { SensoriumDataset } from './data/sensorium.js';
+import { evaluateBundle } from './evaluate.js';
+import { loadMeis } from './meis.js';
+import { FidComputer } from './metrics/fid.js';
+import { scoreImages } from './metrics/image-metrics.js';
+import { LOSSES, lsganLoss } from './losses.js';
+import { curvesSvg, reconstructionGrid, writeFile } from './report/figures.js';
+import { TrainingSession, type TrainingSpec } from './trainer.js';
+
+export type DecoderKindTrained = 'cnn' | 'gan';
+
+export interface TrainDecoderOptions {
+  kind: DecoderKindTrained;
+  data: string;
+  /** Bundle folder (the best checkpoint by validation FID, exported). */
+  out: string;
+  /** Run folder: config, per-epoch metrics, curves, grids, checkpoint (default <out>/run). */
+  run?: string;
+  profile?: 'small' | 'paper';
+  epochs?: number;
+  batch?: number;
+  lr?: number;
+  weightDecay?: number;
+  /** Validate every this many steps (default: once per epoch). */
+  validateEvery?: number;
+  /** Stop after this many steps in all (time-boxed runs, tests). */
+  maxSteps?: number;
+  resume?: boolean;
+  maxTrain?: number;
+  seed?: number;
+  threads?: number;
+  /** GAN: MEI folder (cortexcast meis), generator objective, readin, ablations. */
+  meis?: string;
+  loss?: 'logssim' | 'mse' | 'mae';
+  readin?: 'mei' | 'fc';
+  /** "T" ablation: log10(clamp(r, 1e-3)) on std-scaled responses. */
+  transform?: boolean;
+  /** "C" ablation: neuron coordinates appended to the context input. */
+  coordinates?: boolean;
+  quiet?: boolean;
+  log?: (s: string) => void;
+}
+
+export interface EpochRecord {
+  epoch: number;
+  step: number;
+  seconds: number;
+  trainLoss: number;
+  ssim: number;
+  ssiml: number;
+  mse: number;
+  pixcorr: number;
+  fid: number;
+  [k: string]: number;
+}
+
+export interface TrainDecoderResult {
+  manifest: Manifest;
+  history: EpochRecord[];
+  best: EpochRecord;
+  seconds: number;
+  steps: number;
+  run: string;
+  /** The generator's training session, at its last step (not necessarily the exported best). */
+  generator: TrainingSession;
+}
+
+const GRID_IMAGES = 10;
+
+/**
+ * Train the report's CNN or GAN decoder end to end (REFERENCE.md): AdamW 3e-4 / wd 3e-2, batch 16;
+ * CNN: MSE; GAN: generator step (0.1 LSGAN + 0.9 log-SSIM, core gradients clamped to [-1, 1]) then
+ * discriminator step (LSGAN with label noise). Validation (SSIM, MSE, PixCorr, FID-64) every epoch;
+ * the best by validation FID is exported as the bundle; the run folder keeps everything needed to
+ * see and resume the run.
+ */
+export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoderResult> {
+  const t0 = Date.now();
+  const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
+  const run = o.run ?? join(o.out, 'run');
+  mkdirSync(run, { recursive: true });
+  const profile = o.profile ?? 'small';
+  const batch = o.batch ?? 16;
+  const lr = o.lr ?? 3e-4;
+  const wd = o.weightDecay ?? 3e-2;
+  const seed = o.seed ?? 1;
+  const transform: ResponseTransform = o.transform ? 'log10clamp' : 'none';
+  const ds = SensoriumDataset.open(o.data);
+  const data = prepareDataset(ds, DEFAULT_PREPROCESS, { quiet: o.quiet, maxTrain: o.maxTrain });
+  if (transform !== 'none') for (const s of [data.train, data.validation, data.test]) applyResponseTransform(s.responses, new Float32Array(data.neurons).fill(1), transform, s.responses);
+  const { height: H, width: W, neurons } = data;
+  const P = H * W;
+
+  let ganCfg: GanConfig | undefined;
+  let mei: MeiReadinInput | undefined;
+  if (o.kind === 'gan') {
+    ganCfg = { ...GAN_PROFILES[profile], readin: o.readin ?? 'mei', coordinates: !!o.coordinates };
+    if (ganCfg.readin === 'mei') {
+      if (!o.meis) throw ccError('CC_ERR_CONFIG', 'the GAN with MEI readin needs --meis <folder> (cortexcast meis)');
+      const m = loadMeis(o.meis);
+      if (m.height !== H || m.width !== W) throw ccError('CC_ERR_CONFIG', `MEIs are ${m.height}x${m.width}, the decoder's images ${H}x${W}`);
+      if (m.neuronIndex.some((i) => i >= neurons)) throw ccError('CC_ERR_CONFIG', `MEIs index neurons beyond this dataset's ${neurons}`);
+      mei = { meis: m.meis, neuronIndex: m.neuronIndex };
+      if (ganCfg.coordinates) {
+        if (!ds.coordinates) throw ccError('CC_ERR_DATASET_MISSING', ds.dir, 'the coordinates ablation needs meta/neurons/cell_motor_coordinates.npy');
+        mei.coordinates = normalisedCoordinates(ds.coordinates, m.neuronIndex);
+      }
+    }
+  }
+  const cnnCfg = CNN_PROFILES[profile];
+  const lossName = o.loss ?? (o.kind === 'gan' ? 'logssim' : 'mse');
+
+  const target = (ctx: LayerContext): Value => ctx.g.input('target', 'float32', [batch, 1, H, W]);
+  const gSpec: TrainingSpec = {
+    name: o.kind,
+    outputName: DECODER_OUTPUT,
+    batch,
+    seed,
+    threads: o.threads,
+    model: (ctx, b) => {
+      const m = o.kind === 'cnn' ? cnnDecoder(ctx, neurons, b, cnnCfg) : ganGenerator(ctx, neurons, b, ganCfg!, mei);
+      return { inputs: [m.input], output: m.output };
+    },
+    objective:
+      o.kind === 'cnn'
+        ? (ctx, out) => {
+            const t = target(ctx);
+            return { targets: [t], loss: LOSSES[lossName](ctx, out, t) };
+          }
+        : (ctx, fake) => {
+            const { g } = ctx;
+            const t = target(ctx);
+            const score = ganDiscriminator(ctx, fake, ganCfg!);
+            const adv = lsganLoss(ctx, score, scalar(g, 'real', 1));
+            const recon = LOSSES[lossName](ctx, fake, t);
+            const loss = g.op('Add', [g.op('Mul', [adv, scalar(g, 'w_adv', 0.1)]), g.op('Mul', [recon, scalar(g, 'w_recon', 0.9)])]);
+            return { targets: [t], loss, metrics: { adversarial: adv, reconstruction: recon }, outputs: { fake } };
+          },
+    groups:
+      o.kind === 'cnn'
+        ? [{ match: '', lr, weightDecay: wd }]
+        : [
+            { match: 'disc/', lr: 0, external: true },
+            { match: 'core/', lr, weightDecay: wd, clamp: 1 },
+            { match: '', lr, weightDecay: wd },
+          ],
+    optimizer: { kind: 'adamw' },
+  };
+  const G = await TrainingSession.create(gSpec);
+  let D: TrainingSession | undefined;
+  if (o.kind === 'gan') {
+    D = await TrainingSession.create({
+      name: 'disc',
+      batch,
+      seed: seed + 1,
+      threads: o.threads,
+      model: (ctx) => {
+        const { g } = ctx;
+        const real = g.input('d_real', 'float32', [batch, 1, H, W]);
+        const fake = g.input('d_fake', 'float32', [batch, 1, H, W]);
+        return { inputs: [real, fake], output: ganDiscriminator(ctx, g.op('Concat', [real, fake], { axis: 0 }), ganCfg!) };
+      },
+      objective: (ctx, scores) => {
+        const { g } = ctx;
+        const lr_ = g.input('label_real', 'float32', [batch, 1]);
+        const lf = g.input('label_fake', 'float32', [batch, 1]);
+        const half = (from: number): Value => g.op('Slice', [scores, g.initializer('s', tensor('int64', [1], [from])), g.initializer('e', tensor('int64', [1], [from + batch])), g.initializer('a', tensor('int64', [1], [0]))]);
+        const loss = g.op('Mul', [g.op('Add', [lsganLoss(ctx, half(0), lr_), lsganLoss(ctx, half(batch), lf)]), scalar(g, 'half', 0.5)]);
+        return { targets: [lr_, lf], loss, metrics: { real: reduce(ctx, 'ReduceMean', half(0), [0, 1], false), fake: reduce(ctx, 'ReduceMean', half(batch), [0, 1], false) } };
+      },
+      groups: [{ match: '', lr, weightDecay: wd }],
+      optimizer: { kind: 'adamw' },
+    });
+  }
+  const config = {
+    kind: o.kind,
+    profile,
+    architecture: o.kind === 'cnn' ? cnnCfg : ganCfg,
+    meis: o.meis,
+    meiNeurons: mei?.neuronIndex.length,
+    loss: lossName,
+    transform,
+    batch,
+    lr,
+    weightDecay: wd,
+    epochs: o.epochs,
+    seed,
+    data: ds.dir,
+    parameters: G.parameterCount,
+    discriminatorParameters: D?.parameterCount,
+  };
+  writeFileSync(join(run, 'config.json'), JSON.stringify(config, null, 1));
+  log(`${o.kind} (${profile}): ${G.parameterCount.toLocaleString()} parameters${D ? ` + discriminator ${D.parameterCount.toLocaleString()}` : ''}, ${neurons} neurons, batch ${batch}, run folder ${run}`);
+
+  const ckpt = join(run, 'checkpoint');
+  let history: EpochRecord[] = [];
+  let startEpoch = 1;
+  if (o.resume && existsSync(join(ckpt, 'generator', 'checkpoint.json'))) {
+    const extra = G.loadCheckpoint(join(ckpt, 'generator')) as { epoch: number; history: EpochRecord[] };
+    if (D) D.loadCheckpoint(join(ckpt, 'discriminator'));
+    history = extra.history;
+    startEpoch = extra.epoch + 1;
+    log(`${o.kind}: resumed after epoch ${extra.epoch} (step ${G.step})`);
+  }
+
+  const fid = await FidComputer.create(64);
+  const rng = new Rng(seed * 7 + 3 + startEpoch);
+  const epochs = o.epochs ?? 200;
+  const stepsPerEpoch = Math.max(1, Math.floor(data.train.count / batch));
+  const order = [...Array(data.train.count).keys()];
+  const xb = new Float32Array(batch * neurons);
+  const yb = new Float32Array(batch * P);
+  const labels = { real: new Float32Array(batch), fake: new Float32Array(batch) };
+  let best = history.reduce<EpochRecord | undefined>((b, r) => (!b || r.fid < b.fid ? r : b), undefined);
+  const gridTargets = data.validation.images.subarray(0, Math.min(GRID_IMAGES, data.validation.count) * P);
+
+  const validate = async (epoch: number, trainLoss: number): Promise<void> => {
+    const count = data.validation.count;
+    const recon = new Float32Array(count * P);
+    for (let r0 = 0; r0 < count; r0 += 64) {
+      const nb = Math.min(64, count - r0);
+      const out = await G.evaluate({ [DECODER_INPUT]: tensor('float32', [nb, neurons], data.validation.responses.subarray(r0 * neurons, (r0 + nb) * neurons)) });
+      recon.set(out.data as Float32Array, r0 * P);
+    }
+    const s = scoreImages(data.validation.images, recon, count, H, W);
+    const f = await fid.fid(data.validation.images, recon, count, H, W);
+    const rec: EpochRecord = { epoch, step: G.step, seconds: (Date.now() - t0) / 1000, trainLoss, ssim: s.ssim, ssiml: s.ssiml, mse: s.mse, pixcorr: s.pixcorr, fid: f };
+    history.push(rec);
+    const improved = !best || f < best.fid;
+    log(`${o.kind} epoch ${epoch} step ${G.step}: train loss ${trainLoss.toFixed(4)}; validation SSIM ${s.ssim.toFixed(3)} MSE ${s.mse.toFixed(3)} PixCorr ${s.pixcorr.toFixed(3)} FID ${f.toFixed(3)}${improved ? ' (best)' : ''}`);
+    if (improved) {
+      best = rec;
+      exportBundle(o, G, data, config, rec, transform);
+      const n = gridTargets.length / P;
+      writeFile(join(run, 'validation-grid.png'), reconstructionGrid([{ label: 'stimulus', images: gridTargets }, { label: `${o.kind} epoch ${epoch}`, images: recon.subarray(0, n * P) }], n, H, W));
+    }
+    writeRunFiles(run, o.kind, history);
+    G.saveCheckpoint(join(ckpt, 'generator'), { epoch, history });
+    D?.saveCheckpoint(join(ckpt, 'discriminator'), { epoch });
+  };
+
+  let stopped = false;
+  for (let epoch = startEpoch; epoch <= epochs && !stopped; epoch++) {
+    rng.shuffle(order);
+    const bar = progress(`${o.kind} epoch ${epoch}/${epochs}`, stepsPerEpoch, { quiet: o.quiet, extra: 'loss {loss} {ms} ms/step' });
+    let lossSum = 0;
+    let steps = 0;
+    for (let s = 0; s < stepsPerEpoch; s++) {
+      if (o.maxSteps !== undefined && G.step >= o.maxSteps) {
+        stopped = true;
+        break;
+      }
+      for (let b = 0; b < batch; b++) {
+        const row = order[s * batch + b];
+        xb.set(data.train.responses.subarray(row * neurons, (row + 1) * neurons), b * neurons);
+        yb.set(data.train.images.subarray(row * P, (row + 1) * P), b * P);
+      }
+      const feeds: Record<string, TensorData> = { [DECODER_INPUT]: tensor('float32', [batch, neurons], xb), target: tensor('float32', [batch, 1, H, W], yb) };
+      const r = await G.trainStep(feeds, D ? D.currentTensors(G.externalParameterNames) : {});
+      if (!Number.isFinite(r.loss)) throw ccError('CC_ERR_TRAINING_DIVERGED', o.kind, G.step, r.loss);
+      if (D) {
+        for (let b = 0; b < batch; b++) {
+          labels.real[b] = rng.uniform(0.95, 1);
+          labels.fake[b] = rng.uniform(0, 0.05);
+        }
+        await D.trainStep(
+          { d_real: tensor('float32', [batch, 1, H, W], yb), label_real: tensor('float32', [batch, 1], labels.real), label_fake: tensor('float32', [batch, 1], labels.fake) },
+          { d_fake: r.outputs.fake },
+        );
+      }
+      lossSum += r.loss;
+      steps++;
+      bar.tick(1, { loss: r.loss.toFixed(4), ms: ((G.lastStepMs + (D?.lastStepMs ?? 0)) | 0).toString() });
+      if (o.validateEvery && G.step % o.validateEvery === 0) await validate(epoch, lossSum / steps);
+    }
+    bar.stop();
+    if (steps && !o.validateEvery) await validate(epoch, lossSum / steps);
+    else if (steps && stopped && (!history.length || history[history.length - 1].step !== G.step)) await validate(epoch, lossSum / steps);
+  }
+  if (!best) throw ccError('CC_ERR_CONFIG', 'training ran no steps (check --epochs / --max-steps)');
+  // Test-tier Table I row of the exported (best) bundle.
+  const ev = await evaluateBundle(o.out, o.data, { fid: 64 });
+  updateBundleMetrics(o.out, { test: { ...ev.metrics } });
+  const manifest = JSON.parse(readFileSync(join(o.out, 'manifest.json'), 'utf8')) as Manifest;
+  log(`${o.kind}: best epoch ${best.epoch} (validation FID ${best.fid.toFixed(3)}); test SSIML ${ev.metrics.ssiml.toFixed(3)} MSE ${ev.metrics.mse.toFixed(3)} FID ${ev.metrics.fid?.toFixed(3)}; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  return { manifest, history, best, seconds: (Date.now() - t0) / 1000, steps: G.step, run, generator: G };
+}
+
+function exportBundle(o: TrainDecoderOptions, G: TrainingSession, data: PreparedData, config: Record<string, unknown>, rec: EpochRecord, transform: ResponseTransform): void {
+  const graph = G.exportGraph();
+  writeBundle(o.out, {
+    name: `${o.kind}-${o.profile ?? 'small'}-${data.neurons}n`,
+    kind: o.kind,
+    model: writeModel(graph, { docString: `cortexcast ${o.kind} decoder: std-scaled responses -> z-scored image` }),
+    inputName: DECODER_INPUT,
+    outputName: DECODER_OUTPUT,
+    opset: graph.opset,
+    unitIds: data.unitIds,
+    stdScale: data.prep.responseScale,
+    responseScaling: data.prep.config.responseScaling,
+    transform,
+    height: data.height,
+    width: data.width,
+    pixelMean: data.prep.imageMean,
+    pixelStd: data.prep.imageStd,
+    training: { dataset: config.data as string, config: { ...config, bestEpoch: rec.epoch, bestStep: rec.step }, seconds: rec.seconds },
+    metrics: { validation: { ssim: rec.ssim, ssiml: rec.ssiml, mse: rec.mse, pixcorr: rec.pixcorr, fid: rec.fid } },
+    version: VERSION,
+    onnxruntime: ort.env.versions.node ?? 'unknown',
+  });
+}
+
+function writeRunFiles(run: string, kind: string, history: EpochRecord[]): void {
+  const cols = ['epoch', 'step', 'seconds', 'trainLoss', 'ssim', 'ssiml', 'mse', 'pixcorr', 'fid'];
+  writeFileSync(join(run, 'metrics.csv'), [cols.join(','), ...history.map((r) => cols.map((c) => r[c]).join(','))].join('\n') + '\n');
+  writeFileSync(join(run, 'metrics.json'), JSON.stringify(history, null, 1));
+  const x = history.map((r) => r.step);
+  writeFile(
+    join(run, 'curves.svg'),
+    curvesSvg(`${kind}: training loss and validation metrics by step`, x, [
+      { label: 'train loss', values: history.map((r) => r.trainLoss) },
+      { label: 'validation FID-64', values: history.map((r) => r.fid) },
+      { label: 'validation SSIM', values: history.map((r) => r.ssim) },
+      { label: 'validation MSE', values: history.map((r) => r.mse) },
+    ]),
+  );
+}
+
+/** Cortical (x, y) of the chosen neurons, scaled to [-1, 1]. */
+function normalisedCoordinates(coords: Float64Array, idx: number[]): Float32Array {
+  const out = new Float32Array(idx.length * 2);
+  for (const axis of [0, 1]) {
+    const vals = idx.map((i) => coords[i * 3 + axis]);
+    const lo = Math.min(...vals);
+    const hi = Math.max(...vals);
+    vals.forEach((v, k) => (out[k * 2 + axis] = hi > lo ? ((v - lo) / (hi - lo)) * 2 - 1 : 0));
+  }
+  return out;
+}

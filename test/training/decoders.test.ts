@@ -1,0 +1,99 @@
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { DecoderConnection } from '../../clients/lib/index.js';
+import { loadBundle } from '../../src/models/bundle.js';
+import { tensor, writeModel } from '../../src/models/onnx/index.js';
+import { createSession, runOnce } from '../../src/models/ort.js';
+import { loadServerConfig } from '../../src/server/config.js';
+import { CortexcastServer } from '../../src/server/server.js';
+import { SensoriumDataset } from '../../src/training/data/sensorium.js';
+import { decodeRows } from '../../src/training/evaluate.js';
+import { generateMeis, selectNeurons } from '../../src/training/meis.js';
+import { trainDecoder, type TrainDecoderResult } from '../../src/training/train-decoder.js';
+import { trainEncoder } from '../../src/training/train-encoder.js';
+import { tinyDataset } from '../helpers/tiny-dataset.js';
+
+const quiet = (): void => undefined;
+
+/** The exported graph of the session's current parameters equals its eval pass. */
+async function exportMatchesEval(r: TrainDecoderResult, neurons: number): Promise<number> {
+  const x = Float32Array.from({ length: 3 * neurons }, (_, i) => ((i * 7919) % 13) / 4);
+  const viaEval = (await r.generator.evaluate({ responses: tensor('float32', [3, neurons], x) })).data as Float32Array;
+  const { session } = await createSession(writeModel(r.generator.exportGraph()));
+  const viaExport = (await runOnce(session, { responses: tensor('float32', [3, neurons], x) })).image.data as Float32Array;
+  let d = 0;
+  for (let i = 0; i < viaEval.length; i++) d = Math.max(d, Math.abs(viaEval[i] - viaExport[i]));
+  return d;
+}
+
+async function servedEqualsOffline(bundleDir: string, data: string): Promise<number> {
+  const server = await new CortexcastServer(loadServerConfig({ flags: { grpcPort: 0, httpPort: 0, models: [{ name: 'm', path: bundleDir }] } }), quiet).start();
+  const conn = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
+  try {
+    const ds = SensoriumDataset.open(data);
+    const raw = ds.trial(ds.indices('test')[0]).responses;
+    const served = await conn.decode('m', raw);
+    const b = loadBundle(bundleDir);
+    const offline = await decodeRows((await createSession(b.model)).session, b, raw, 1);
+    let d = 0;
+    for (let i = 0; i < offline.length; i++) d = Math.max(d, Math.abs(offline[i] - served.values[i]));
+    return d;
+  } finally {
+    conn.close();
+    await server.close();
+  }
+}
+
+describe('CNN and GAN decoders train, export and serve (tiny simulated session)', () => {
+  let data: string;
+  let work: string;
+  beforeAll(async () => {
+    data = await tinyDataset();
+    work = mkdtempSync(join(tmpdir(), 'cc-dec-'));
+  }, 60_000);
+
+  it('CNN (small profile): loss falls over 3 epochs; run folder; export equals eval pass; the server serves it', async () => {
+    const out = join(work, 'cnn');
+    const r = await trainDecoder({ kind: 'cnn', data, out, epochs: 3, quiet: true, log: quiet });
+    expect(r.history).toHaveLength(3);
+    expect(r.history[2].trainLoss).toBeLessThan(r.history[0].trainLoss);
+    for (const f of ['config.json', 'metrics.csv', 'metrics.json', 'curves.svg', 'validation-grid.png', 'checkpoint/generator/checkpoint.json']) expect(existsSync(join(r.run, f)), f).toBe(true);
+    expect(readFileSync(join(r.run, 'metrics.csv'), 'utf8').split('\n')[0]).toBe('epoch,step,seconds,trainLoss,ssim,ssiml,mse,pixcorr,fid');
+    const m = loadBundle(out).manifest;
+    expect(m.kind).toBe('cnn');
+    expect(m.metrics.validation!.fid).toBeCloseTo(r.best.fid, 6);
+    expect(m.metrics.test!.ssiml).toBeGreaterThan(0);
+    expect(await exportMatchesEval(r, 300)).toBeLessThan(1e-5);
+    expect(await servedEqualsOffline(out, data)).toBeLessThan(1e-5);
+  }, 240_000);
+
+  it('CNN resume continues from the checkpoint', async () => {
+    const out = join(work, 'cnn-resume');
+    await trainDecoder({ kind: 'cnn', data, out, epochs: 1, quiet: true, log: quiet });
+    const r = await trainDecoder({ kind: 'cnn', data, out, epochs: 2, resume: true, quiet: true, log: quiet });
+    expect(r.history.map((h) => h.epoch)).toEqual([1, 2]);
+    expect(r.steps).toBe(2 * Math.floor(240 / 16));
+  }, 240_000);
+
+  it('GAN with MEI readin: generator and discriminator alternate, loss falls; export equals eval pass; served', async () => {
+    const enc = join(work, 'encoder');
+    await trainEncoder({ data: [data], out: enc, epochs: 2, batch: 16, quiet: true, log: quiet });
+    const meis = join(work, 'meis');
+    await generateMeis({ encoder: enc, out: meis, neurons: selectNeurons(enc, 'top:24'), steps: 20, batch: 24, quiet: true, log: quiet });
+    const out = join(work, 'gan');
+    const r = await trainDecoder({ kind: 'gan', data, out, meis, epochs: 3, quiet: true, log: quiet });
+    expect(r.history).toHaveLength(3);
+    expect(r.history[2].trainLoss).toBeLessThan(r.history[0].trainLoss);
+    const m = loadBundle(out).manifest;
+    expect(m.kind).toBe('gan');
+    expect((m.training.config as { meiNeurons: number }).meiNeurons).toBe(24);
+    expect(await exportMatchesEval(r, 300)).toBeLessThan(1e-5);
+    expect(await servedEqualsOffline(out, data)).toBeLessThan(1e-5);
+  }, 300_000);
+
+  it('GAN without MEIs says what it needs', async () => {
+    await expect(trainDecoder({ kind: 'gan', data, out: join(work, 'x'), epochs: 1, quiet: true, log: quiet })).rejects.toThrow(/needs --meis/);
+  });
+});
