@@ -113,6 +113,62 @@ train
     console.log(`${r.epochs} epochs in ${r.seconds.toFixed(1)} s`);
   });
 
+for (const kind of ['cnn', 'gan'] as const) {
+  const cmd = train
+    .command(kind)
+    .description(
+      kind === 'cnn'
+        ? "the report's CNN decoder: FC readin + transposed-conv core, MSE; best epoch by validation FID"
+        : "the report's GAN decoder: MEI readin + stride-1 core, LSGAN + log-SSIM; best epoch by validation FID",
+    )
+    .requiredOption('--data <dir>', 'dataset folder')
+    .requiredOption('--out <dir>', 'bundle folder to write (the run folder goes to <out>/run unless --run)')
+    .option('--run <dir>', 'run folder: config, metrics.csv/json, curves.svg, validation grid, checkpoint')
+    .addOption(new Option('--profile <name>', 'sizes: paper (the report; expect a GPU) or small (2 CPU cores)').choices(['small', 'paper']).default('small'))
+    .option('--epochs <n>', 'epochs (the report: 200)', int('epochs'), 200)
+    .option('--batch <n>', 'batch size', int('batch'), 16)
+    .option('--lr <x>', 'AdamW learning rate', Number, 3e-4)
+    .option('--weight-decay <x>', 'AdamW weight decay', Number, 3e-2)
+    .option('--validate-every <n>', 'validate every n steps (default: every epoch)', int('validate-every'))
+    .option('--max-steps <n>', 'stop after n steps (a time budget)', int('max-steps'))
+    .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
+    .option('--resume', 'continue from the run folder\'s checkpoint')
+    .option('--seed <n>', 'random seed', int('seed'), 1);
+  if (kind === 'gan')
+    cmd
+      .option('--meis <dir>', 'MEI folder from cortexcast meis (MEI readin)')
+      .addOption(new Option('--loss <name>', 'reconstruction term of the generator loss').choices(['logssim', 'mse', 'mae']).default('logssim'))
+      .addOption(new Option('--readin <kind>', 'readin').choices(['mei', 'fc']).default('mei'))
+      .option('--transform', 'ablation T: log10(clamp(r, 1e-3)) on responses')
+      .option('--coordinates', 'ablation C: neuron coordinates into the context MLP');
+  cmd.action(async (o) => {
+    const { trainDecoder } = await import('./training/train-decoder.js');
+    const r = await trainDecoder({
+      kind,
+      data: o.data,
+      out: o.out,
+      run: o.run,
+      profile: o.profile,
+      epochs: o.epochs,
+      batch: o.batch,
+      lr: o.lr,
+      weightDecay: o.weightDecay,
+      validateEvery: o.validateEvery,
+      maxSteps: o.maxSteps,
+      maxTrain: o.maxTrain,
+      resume: o.resume,
+      seed: o.seed,
+      meis: o.meis,
+      loss: o.loss,
+      readin: o.readin,
+      transform: o.transform,
+      coordinates: o.coordinates,
+    });
+    console.log(`bundle ${o.out}: ${r.manifest.name}, best epoch ${r.best.epoch} (validation FID ${r.best.fid.toFixed(3)}), ${r.steps} steps in ${r.seconds.toFixed(0)} s; run folder ${r.run}`);
+    console.log(`test ${JSON.stringify(r.manifest.metrics.test)}`);
+  });
+}
+
 train
   .command('invenc')
   .description('inverted-encoder decoder: searches steps / step size / blur on validation FID; writes an iterative bundle')
@@ -170,6 +226,22 @@ program
       console.log(`  ${m.ssiml.toFixed(3)}    ${m.mse.toFixed(3)}   ${m.fid === undefined ? '  -   ' : m.fid.toFixed(3).padStart(6)}     ${m.ssim.toFixed(3)}   ${m.pixcorr.toFixed(3)}`);
       console.log(`  grid: ${grid} (top: stimulus, bottom: reconstruction)`);
     }
+  });
+
+program
+  .command('compare')
+  .description("Table I for several bundles side by side (SSIML, MSE, FID, SSIM, PixCorr, CPU latency) and a Figure 5-style grid")
+  .requiredOption('--model <dirs...>', 'bundle folders (ridge, invenc, cnn, gan, ...)')
+  .requiredOption('--data <dir>', 'dataset folder (its test tier is used)')
+  .option('--figure <file>', 'reconstruction figure PNG (default compare.png beside the first bundle)')
+  .option('--images <n>', 'test images in the figure', int('images'), 10)
+  .option('--json', 'print the rows as JSON')
+  .action(async (o) => {
+    const { compareBundles } = await import('./training/compare.js');
+    const r = await compareBundles(o.model, o.data, { figure: o.figure, images: o.images });
+    if (o.json) console.log(JSON.stringify(r.rows, null, 1));
+    else console.log(r.table);
+    console.log(`figure: ${r.figure} (top row: stimuli; then one row per decoder, in the order given)`);
   });
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];

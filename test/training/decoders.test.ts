@@ -13,6 +13,7 @@ import { decodeRows } from '../../src/training/evaluate.js';
 import { generateMeis, selectNeurons } from '../../src/training/meis.js';
 import { trainDecoder, type TrainDecoderResult } from '../../src/training/train-decoder.js';
 import { trainEncoder } from '../../src/training/train-encoder.js';
+import { onnxCheck } from '../helpers/onnx-check.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
 const quiet = (): void => undefined;
@@ -67,6 +68,8 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
     expect(m.metrics.test!.ssiml).toBeGreaterThan(0);
     expect(await exportMatchesEval(r, 300)).toBeLessThan(1e-5);
     expect(await servedEqualsOffline(out, data)).toBeLessThan(1e-5);
+    const checked = onnxCheck(join(out, 'model.onnx'));
+    if (checked !== undefined) expect(checked).toBe('ok 17');
   }, 240_000);
 
   it('CNN resume continues from the checkpoint', async () => {
@@ -89,6 +92,8 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
     const m = loadBundle(out).manifest;
     expect(m.kind).toBe('gan');
     expect((m.training.config as { meiNeurons: number }).meiNeurons).toBe(24);
+    const checked = onnxCheck(join(out, 'model.onnx'));
+    if (checked !== undefined) expect(checked).toBe('ok 17');
     expect(await exportMatchesEval(r, 300)).toBeLessThan(1e-5);
     expect(await servedEqualsOffline(out, data)).toBeLessThan(1e-5);
   }, 300_000);

@@ -17,6 +17,7 @@ import { scoreImages } from '../../src/training/metrics/image-metrics.js';
 import { generateMeis, loadMeis, selectNeurons } from '../../src/training/meis.js';
 import { trainEncoder } from '../../src/training/train-encoder.js';
 import { trainInvenc } from '../../src/training/train-invenc.js';
+import { onnxCheck } from '../helpers/onnx-check.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 import { fdCheck } from './autodiff/fd-check.js';
 
@@ -81,6 +82,8 @@ describe('encoder, MEIs and the inverted encoder on a tiny simulated session', (
     const m = loadBundle(encoderDir).manifest;
     expect(m.kind).toBe('encoder');
     expect(m.metrics.test!.testCorrelationSingleTrial).toBeCloseTo(s.testCorrelationSingleTrial, 6);
+    const checked = onnxCheck(join(encoderDir, 'model.onnx'));
+    if (checked !== undefined) expect(checked).toBe('ok 17');
   });
 
   it('encoder bundles are refused where a decoder is needed, with the reason', async () => {
@@ -114,6 +117,9 @@ describe('encoder, MEIs and the inverted encoder on a tiny simulated session', (
     const b = loadBundle(out);
     expect(b.manifest.kind).toBe('invenc');
     expect(b.manifest.iterative!.steps).toBe(r.best.steps);
+    // The step graph (encoder forward, its gradient, blur, rescale) is standard ONNX.
+    const checked = onnxCheck(join(out, 'model.onnx'));
+    if (checked !== undefined) expect(checked).toBe('ok 17');
     const ev = await evaluateBundle(out, data, { fid: 0 });
     const start = new Float32Array(ev.count * 36 * 64);
     for (let i = 0; i < ev.count; i++) start.set(startImage(b.manifest.iterative!.seed, 36, 64), i * 36 * 64);

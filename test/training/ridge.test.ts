@@ -9,6 +9,7 @@ import { loadBundle, applyResponseTransform } from '../../src/models/bundle.js';
 import { readModel } from '../../src/models/onnx/index.js';
 import { createSession } from '../../src/models/ort.js';
 import { SensoriumDataset } from '../../src/training/data/sensorium.js';
+import { onnxCheck } from '../helpers/onnx-check.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 import { repoRoot } from '../helpers/paths.js';
 
@@ -21,7 +22,6 @@ beforeAll(async () => {
 }, 120_000);
 
 /** Python with the onnx package: Debian's python3-onnx lives under /usr/bin/python3. */
-const onnxPython = ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import onnx'], { stdio: 'ignore' }).status === 0);
 
 describe('ridge decoder', () => {
   it('writes a valid bundle whose ONNX graph is MatMul + Add', () => {
@@ -55,13 +55,9 @@ describe('ridge decoder', () => {
   });
 
   it('passes the ONNX checker (python3-onnx)', (ctx) => {
-    if (!onnxPython) {
-      console.warn('SKIPPED: python3-onnx is not installed (apt-get install python3-onnx) - ONNX checker not run');
-      ctx.skip();
-      return;
-    }
-    const out = execFileSync(onnxPython, ['-c', `import onnx; m = onnx.load('${bundleDir}/model.onnx'); onnx.checker.check_model(m, full_check=True); print('ok', m.opset_import[0].version)`]).toString();
-    expect(out.trim()).toBe('ok 17');
+    const out = onnxCheck(`${bundleDir}/model.onnx`);
+    if (out === undefined) return ctx.skip();
+    expect(out).toBe('ok 17');
   });
 
   it('applies std scaling exactly as the manifest says (server and eval share the function)', () => {
