@@ -31,12 +31,14 @@ export function progress(label: string, total: number, opts: { quiet?: boolean; 
   let done = 0;
   let last = start;
   return {
-    tick: (n = 1) => {
+    tick: (n = 1, payload) => {
       done += n;
       const now = Date.now();
       if (now - last > 5000) {
         last = now;
-        process.stderr.write(`${label}: ${done}/${total} (${((100 * done) / total).toFixed(0)}%)\n`);
+        const eta = ((now - start) / done) * (total - done) / 1000;
+        const extra = payload ? ' ' + Object.entries(payload).map(([k, v]) => `${k} ${v}`).join(', ') : '';
+        process.stderr.write(`${label}: ${done}/${total} (${((100 * done) / total).toFixed(0)}%) eta ${eta < 90 ? `${eta.toFixed(0)} s` : `${(eta / 60).toFixed(1)} min`}${extra}\n`);
       }
     },
     stop: () => process.stderr.write(`${label}: ${done}/${total} in ${((Date.now() - start) / 1000).toFixed(1)} s\n`),

@@ -9,6 +9,7 @@ import { createSession, runOnce } from '../../src/models/ort.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
 import { SensoriumDataset } from '../../src/training/data/sensorium.js';
+import { compareBundles } from '../../src/training/compare.js';
 import { decodeRows } from '../../src/training/evaluate.js';
 import { generateMeis, selectNeurons } from '../../src/training/meis.js';
 import { trainDecoder, type TrainDecoderResult } from '../../src/training/train-decoder.js';
@@ -97,6 +98,18 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
     expect(await exportMatchesEval(r, 300)).toBeLessThan(1e-5);
     expect(await servedEqualsOffline(out, data)).toBeLessThan(1e-5);
   }, 300_000);
+
+  it('compare prints Table I for several bundles and writes the figure', async () => {
+    const r = await compareBundles([join(work, 'cnn'), join(work, 'gan')], data, { figure: join(work, 'compare.png'), latencyRuns: 5 });
+    expect(r.rows.map((x) => x.kind)).toEqual(['cnn', 'gan']);
+    expect(r.table.split('\n')[0]).toContain('| decoder | kind | SSIML | MSE | FID-64 | SSIM | PixCorr |');
+    expect(r.table.split('\n')).toHaveLength(4);
+    for (const row of r.rows) {
+      expect(row.metrics.fid).toBeGreaterThan(0);
+      expect(row.latencyMs.p50).toBeGreaterThan(0);
+    }
+    expect(existsSync(join(work, 'compare.png'))).toBe(true);
+  }, 120_000);
 
   it('GAN without MEIs says what it needs', async () => {
     await expect(trainDecoder({ kind: 'gan', data, out: join(work, 'x'), epochs: 1, quiet: true, log: quiet })).rejects.toThrow(/needs --meis/);

@@ -1,12 +1,12 @@
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { DecoderConnection } from '../../clients/lib/index.js';
 import { bilinearSample } from '../../src/models/architectures/encoder.js';
 import { loadBundle } from '../../src/models/bundle.js';
 import { startImage } from '../../src/models/decoder-runner.js';
-import { newGraph, tensor } from '../../src/models/onnx/index.js';
+import { newGraph, readModel, tensor } from '../../src/models/onnx/index.js';
 import { createSession, runOnce } from '../../src/models/ort.js';
 import { Rng } from '../../src/models/rng.js';
 import { loadServerConfig } from '../../src/server/config.js';
@@ -155,5 +155,19 @@ describe('encoder, MEIs and the inverted encoder on a tiny simulated session', (
     await server.close().catch(() => undefined);
   });
 
-  afterAll(() => undefined);
+  it('several sessions train one shared core with one readout each, one bundle per session', async () => {
+    const other = await tinyDataset({ trainTrials: 96, validationTrials: 24 }, 120);
+    const out = join(work, 'multi');
+    const r = await trainEncoder({ data: [data, other], out, epochs: 1, batch: 8, quiet: true, log: () => undefined });
+    expect(r.sessions).toHaveLength(2);
+    const [a, b] = r.sessions.map((s) => loadBundle(s.dir));
+    expect([a.manifest.input.neurons, b.manifest.input.neurons]).toEqual([300, 120]);
+    // The same core weights in both exported encoders.
+    const core = (m: Uint8Array): number[] => {
+      const g = readModel(m).graph;
+      return Array.from(g.initializers.get('core/layer0/conv/weight')!.tensor.data as Float32Array);
+    };
+    expect(core(a.model)).toEqual(core(b.model));
+    expect(r.sessions.every((s) => Number.isFinite(s.scores.validationCorrelation))).toBe(true);
+  }, 120_000);
 });
