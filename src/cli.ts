@@ -124,7 +124,11 @@ for (const kind of ['cnn', 'gan'] as const) {
     .requiredOption('--data <dir>', 'dataset folder')
     .requiredOption('--out <dir>', 'bundle folder to write (the run folder goes to <out>/run unless --run)')
     .option('--run <dir>', 'run folder: config, metrics.csv/json, curves.svg, validation grid, checkpoint')
-    .addOption(new Option('--profile <name>', 'sizes: paper (the report; expect a GPU) or small (2 CPU cores)').choices(['small', 'paper']).default('small'))
+    .addOption(
+      new Option('--profile <name>', "sizes: paper (the authors' code; expect a GPU), appendix (CNN only: the report's appendix), small (2 CPU cores)")
+        .choices(kind === 'cnn' ? ['small', 'paper', 'appendix'] : ['small', 'paper'])
+        .default('small'),
+    )
     .option('--epochs <n>', 'epochs (the report: 200)', int('epochs'), 200)
     .option('--batch <n>', 'batch size', int('batch'), 16)
     .option('--lr <x>', 'AdamW learning rate', Number, 3e-4)

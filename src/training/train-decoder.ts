@@ -30,7 +30,8 @@ export interface TrainDecoderOptions {
   out: string;
   /** Run folder: config, per-epoch metrics, curves, grids, checkpoint (default <out>/run). */
   run?: string;
-  profile?: 'small' | 'paper';
+  /** 'appendix' (the report's appendix sizes) exists for the CNN only. */
+  profile?: 'small' | 'paper' | 'appendix';
   epochs?: number;
   batch?: number;
   lr?: number;
@@ -108,6 +109,7 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   let ganCfg: GanConfig | undefined;
   let mei: MeiReadinInput | undefined;
   if (o.kind === 'gan') {
+    if (profile === 'appendix') throw ccError('CC_ERR_CONFIG', "profile 'appendix' is the CNN's; the GAN has 'paper' and 'small'");
     ganCfg = { ...GAN_PROFILES[profile], readin: o.readin ?? 'mei', coordinates: !!o.coordinates };
     if (ganCfg.readin === 'mei') {
       if (!o.meis) throw ccError('CC_ERR_CONFIG', 'the GAN with MEI readin needs --meis <folder> (cortexcast meis)');

@@ -37,8 +37,29 @@ const PAPER: CnnDecoderConfig = {
   outWidth: 64,
 };
 
-export const CNN_PROFILES: Record<'paper' | 'small', CnnDecoderConfig> = {
+/**
+ * The report's appendix sizes: FC readin to 432 = [3, 9, 16], transposed convs 480 (k7 s2 p2), 256
+ * (k5 p2), 256 (k5 p2), 128 (k4 p1), 64 (k3 p1). The appendix does not give the last layer; these
+ * reach 20 x 34, so the final one-channel layer here is a k4 s2 p1 transposed conv to 40 x 68, the
+ * code's output size, centre-cropped to 36 x 64 like the code's.
+ */
+const APPENDIX: CnnDecoderConfig = {
+  ...PAPER,
+  readin: [3, 9, 16],
+  core: [
+    { channels: 480, kernel: 7, stride: 2, padding: 2 },
+    { channels: 256, kernel: 5, stride: 1, padding: 2 },
+    { channels: 256, kernel: 5, stride: 1, padding: 2 },
+    { channels: 128, kernel: 4, stride: 1, padding: 1 },
+    { channels: 64, kernel: 3, stride: 1, padding: 1 },
+    { channels: 1, kernel: 4, stride: 2, padding: 1 },
+  ],
+};
+
+export const CNN_PROFILES: Record<'paper' | 'appendix' | 'small', CnnDecoderConfig> = {
+  /** The authors' code sizes (REFERENCE.md "Code"). */
   paper: PAPER,
+  appendix: APPENDIX,
   /**
    * The same geometry with every width / 8 (readin 8 x 18 x 32): a 40M-weight readin instead of 79M
    * halves the memory read per frame (batch-1 decode ~14 -> ~9 ms on 2 CPU cores at 8,600 neurons)

@@ -56,14 +56,17 @@ export interface Series {
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 
+/** The opening of an SVG with a title and `count` panels of pw x ph side by side. */
+function panelRow(title: string, count: number, pw: number, ph: number, pad: number): { pw: number; ph: number; pad: number; parts: string[] } {
+  const W = count * (pw + pad) + pad;
+  const H = ph + 2 * pad + 24;
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<rect width="100%" height="100%" fill="white"/>`, `<text x="${pad}" y="18" font-size="14">${esc(title)}</text>`];
+  return { pw, ph, pad, parts };
+}
+
 /** A small SVG histogram panel set: one panel per series, for people who would rather look than read. */
 export function histogramsSvg(title: string, series: { label: string; values: ArrayLike<number>; bins?: number; log?: boolean }[]): string {
-  const pw = 320;
-  const ph = 200;
-  const pad = 40;
-  const W = series.length * (pw + pad) + pad;
-  const H = ph + 2 * pad + 20;
-  const parts: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<rect width="100%" height="100%" fill="white"/>`, `<text x="${pad}" y="18" font-size="14">${esc(title)}</text>`];
+  const { pw, ph, pad, parts } = panelRow(title, series.length, 320, 200, 40);
   series.forEach((s, k) => {
     const vals = Array.from(s.values).filter(Number.isFinite);
     const bins = s.bins ?? 40;
@@ -93,12 +96,7 @@ export function histogramsSvg(title: string, series: { label: string; values: Ar
 
 /** Training curves: one panel per metric, x = epoch (or step), each panel scaled to its own range. */
 export function curvesSvg(title: string, x: number[], panels: { label: string; values: number[] }[]): string {
-  const pw = 280;
-  const ph = 160;
-  const pad = 44;
-  const W = panels.length * (pw + pad) + pad;
-  const H = ph + 2 * pad + 24;
-  const parts: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<rect width="100%" height="100%" fill="white"/>`, `<text x="${pad}" y="18" font-size="14">${esc(title)}</text>`];
+  const { pw, ph, pad, parts } = panelRow(title, panels.length, 280, 160, 44);
   const xlo = Math.min(...x);
   const xhi = Math.max(...x, xlo + 1);
   panels.forEach((p, k) => {

@@ -1,9 +1,10 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tensor, type Graph, type Value } from '../../../src/models/onnx/index.js';
 import { GRAD_RULES } from '../../../src/training/autodiff/rules/index.js';
 import { buildGradients } from '../../../src/training/autodiff/engine.js';
+import { setWindowedWeightGradMin } from '../../../src/training/autodiff/rules/conv-util.js';
 import { newGraph } from '../../../src/models/onnx/index.js';
 import { repoRoot } from '../../helpers/paths.js';
 import { fdCheck, type InputSpec } from './fd-check.js';
@@ -27,6 +28,7 @@ const convTCase = (name: string, n: number, cin: number, h: number, w: number, c
 ];
 
 const CASES: Case[] = [
+  convTCase('ConvTranspose k3 s2 p1 output_padding 1', 2, 3, 4, 5, 4, 3, 2, 1, 1, 1),
   ['Add broadcast [2,3,4]+[3,1]', [I([2, 3, 4]), I([3, 1])], (g, x) => g.op('Add', [x[0], x[1]])],
   ['Sub broadcast [3,4]-[4]', [I([3, 4]), I([4])], (g, x) => g.op('Sub', [x[0], x[1]])],
   ['Mul broadcast [2,1,4]*[3,1]', [I([2, 1, 4]), I([3, 1])], (g, x) => g.op('Mul', [x[0], x[1]])],
@@ -133,6 +135,17 @@ describe('every gradient rule agrees with central finite differences', () => {
     expect(files.length).toBeGreaterThanOrEqual(30);
     const g = newGraph('t');
     for (const r of GRAD_RULES) expect(() => g.op(r.opType, [])).toThrow(/takes|required|inputs/);
+  });
+});
+
+describe('the windowed-GEMM weight gradient of wide convolutions agrees with finite differences', () => {
+  // Wide layers (>= 64 x 64 channels) take this path; forcing it here checks it on the same small,
+  // float32-checkable cases as the convolution form.
+  beforeAll(() => setWindowedWeightGradMin(1));
+  afterAll(() => setWindowedWeightGradMin());
+  it.each(CASES.filter(([name]) => /^Conv(Transpose)? /.test(name) && !/groups|depthwise/.test(name)))('%s', async (_name, inputs, build) => {
+    const r = await fdCheck(inputs, build);
+    expect(r.worst).toBeLessThanOrEqual(1);
   });
 });
 

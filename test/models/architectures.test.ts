@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { CNN_PROFILES, cnnDecoder } from '../../src/models/architectures/cnn.js';
+import { ENCODER_PROFILES, encoderNet } from '../../src/models/architectures/encoder.js';
+import { GAN_PROFILES, ganDiscriminator, ganGenerator } from '../../src/models/architectures/gan.js';
+import { newGraph } from '../../src/models/onnx/index.js';
+import { Rng } from '../../src/models/rng.js';
+
+const ctxFor = (mode: 'train' | 'eval' = 'eval') => {
+  const g = newGraph('t');
+  return { g, rng: new Rng(1), mode, params: [] as string[], state: new Map(), ...(mode === 'train' ? { dropoutSeed: g.input('seed', 'float64', []) } : {}) };
+};
+
+describe('architectures build with the shapes REFERENCE.md gives', () => {
+  it.each(Object.keys(CNN_PROFILES) as (keyof typeof CNN_PROFILES)[])('CNN %s: responses -> [B, 1, 36, 64]', (p) => {
+    const ctx = ctxFor();
+    const m = cnnDecoder(ctx, 50, 'batch', CNN_PROFILES[p]);
+    expect(m.output.shape).toEqual(['batch', 1, 36, 64]);
+  });
+
+  it('the appendix CNN reads in to 432 = 3 x 9 x 16', () => {
+    const ctx = ctxFor();
+    cnnDecoder(ctx, 50, 'batch', CNN_PROFILES.appendix);
+    expect(ctx.g.initializers.get('readin/fc/weight')!.tensor.dims).toEqual([50, 432]);
+  });
+
+  it.each(['paper', 'small'] as const)('GAN %s: MEI readin + core -> [B, 1, 36, 64]; discriminator -> [B, 1]', (p) => {
+    const ctx = ctxFor('train');
+    const K = 4;
+    const m = ganGenerator(ctx, 10, 2, GAN_PROFILES[p], { meis: new Float32Array(K * 36 * 64), neuronIndex: [0, 3, 5, 9] });
+    expect(m.output.shape).toEqual([2, 1, 36, 64]);
+    expect(ganDiscriminator(ctx, m.output, GAN_PROFILES[p]).shape).toEqual([2, 1]);
+    // The readin mixes neurons to the readin width.
+    expect(ctx.g.initializers.get('readin/mix/weight')!.tensor.dims).toEqual([GAN_PROFILES[p].readinChannels, K, 1, 1]);
+  });
+
+  it('the encoder core turns 36x64 into a 28x56 feature map (k9, no padding) and reads out every neuron', () => {
+    const ctx = ctxFor();
+    const m = encoderNet(ctx, 'batch', 7, ENCODER_PROFILES.paper);
+    expect(m.output.shape).toEqual(['batch', 7]);
+    const reshape = ctx.g.nodes.find((n) => n.name.startsWith('readout/bilinear/Reshape'))!;
+    expect(ctx.g.value(reshape.inputs[0]).shape).toEqual(['batch', 64, 28, 56]);
+  });
+});
