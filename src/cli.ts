@@ -121,8 +121,8 @@ for (const kind of ['cnn', 'gan'] as const) {
         ? "the report's CNN decoder: FC readin + transposed-conv core, MSE; best epoch by validation FID"
         : "the report's GAN decoder: MEI readin + stride-1 core, LSGAN + log-SSIM; best epoch by validation FID",
     )
-    .requiredOption('--data <dir>', 'dataset folder')
-    .requiredOption('--out <dir>', 'bundle folder to write (the run folder goes to <out>/run unless --run)')
+    .requiredOption('--data <dirs...>', kind === 'gan' ? 'dataset folder(s); several train B-All (one readin and discriminator head each, shared core)' : 'dataset folder')
+    .requiredOption('--out <dir>', 'bundle folder to write (one sub-folder per session for B-All; the run folder goes to <out>/run unless --run)')
     .option('--run <dir>', 'run folder: config, metrics.csv/json, curves.svg, validation grid, checkpoint')
     .addOption(
       new Option('--profile <name>', "sizes: paper (the authors' code; expect a GPU), appendix (CNN only: the report's appendix), small (2 CPU cores)")
@@ -140,7 +140,7 @@ for (const kind of ['cnn', 'gan'] as const) {
     .option('--seed <n>', 'random seed', int('seed'), 1);
   if (kind === 'gan')
     cmd
-      .option('--meis <dir>', 'MEI folder from cortexcast meis (MEI readin)')
+      .option('--meis <dirs...>', 'MEI folder(s) from cortexcast meis (MEI readin), one per --data, same order')
       .addOption(new Option('--loss <name>', 'reconstruction term of the generator loss').choices(['logssim', 'mse', 'mae']).default('logssim'))
       .addOption(new Option('--readin <kind>', 'readin').choices(['mei', 'fc']).default('mei'))
       .option('--transform', 'ablation T: log10(clamp(r, 1e-3)) on responses')
@@ -149,7 +149,7 @@ for (const kind of ['cnn', 'gan'] as const) {
     const { trainDecoder } = await import('./training/train-decoder.js');
     const r = await trainDecoder({
       kind,
-      data: o.data,
+      data: o.data.length === 1 ? o.data[0] : o.data,
       out: o.out,
       run: o.run,
       profile: o.profile,
@@ -168,8 +168,8 @@ for (const kind of ['cnn', 'gan'] as const) {
       transform: o.transform,
       coordinates: o.coordinates,
     });
-    console.log(`bundle ${o.out}: ${r.manifest.name}, best epoch ${r.best.epoch} (validation FID ${r.best.fid.toFixed(3)}), ${r.steps} steps in ${r.seconds.toFixed(0)} s; run folder ${r.run}`);
-    console.log(`test ${JSON.stringify(r.manifest.metrics.test)}`);
+    console.log(`bundle${r.bundles.length > 1 ? 's' : ''} ${r.bundles.join(', ')}: ${r.manifest.name}, best epoch ${r.best.epoch} (validation FID ${r.best.fid.toFixed(3)}), ${r.steps} steps in ${r.seconds.toFixed(0)} s; run folder ${r.run}`);
+    for (const m of r.manifests) console.log(`test ${m.name}: ${JSON.stringify(m.metrics.test)}`);
   });
 }
 

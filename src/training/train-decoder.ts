@@ -1,15 +1,16 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { ccError } from '../common/errors.js';
 import { progress } from '../common/progress.js';
 import { VERSION } from '../common/version.js';
 import { CNN_PROFILES, cnnDecoder } from '../models/architectures/cnn.js';
-import { GAN_PROFILES, ganDiscriminator, ganGenerator, type GanConfig, type MeiReadinInput } from '../models/architectures/gan.js';
+import { GAN_PROFILES, ganDiscriminator, ganGenerator, multiSessionGenerator, type GanConfig, type MeiReadinInput } from '../models/architectures/gan.js';
 import { DECODER_INPUT, DECODER_OUTPUT } from '../models/architectures/ridge.js';
 import { applyResponseTransform, updateBundleMetrics, writeBundle, type Manifest, type ResponseTransform } from '../models/bundle.js';
 import { reduce, scalar, type LayerContext } from '../models/layers.js';
-import { tensor, writeModel, type TensorData, type Value } from '../models/onnx/index.js';
+import { tensor, writeModel, type Graph, type TensorData, type Value } from '../models/onnx/index.js';
+import { createSession, runOnce } from '../models/ort.js';
 import { Rng } from '../models/rng.js';
 import { DEFAULT_PREPROCESS, prepareDataset, type PreparedData } from './data/preprocess.js';
 import { SensoriumDataset } from './data/sensorium.js';
@@ -19,14 +20,15 @@ import { FidComputer } from './metrics/fid.js';
 import { scoreImages } from './metrics/image-metrics.js';
 import { LOSSES, lsganLoss } from './losses.js';
 import { curvesSvg, reconstructionGrid, writeFile } from './report/figures.js';
-import { TrainingSession, type TrainingSpec } from './trainer.js';
+import { buildEvalGraph, TrainingSession, type TrainingSpec } from './trainer.js';
 
 export type DecoderKindTrained = 'cnn' | 'gan';
 
 export interface TrainDecoderOptions {
   kind: DecoderKindTrained;
-  data: string;
-  /** Bundle folder (the best checkpoint by validation FID, exported). */
+  /** Dataset folder; the GAN takes several (B-All: one readin and discriminator head per session, shared core). */
+  data: string | string[];
+  /** Bundle folder (the best checkpoint by validation FID, exported); one sub-folder per session for B-All. */
   out: string;
   /** Run folder: config, per-epoch metrics, curves, grids, checkpoint (default <out>/run). */
   run?: string;
@@ -44,8 +46,8 @@ export interface TrainDecoderOptions {
   maxTrain?: number;
   seed?: number;
   threads?: number;
-  /** GAN: MEI folder (cortexcast meis), generator objective, readin, ablations. */
-  meis?: string;
+  /** GAN: MEI folder(s) (cortexcast meis; one per session), generator objective, readin, ablations. */
+  meis?: string | string[];
   loss?: 'logssim' | 'mse' | 'mae';
   readin?: 'mei' | 'fc';
   /** "T" ablation: log10(clamp(r, 1e-3)) on std-scaled responses. */
@@ -70,7 +72,10 @@ export interface EpochRecord {
 }
 
 export interface TrainDecoderResult {
+  /** The (first) session's bundle manifest; `manifests` has every session's. */
   manifest: Manifest;
+  manifests: Manifest[];
+  bundles: string[];
   history: EpochRecord[];
   best: EpochRecord;
   seconds: number;
@@ -100,33 +105,47 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   const wd = o.weightDecay ?? 3e-2;
   const seed = o.seed ?? 1;
   const transform: ResponseTransform = o.transform ? 'log10clamp' : 'none';
-  const ds = SensoriumDataset.open(o.data);
-  const data = prepareDataset(ds, DEFAULT_PREPROCESS, { quiet: o.quiet, maxTrain: o.maxTrain });
-  if (transform !== 'none') for (const s of [data.train, data.validation, data.test]) applyResponseTransform(s.responses, new Float32Array(data.neurons).fill(1), transform, s.responses);
-  const { height: H, width: W, neurons } = data;
+  const dataDirs = Array.isArray(o.data) ? o.data : [o.data];
+  if (!dataDirs.length) throw ccError('CC_ERR_CONFIG', 'no --data folder given');
+  if (o.kind === 'cnn' && dataDirs.length > 1) throw ccError('CC_ERR_CONFIG', 'the CNN trains on one session; multi-session (B-All) training is the GAN\'s');
+  const S = dataDirs.length;
+  // B-All bundles go to <out>/<dataset folder name>, or <out>/session<k> where those names repeat.
+  const names = dataDirs.map((d) => basename(d.replace(/\/+$/, '')));
+  const distinct = new Set(names).size === S;
+  const sessions: Session[] = dataDirs.map((dir, k) => {
+    const ds = SensoriumDataset.open(dir);
+    const data = prepareDataset(ds, DEFAULT_PREPROCESS, { quiet: o.quiet, maxTrain: o.maxTrain });
+    if (transform !== 'none') for (const sp of [data.train, data.validation, data.test]) applyResponseTransform(sp.responses, new Float32Array(data.neurons).fill(1), transform, sp.responses);
+    return { ds, data, bundle: S > 1 ? join(o.out, distinct ? names[k] : `session${k}`) : o.out };
+  });
+  const { height: H, width: W } = sessions[0].data;
   const P = H * W;
 
   let ganCfg: GanConfig | undefined;
-  let mei: MeiReadinInput | undefined;
   if (o.kind === 'gan') {
     if (profile === 'appendix') throw ccError('CC_ERR_CONFIG', "profile 'appendix' is the CNN's; the GAN has 'paper' and 'small'");
     ganCfg = { ...GAN_PROFILES[profile], readin: o.readin ?? 'mei', coordinates: !!o.coordinates };
     if (ganCfg.readin === 'mei') {
-      if (!o.meis) throw ccError('CC_ERR_CONFIG', 'the GAN with MEI readin needs --meis <folder> (cortexcast meis)');
-      const m = loadMeis(o.meis);
-      if (m.height !== H || m.width !== W) throw ccError('CC_ERR_CONFIG', `MEIs are ${m.height}x${m.width}, the decoder's images ${H}x${W}`);
-      if (m.neuronIndex.some((i) => i >= neurons)) throw ccError('CC_ERR_CONFIG', `MEIs index neurons beyond this dataset's ${neurons}`);
-      mei = { meis: m.meis, neuronIndex: m.neuronIndex };
-      if (ganCfg.coordinates) {
-        if (!ds.coordinates) throw ccError('CC_ERR_DATASET_MISSING', ds.dir, 'the coordinates ablation needs meta/neurons/cell_motor_coordinates.npy');
-        mei.coordinates = normalisedCoordinates(ds.coordinates, m.neuronIndex);
-      }
+      const meiDirs = o.meis === undefined ? [] : Array.isArray(o.meis) ? o.meis : [o.meis];
+      if (!meiDirs.length) throw ccError('CC_ERR_CONFIG', 'the GAN with MEI readin needs --meis <folder> (cortexcast meis)');
+      if (meiDirs.length !== S) throw ccError('CC_ERR_CONFIG', `${S} sessions but ${meiDirs.length} MEI folders (one per session, in the same order)`);
+      sessions.forEach((sess, k) => {
+        const m = loadMeis(meiDirs[k]);
+        if (m.height !== H || m.width !== W) throw ccError('CC_ERR_CONFIG', `MEIs are ${m.height}x${m.width}, the decoder's images ${H}x${W}`);
+        if (m.neuronIndex.some((i) => i >= sess.data.neurons)) throw ccError('CC_ERR_CONFIG', `MEIs in ${meiDirs[k]} index neurons beyond session ${sess.ds.dir}'s ${sess.data.neurons}`);
+        sess.mei = { meis: m.meis, neuronIndex: m.neuronIndex };
+        if (ganCfg!.coordinates) {
+          if (!sess.ds.coordinates) throw ccError('CC_ERR_DATASET_MISSING', sess.ds.dir, 'the coordinates ablation needs meta/neurons/cell_motor_coordinates.npy');
+          sess.mei.coordinates = normalisedCoordinates(sess.ds.coordinates, m.neuronIndex);
+        }
+      });
     }
   }
+  const neurons = sessions[0].data.neurons;
   const cnnCfg = CNN_PROFILES[profile];
   const lossName = o.loss ?? (o.kind === 'gan' ? 'logssim' : 'mse');
 
-  const target = (ctx: LayerContext): Value => ctx.g.input('target', 'float32', [batch, 1, H, W]);
+  const target = (ctx: LayerContext): Value => ctx.g.input('target', 'float32', [S * batch, 1, H, W]);
   const gSpec: TrainingSpec = {
     name: o.kind,
     outputName: DECODER_OUTPUT,
@@ -134,8 +153,11 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     seed,
     threads: o.threads,
     model: (ctx, b) => {
-      const m = o.kind === 'cnn' ? cnnDecoder(ctx, neurons, b, cnnCfg) : ganGenerator(ctx, neurons, b, ganCfg!, mei);
-      return { inputs: [m.input], output: m.output };
+      if (o.kind === 'cnn') {
+        const m = cnnDecoder(ctx, neurons, b, cnnCfg);
+        return { inputs: [m.input], output: m.output };
+      }
+      return multiSessionGenerator(ctx, b as number, sessions.map((x) => ({ neurons: x.data.neurons, mei: x.mei })), ganCfg!);
     },
     objective:
       o.kind === 'cnn'
@@ -146,7 +168,7 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
         : (ctx, fake) => {
             const { g } = ctx;
             const t = target(ctx);
-            const score = ganDiscriminator(ctx, fake, ganCfg!);
+            const score = ganDiscriminator(ctx, fake, ganCfg!, S);
             const adv = lsganLoss(ctx, score, scalar(g, 'real', 1));
             const recon = LOSSES[lossName](ctx, fake, t);
             const loss = g.op('Add', [g.op('Mul', [adv, scalar(g, 'w_adv', 0.1)]), g.op('Mul', [recon, scalar(g, 'w_recon', 0.9)])]);
@@ -162,6 +184,17 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
           ],
     optimizer: { kind: 'adamw' },
   };
+  /** Session k's decoder alone (its readin + the shared core): what its bundle holds. */
+  const sessionSpec = (k: number): TrainingSpec =>
+    o.kind === 'cnn'
+      ? gSpec
+      : {
+          ...gSpec,
+          model: (ctx, b) => {
+            const m = ganGenerator(ctx, sessions[k].data.neurons, b, ganCfg!, sessions[k].mei, { index: k, count: S });
+            return { inputs: [m.input], output: m.output };
+          },
+        };
   const G = await TrainingSession.create(gSpec);
   let D: TrainingSession | undefined;
   if (o.kind === 'gan') {
@@ -172,17 +205,26 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
       threads: o.threads,
       model: (ctx) => {
         const { g } = ctx;
-        const real = g.input('d_real', 'float32', [batch, 1, H, W]);
-        const fake = g.input('d_fake', 'float32', [batch, 1, H, W]);
-        return { inputs: [real, fake], output: ganDiscriminator(ctx, g.op('Concat', [real, fake], { axis: 0 }), ganCfg!) };
+        const real = g.input('d_real', 'float32', [S * batch, 1, H, W]);
+        const fake = g.input('d_fake', 'float32', [S * batch, 1, H, W]);
+        // Session-major rows: [real_0, fake_0, real_1, fake_1, ...], so each session's head sees its own.
+        const bySession = (v: Value): Value => g.op('Reshape', [v, g.initializer('shape', tensor('int64', [5], [S, batch, 1, H, W]))]);
+        const both = g.op('Reshape', [g.op('Concat', [bySession(real), bySession(fake)], { axis: 1 }), g.initializer('shape', tensor('int64', [4], [2 * S * batch, 1, H, W]))]);
+        return { inputs: [real, fake], output: ganDiscriminator(ctx, both, ganCfg!, S) };
       },
       objective: (ctx, scores) => {
         const { g } = ctx;
-        const lr_ = g.input('label_real', 'float32', [batch, 1]);
-        const lf = g.input('label_fake', 'float32', [batch, 1]);
-        const half = (from: number): Value => g.op('Slice', [scores, g.initializer('s', tensor('int64', [1], [from])), g.initializer('e', tensor('int64', [1], [from + batch])), g.initializer('a', tensor('int64', [1], [0]))]);
-        const loss = g.op('Mul', [g.op('Add', [lsganLoss(ctx, half(0), lr_), lsganLoss(ctx, half(batch), lf)]), scalar(g, 'half', 0.5)]);
-        return { targets: [lr_, lf], loss, metrics: { real: reduce(ctx, 'ReduceMean', half(0), [0, 1], false), fake: reduce(ctx, 'ReduceMean', half(batch), [0, 1], false) } };
+        const lr_ = g.input('label_real', 'float32', [S * batch, 1]);
+        const lf = g.input('label_fake', 'float32', [S * batch, 1]);
+        const grouped = g.op('Reshape', [scores, g.initializer('shape', tensor('int64', [3], [S, 2, batch]))]);
+        const part = (i: number): Value =>
+          g.op('Reshape', [
+            g.op('Slice', [grouped, g.initializer('s', tensor('int64', [1], [i])), g.initializer('e', tensor('int64', [1], [i + 1])), g.initializer('a', tensor('int64', [1], [1]))]),
+            g.initializer('shape', tensor('int64', [2], [S * batch, 1])),
+          ]);
+        const [dReal, dFake] = [part(0), part(1)];
+        const loss = g.op('Mul', [g.op('Add', [lsganLoss(ctx, dReal, lr_), lsganLoss(ctx, dFake, lf)]), scalar(g, 'half', 0.5)]);
+        return { targets: [lr_, lf], loss, metrics: { real: reduce(ctx, 'ReduceMean', dReal, [0, 1], false), fake: reduce(ctx, 'ReduceMean', dFake, [0, 1], false) } };
       },
       groups: [{ match: '', lr, weightDecay: wd }],
       optimizer: { kind: 'adamw' },
@@ -193,7 +235,8 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     profile,
     architecture: o.kind === 'cnn' ? cnnCfg : ganCfg,
     meis: o.meis,
-    meiNeurons: mei?.neuronIndex.length,
+    meiNeurons: sessions[0].mei?.neuronIndex.length,
+    sessions: S > 1 ? dataDirs : undefined,
     loss: lossName,
     transform,
     batch,
@@ -201,12 +244,12 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     weightDecay: wd,
     epochs: o.epochs,
     seed,
-    data: ds.dir,
+    data: sessions[0].ds.dir,
     parameters: G.parameterCount,
     discriminatorParameters: D?.parameterCount,
   };
   writeFileSync(join(run, 'config.json'), JSON.stringify(config, null, 1));
-  log(`${o.kind} (${profile}): ${G.parameterCount.toLocaleString()} parameters${D ? ` + discriminator ${D.parameterCount.toLocaleString()}` : ''}, ${neurons} neurons, batch ${batch}, run folder ${run}`);
+  log(`${o.kind} (${profile}): ${G.parameterCount.toLocaleString()} parameters${D ? ` + discriminator ${D.parameterCount.toLocaleString()}` : ''}, ${sessions.map((x) => x.data.neurons).join(' + ')} neurons, batch ${batch}${S > 1 ? ` per session (${S} sessions)` : ''}, run folder ${run}`);
 
   const ckpt = join(run, 'checkpoint');
   let history: EpochRecord[] = [];
@@ -222,33 +265,44 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   const fid = await FidComputer.create(64);
   const rng = new Rng(seed * 7 + 3 + startEpoch);
   const epochs = o.epochs ?? 200;
-  const stepsPerEpoch = Math.max(1, Math.floor(data.train.count / batch));
-  const order = [...Array(data.train.count).keys()];
-  const xb = new Float32Array(batch * neurons);
-  const yb = new Float32Array(batch * P);
-  const labels = { real: new Float32Array(batch), fake: new Float32Array(batch) };
+  const stepsPerEpoch = Math.max(1, Math.floor(Math.max(...sessions.map((x) => x.data.train.count)) / batch));
+  const orders = sessions.map((x) => [...Array(x.data.train.count).keys()]);
+  const xbs = sessions.map((x) => new Float32Array(batch * x.data.neurons));
+  const yb = new Float32Array(S * batch * P);
+  const labels = { real: new Float32Array(S * batch), fake: new Float32Array(S * batch) };
   let best = history.reduce<EpochRecord | undefined>((b, r) => (!b || r.fid < b.fid ? r : b), undefined);
-  const gridTargets = data.validation.images.subarray(0, Math.min(GRID_IMAGES, data.validation.count) * P);
+  const inputName = (k: number): string => (S > 1 ? `${DECODER_INPUT}_${k}` : DECODER_INPUT);
 
   const validate = async (epoch: number, trainLoss: number): Promise<void> => {
-    const count = data.validation.count;
-    const recon = new Float32Array(count * P);
-    for (let r0 = 0; r0 < count; r0 += 64) {
-      const nb = Math.min(64, count - r0);
-      const out = await G.evaluate({ [DECODER_INPUT]: tensor('float32', [nb, neurons], data.validation.responses.subarray(r0 * neurons, (r0 + nb) * neurons)) });
-      recon.set(out.data as Float32Array, r0 * P);
+    const tensors = G.modelTensors();
+    const scores: { ssim: number; ssiml: number; mse: number; pixcorr: number; fid: number }[] = [];
+    const recons: Float32Array[] = [];
+    for (let k = 0; k < S; k++) {
+      const { data } = sessions[k];
+      const count = data.validation.count;
+      const { session } = await createSession(buildEvalGraph(sessionSpec(k), tensors, false).graph, { intraOpThreads: o.threads });
+      const recon = new Float32Array(count * P);
+      for (let r0 = 0; r0 < count; r0 += 64) {
+        const nb = Math.min(64, count - r0);
+        const out = await runOnce(session, { [DECODER_INPUT]: tensor('float32', [nb, data.neurons], data.validation.responses.subarray(r0 * data.neurons, (r0 + nb) * data.neurons)) });
+        recon.set(out[DECODER_OUTPUT].data as Float32Array, r0 * P);
+      }
+      const sc = scoreImages(data.validation.images, recon, count, H, W);
+      scores.push({ ssim: sc.ssim, ssiml: sc.ssiml, mse: sc.mse, pixcorr: sc.pixcorr, fid: await fid.fid(data.validation.images, recon, count, H, W) });
+      recons.push(recon);
     }
-    const s = scoreImages(data.validation.images, recon, count, H, W);
-    const f = await fid.fid(data.validation.images, recon, count, H, W);
-    const rec: EpochRecord = { epoch, step: G.step, seconds: (Date.now() - t0) / 1000, trainLoss, ssim: s.ssim, ssiml: s.ssiml, mse: s.mse, pixcorr: s.pixcorr, fid: f };
+    const avg = (key: keyof (typeof scores)[number]): number => scores.reduce((a, x) => a + x[key], 0) / S;
+    const rec: EpochRecord = { epoch, step: G.step, seconds: (Date.now() - t0) / 1000, trainLoss, ssim: avg('ssim'), ssiml: avg('ssiml'), mse: avg('mse'), pixcorr: avg('pixcorr'), fid: avg('fid') };
+    if (S > 1) scores.forEach((x, k) => (rec[`fid_${k}`] = x.fid));
     history.push(rec);
-    const improved = !best || f < best.fid;
-    log(`${o.kind} epoch ${epoch} step ${G.step}: train loss ${trainLoss.toFixed(4)}; validation SSIM ${s.ssim.toFixed(3)} MSE ${s.mse.toFixed(3)} PixCorr ${s.pixcorr.toFixed(3)} FID ${f.toFixed(3)}${improved ? ' (best)' : ''}`);
+    const improved = !best || rec.fid < best.fid;
+    log(`${o.kind} epoch ${epoch} step ${G.step}: train loss ${trainLoss.toFixed(4)}; validation SSIM ${rec.ssim.toFixed(3)} MSE ${rec.mse.toFixed(3)} PixCorr ${rec.pixcorr.toFixed(3)} FID ${rec.fid.toFixed(3)}${S > 1 ? ' (mean over sessions)' : ''}${improved ? ' (best)' : ''}`);
     if (improved) {
       best = rec;
-      exportBundle(o, G, data, config, rec, transform);
-      const n = gridTargets.length / P;
-      writeFile(join(run, 'validation-grid.png'), reconstructionGrid([{ label: 'stimulus', images: gridTargets }, { label: `${o.kind} epoch ${epoch}`, images: recon.subarray(0, n * P) }], n, H, W));
+      sessions.forEach((sess, k) => exportBundle(o, buildEvalGraph(sessionSpec(k), tensors, false).graph, sess, config, rec, transform, scores[k]));
+      const { data } = sessions[0];
+      const n = Math.min(GRID_IMAGES, data.validation.count);
+      writeFile(join(run, 'validation-grid.png'), reconstructionGrid([{ label: 'stimulus', images: data.validation.images.subarray(0, n * P) }, { label: `${o.kind} epoch ${epoch}`, images: recons[0].subarray(0, n * P) }], n, H, W));
     }
     writeRunFiles(run, o.kind, history);
     G.saveCheckpoint(join(ckpt, 'generator'), { epoch, history });
@@ -257,7 +311,7 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
 
   let stopped = false;
   for (let epoch = startEpoch; epoch <= epochs && !stopped; epoch++) {
-    rng.shuffle(order);
+    orders.forEach((ord) => rng.shuffle(ord));
     const bar = progress(`${o.kind} epoch ${epoch}/${epochs}`, stepsPerEpoch, { quiet: o.quiet, extra: 'loss {loss} {ms} ms/step' });
     let lossSum = 0;
     let steps = 0;
@@ -266,21 +320,26 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
         stopped = true;
         break;
       }
-      for (let b = 0; b < batch; b++) {
-        const row = order[s * batch + b];
-        xb.set(data.train.responses.subarray(row * neurons, (row + 1) * neurons), b * neurons);
-        yb.set(data.train.images.subarray(row * P, (row + 1) * P), b * P);
-      }
-      const feeds: Record<string, TensorData> = { [DECODER_INPUT]: tensor('float32', [batch, neurons], xb), target: tensor('float32', [batch, 1, H, W], yb) };
+      const feeds: Record<string, TensorData> = { target: tensor('float32', [S * batch, 1, H, W], yb) };
+      sessions.forEach(({ data }, k) => {
+        const n = data.neurons;
+        for (let b = 0; b < batch; b++) {
+          // Sessions with fewer trials wrap around within the epoch.
+          const row = orders[k][(s * batch + b) % data.train.count];
+          xbs[k].set(data.train.responses.subarray(row * n, (row + 1) * n), b * n);
+          yb.set(data.train.images.subarray(row * P, (row + 1) * P), (k * batch + b) * P);
+        }
+        feeds[inputName(k)] = tensor('float32', [batch, n], xbs[k]);
+      });
       const r = await G.trainStep(feeds, D ? D.currentTensors(G.externalParameterNames) : {});
       if (!Number.isFinite(r.loss)) throw ccError('CC_ERR_TRAINING_DIVERGED', o.kind, G.step, r.loss);
       if (D) {
-        for (let b = 0; b < batch; b++) {
+        for (let b = 0; b < S * batch; b++) {
           labels.real[b] = rng.uniform(0.95, 1);
           labels.fake[b] = rng.uniform(0, 0.05);
         }
         await D.trainStep(
-          { d_real: tensor('float32', [batch, 1, H, W], yb), label_real: tensor('float32', [batch, 1], labels.real), label_fake: tensor('float32', [batch, 1], labels.fake) },
+          { d_real: tensor('float32', [S * batch, 1, H, W], yb), label_real: tensor('float32', [S * batch, 1], labels.real), label_fake: tensor('float32', [S * batch, 1], labels.fake) },
           { d_fake: r.outputs.fake },
         );
       }
@@ -294,17 +353,28 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     else if (steps && stopped && (!history.length || history[history.length - 1].step !== G.step)) await validate(epoch, lossSum / steps);
   }
   if (!best) throw ccError('CC_ERR_CONFIG', 'training ran no steps (check --epochs / --max-steps)');
-  // Test-tier Table I row of the exported (best) bundle.
-  const ev = await evaluateBundle(o.out, o.data, { fid: 64 });
-  updateBundleMetrics(o.out, { test: { ...ev.metrics } });
-  const manifest = JSON.parse(readFileSync(join(o.out, 'manifest.json'), 'utf8')) as Manifest;
-  log(`${o.kind}: best epoch ${best.epoch} (validation FID ${best.fid.toFixed(3)}); test SSIML ${ev.metrics.ssiml.toFixed(3)} MSE ${ev.metrics.mse.toFixed(3)} FID ${ev.metrics.fid?.toFixed(3)}; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  return { manifest, history, best, seconds: (Date.now() - t0) / 1000, steps: G.step, run, generator: G };
+  // Test-tier Table I row of each exported (best) bundle.
+  const manifests: Manifest[] = [];
+  for (const sess of sessions) {
+    const ev = await evaluateBundle(sess.bundle, sess.ds.dir, { fid: 64 });
+    updateBundleMetrics(sess.bundle, { test: { ...ev.metrics } });
+    manifests.push(JSON.parse(readFileSync(join(sess.bundle, 'manifest.json'), 'utf8')) as Manifest);
+    log(`${o.kind} ${sess.bundle}: best epoch ${best.epoch} (validation FID ${best.fid.toFixed(3)}); test SSIML ${ev.metrics.ssiml.toFixed(3)} MSE ${ev.metrics.mse.toFixed(3)} FID ${ev.metrics.fid?.toFixed(3)}; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  return { manifest: manifests[0], manifests, bundles: sessions.map((x) => x.bundle), history, best, seconds: (Date.now() - t0) / 1000, steps: G.step, run, generator: G };
 }
 
-function exportBundle(o: TrainDecoderOptions, G: TrainingSession, data: PreparedData, config: Record<string, unknown>, rec: EpochRecord, transform: ResponseTransform): void {
-  const graph = G.exportGraph();
-  writeBundle(o.out, {
+interface Session {
+  ds: SensoriumDataset;
+  data: PreparedData;
+  mei?: MeiReadinInput;
+  /** Where this session's bundle goes. */
+  bundle: string;
+}
+
+function exportBundle(o: TrainDecoderOptions, graph: Graph, sess: Session, config: Record<string, unknown>, rec: EpochRecord, transform: ResponseTransform, scores: Record<string, number>): void {
+  const { data } = sess;
+  writeBundle(sess.bundle, {
     name: `${o.kind}-${o.profile ?? 'small'}-${data.neurons}n`,
     kind: o.kind,
     model: writeModel(graph, { docString: `cortexcast ${o.kind} decoder: std-scaled responses -> z-scored image` }),
@@ -319,8 +389,8 @@ function exportBundle(o: TrainDecoderOptions, G: TrainingSession, data: Prepared
     width: data.width,
     pixelMean: data.prep.imageMean,
     pixelStd: data.prep.imageStd,
-    training: { dataset: config.data as string, config: { ...config, bestEpoch: rec.epoch, bestStep: rec.step }, seconds: rec.seconds },
-    metrics: { validation: { ssim: rec.ssim, ssiml: rec.ssiml, mse: rec.mse, pixcorr: rec.pixcorr, fid: rec.fid } },
+    training: { dataset: sess.ds.dir, config: { ...config, bestEpoch: rec.epoch, bestStep: rec.step }, seconds: rec.seconds },
+    metrics: { validation: { ...scores } },
     version: VERSION,
     onnxruntime: ort.env.versions.node ?? 'unknown',
   });

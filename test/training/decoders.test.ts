@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DecoderConnection } from '../../clients/lib/index.js';
 import { loadBundle } from '../../src/models/bundle.js';
-import { tensor, writeModel } from '../../src/models/onnx/index.js';
+import { readModel, tensor, writeModel } from '../../src/models/onnx/index.js';
 import { createSession, runOnce } from '../../src/models/ort.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
@@ -110,6 +110,22 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
     }
     expect(existsSync(join(work, 'compare.png'))).toBe(true);
   }, 120_000);
+
+  it('B-All: two sessions train one shared core with a readin and discriminator head each; one bundle per session', async () => {
+    const other = await tinyDataset({ trainTrials: 160, validationTrials: 24 }, 150);
+    const out = join(work, 'gan-ball');
+    // The FC readin keeps this test cheap; the MEI readin goes through the same per-session path.
+    const r = await trainDecoder({ kind: 'gan', data: [data, other], out, readin: 'fc', epochs: 2, quiet: true, log: quiet });
+    expect(r.bundles).toEqual([join(out, 'session0'), join(out, 'session1')]);
+    const [a, b] = r.bundles.map((d) => loadBundle(d));
+    expect([a.manifest.input.neurons, b.manifest.input.neurons]).toEqual([300, 150]);
+    const core = (m: Uint8Array): number[] => Array.from(readModel(m).graph.initializers.get('core/layer0/conv/weight')!.tensor.data as Float32Array);
+    expect(core(a.model)).toEqual(core(b.model));
+    expect(readModel(a.model).graph.initializers.has('readin_0/fc/weight')).toBe(true);
+    expect(readModel(b.model).graph.initializers.has('readin_1/fc/weight')).toBe(true);
+    expect(r.history[0].fid_1).toBeGreaterThan(0);
+    expect(r.manifests.every((m) => m.metrics.test!.fid! > 0)).toBe(true);
+  }, 300_000);
 
   it('GAN without MEIs says what it needs', async () => {
     await expect(trainDecoder({ kind: 'gan', data, out: join(work, 'x'), epochs: 1, quiet: true, log: quiet })).rejects.toThrow(/needs --meis/);

@@ -91,9 +91,9 @@ export interface MeiReadinInput {
 }
 
 /** responses [B, n] -> [B, C, H, W]. */
-function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiReadinInput): Value {
+function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiReadinInput, scope: string): Value {
   const { g } = ctx;
-  return g.scope('readin', () => {
+  return g.scope(scope, () => {
     const K = m.neuronIndex.length;
     const P = cfg.height * cfg.width;
     if (m.meis.length !== K * P) throw new GraphError(`MEI readin: ${m.meis.length} MEI values for ${K} neurons of ${cfg.height}x${cfg.width}`);
@@ -118,9 +118,9 @@ function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiRe
 }
 
 /** The FC alternative: Linear(n -> C x H/4 x W/4), BN, LeakyReLU, dropout, then a k4 s4 transposed conv to H x W. */
-function fcReadin(ctx: LayerContext, responses: Value, cfg: GanConfig): Value {
+function fcReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, scope: string): Value {
   const { g } = ctx;
-  return g.scope('readin', () => {
+  return g.scope(scope, () => {
     const h4 = cfg.height / 4;
     const w4 = cfg.width / 4;
     let x = dropout(ctx, leakyRelu(ctx, batchNorm(ctx, linear(ctx, responses, cfg.readinChannels * h4 * w4, { name: 'fc' })), cfg.leakySlope), cfg.readinDropout);
@@ -129,16 +129,19 @@ function fcReadin(ctx: LayerContext, responses: Value, cfg: GanConfig): Value {
   });
 }
 
-/** The generator: responses [B, neurons] -> z-scored image [B, 1, H, W]. */
-export function ganGenerator(ctx: LayerContext, neurons: number, batch: number | 'batch', cfg: GanConfig, mei?: MeiReadinInput): { input: Value; output: Value } {
+/** Session k's readin scope: `readin` alone, `readin_<k>` in multi-session (B-All) models. */
+export const ganReadinName = (k: number, sessions: number): string => (sessions > 1 ? `readin_${k}` : 'readin');
+
+function readin(ctx: LayerContext, input: Value, cfg: GanConfig, mei: MeiReadinInput | undefined, scope: string): Value {
+  if (cfg.readin === 'fc') return fcReadin(ctx, input, cfg, scope);
+  if (!mei) throw new GraphError('the MEI readin needs MEIs (cortexcast meis)');
+  return meiReadin(ctx, input, cfg, mei, scope);
+}
+
+/** The stride-1 core shared by every session: [B, C, H, W] -> [B, 1, H, W]. */
+function generatorCore(ctx: LayerContext, x: Value, cfg: GanConfig): Value {
   const { g } = ctx;
-  const input = g.input(DECODER_INPUT, 'float32', [batch, neurons]);
-  let x: Value;
-  if (cfg.readin === 'mei') {
-    if (!mei) throw new GraphError('the MEI readin needs MEIs (cortexcast meis)');
-    x = meiReadin(ctx, input, cfg, mei);
-  } else x = fcReadin(ctx, input, cfg);
-  const output = g.scope('core', () => {
+  return g.scope('core', () => {
     let y = x;
     cfg.core.forEach((l, i) => {
       y = g.scope(`layer${i}`, () => {
@@ -149,18 +152,59 @@ export function ganGenerator(ctx: LayerContext, neurons: number, batch: number |
     });
     return y;
   });
-  return { input, output };
 }
 
-/** The discriminator: image [B, 1, H, W] -> probability of "real" [B, 1]. Built under scope `disc`. */
-export function ganDiscriminator(ctx: LayerContext, image: Value, cfg: GanConfig): Value {
+/**
+ * The generator of one session: responses [B, neurons] -> z-scored image [B, 1, H, W]. `session`
+ * names the readin of session k of a multi-session model, so it exports alone with the shared core.
+ */
+export function ganGenerator(
+  ctx: LayerContext,
+  neurons: number,
+  batch: number | 'batch',
+  cfg: GanConfig,
+  mei?: MeiReadinInput,
+  session: { index: number; count: number } = { index: 0, count: 1 },
+): { input: Value; output: Value } {
+  const input = ctx.g.input(DECODER_INPUT, 'float32', [batch, neurons]);
+  return { input, output: generatorCore(ctx, readin(ctx, input, cfg, mei, ganReadinName(session.index, session.count)), cfg) };
+}
+
+/**
+ * B-All: one readin per session (input `responses_<k>`), the sessions' readin outputs concatenated
+ * on the batch axis (session k's rows at k * batch) through one shared core.
+ */
+export function multiSessionGenerator(ctx: LayerContext, batch: number, sessions: { neurons: number; mei?: MeiReadinInput }[], cfg: GanConfig): { inputs: Value[]; output: Value } {
+  const { g } = ctx;
+  if (sessions.length === 1) {
+    const m = ganGenerator(ctx, sessions[0].neurons, batch, cfg, sessions[0].mei);
+    return { inputs: [m.input], output: m.output };
+  }
+  const inputs = sessions.map((s, k) => g.input(`${DECODER_INPUT}_${k}`, 'float32', [batch, s.neurons]));
+  const features = inputs.map((x, k) => readin(ctx, x, cfg, sessions[k].mei, ganReadinName(k, sessions.length)));
+  return { inputs, output: generatorCore(ctx, g.op('Concat', features, { axis: 0 }), cfg) };
+}
+
+/**
+ * The discriminator: image [sessions * B, 1, H, W] -> probability of "real" [sessions * B, 1], built
+ * under scope `disc`. One trunk; one linear head per session (`head` alone, `head_<k>` for B-All),
+ * session k's rows at k * B.
+ */
+export function ganDiscriminator(ctx: LayerContext, image: Value, cfg: GanConfig, sessions = 1): Value {
   const { g } = ctx;
   return g.scope('disc', () => {
     let x = image;
     cfg.disc.forEach((l, i) => {
       x = g.scope(`layer${i}`, () => dropout(ctx, relu(ctx, batchNorm(ctx, conv2d(ctx, x, l.channels, { kernel: l.kernel, stride: l.stride, padding: l.padding }))), cfg.discDropout));
     });
-    const [, c, h, w] = x.shape as number[];
-    return sigmoid(ctx, linear(ctx, reshape(ctx, x, [-1, c * h * w]), 1, { name: 'head' }));
+    const [rows, c, h, w] = x.shape as number[];
+    const flat = reshape(ctx, x, [-1, c * h * w]);
+    if (sessions === 1) return sigmoid(ctx, linear(ctx, flat, 1, { name: 'head' }));
+    const per = rows / sessions;
+    const heads = Array.from({ length: sessions }, (_, k) => {
+      const part = g.op('Slice', [flat, int64s(g, 'start', [k * per]), int64s(g, 'end', [(k + 1) * per]), int64s(g, 'axis', [0])]);
+      return linear(ctx, part, 1, { name: `head_${k}` });
+    });
+    return sigmoid(ctx, g.op('Concat', heads, { axis: 0 }));
   });
 }
