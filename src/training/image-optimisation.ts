@@ -1,6 +1,6 @@
-import { ENCODER_INPUT, ENCODER_OUTPUT } from '../models/architectures/encoder.js';
+import { bilinearSample, ENCODER_INPUT, ENCODER_OUTPUT, encoderCore, positiveRate, type EncoderConfig } from '../models/architectures/encoder.js';
 import { int64s, reduce, scalar, type LayerContext } from '../models/layers.js';
-import { readModel, type Graph, type Value } from '../models/onnx/index.js';
+import { newGraph, readModel, type Graph, type Value } from '../models/onnx/index.js';
 import { GraphError } from '../models/onnx/graph.js';
 import { Rng } from '../models/rng.js';
 import { buildGradients } from './autodiff/engine.js';
@@ -38,12 +38,10 @@ export function buildImageStep(encoderModel: Uint8Array, objective: ImageObjecti
   if (!g.inputs.some((v) => v.name === ENCODER_INPUT)) throw new GraphError(`encoder graph has no input '${ENCODER_INPUT}'`);
   g.outputs.length = 0;
   const ctx: LayerContext = { g, rng: new Rng(0), mode: 'eval' };
-  const [, , H, W] = image.shape as [unknown, unknown, number, number];
   const batch = image.shape[0];
   const n = responses.shape[1] as number;
-  const lr = g.input(STEP_LR, 'float32', []);
-  const k = 2 * o.blurRadius + 1;
-  const kernel = g.input(STEP_KERNEL, 'float32', [1, 1, k, k]);
+  g.input(STEP_LR, 'float32', []);
+  g.input(STEP_KERNEL, 'float32', [1, 1, 2 * o.blurRadius + 1, 2 * o.blurRadius + 1]);
   let score: Value;
   let loss: Value;
   if (objective === 'mei') {
@@ -57,11 +55,20 @@ export function buildImageStep(encoderModel: Uint8Array, objective: ImageObjecti
     loss = reduce(ctx, 'ReduceSum', score, [0, 1], false);
   }
   const grad = buildGradients(g, loss, [image]).get(image.name)!;
-  const next = g.scope('step', () => {
+  g.output(stepTail(ctx, image, grad, objective, o), STEP_NEXT);
+  g.output(g.op('Reshape', [score, int64s(g, 'shape', [-1])]), STEP_SCORE);
+  return g;
+}
+
+/** Blur the gradient (reflect padding), take the step, rescale per image (see buildImageStep). */
+function stepTail(ctx: LayerContext, image: Value, grad: Value, objective: ImageObjective, o: { meiStd?: number; blurRadius: number }): Value {
+  const { g } = ctx;
+  return g.scope('step', () => {
     const r = o.blurRadius;
+    const kernel = g.value(STEP_KERNEL);
     const padded = g.op('Pad', [grad, int64s(g, 'pads', [0, 0, r, r, 0, 0, r, r])], { mode: 'reflect' });
-    const blurred = g.op('Conv', [padded, kernel], { kernel_shape: [k, k] });
-    const moved = g.op('Sub', [image, g.op('Mul', [blurred, lr])]);
+    const blurred = g.op('Conv', [padded, kernel], { kernel_shape: [2 * r + 1, 2 * r + 1] });
+    const moved = g.op('Sub', [image, g.op('Mul', [blurred, g.value(STEP_LR)])]);
     const axes = [1, 2, 3];
     const mu = reduce(ctx, 'ReduceMean', moved, axes);
     const centred = g.op('Sub', [moved, mu]);
@@ -72,9 +79,41 @@ export function buildImageStep(encoderModel: Uint8Array, objective: ImageObjecti
     }
     return g.op('Div', [moved, sd]);
   });
-  g.output(next, STEP_NEXT);
-  g.output(g.op('Reshape', [score, int64s(g, 'shape', [-1])]), STEP_SCORE);
-  void H;
-  void W;
+}
+
+/**
+ * The MEI step for Gaussian-readout encoders, rebuilt from the encoder's config and weights so each
+ * image reads out only its own neuron: the generic step computes (and differentiates) all N
+ * readouts for every image, which on 8,600 neurons costs ~10x the core. Batch fixed at `batch`
+ * (pad the last chunk). Same inputs and outputs as buildImageStep(..., 'mei'), neuron [batch, 1].
+ */
+export function buildSelectedMeiStep(encoderModel: Uint8Array, cfg: EncoderConfig, batch: number, o: { meiStd?: number; blurRadius: number }): Graph {
+  const trained = readModel(encoderModel).graph.initializers;
+  const prefix = [...trained.keys()].find((k) => /^readout[^/]*\/mu$/.test(k))?.replace(/\/mu$/, '');
+  if (!prefix || cfg.readout !== 'gaussian') throw new GraphError('the selected-neuron MEI step needs a Gaussian-readout encoder');
+  const g = newGraph('mei_step');
+  const ctx: LayerContext = { g, rng: new Rng(0), mode: 'eval', params: [], state: new Map() };
+  const image = g.input(STEP_IMAGE, 'float32', [batch, 1, cfg.height, cfg.width]);
+  const features = encoderCore(ctx, image, cfg);
+  for (const name of g.initializers.keys()) {
+    const t = trained.get(name)?.tensor;
+    if (t) g.setInitializer(name, t);
+    else if (!/\/(shape|axes|eps|one|min|max)(_\d+)?$/.test(name)) throw new GraphError(`encoder bundle lacks core tensor '${name}' (a different architecture?)`);
+  }
+  const take = (name: string): Value => g.initializer(name, trained.get(`${prefix}/${name}`)!.tensor);
+  g.input(STEP_LR, 'float32', []);
+  g.input(STEP_KERNEL, 'float32', [1, 1, 2 * o.blurRadius + 1, 2 * o.blurRadius + 1]);
+  const neuron = g.input(STEP_NEURON, 'int64', [batch, 1]);
+  const idx = g.op('Reshape', [neuron, int64s(g, 'flat', [batch])]);
+  const mu = g.op('Clip', [g.op('Gather', [take('mu'), idx], { axis: 0 }), scalar(g, 'min', -1), scalar(g, 'max', 1)]);
+  const positions = g.op('Unsqueeze', [mu, int64s(g, 'axes', [1])]);
+  const sampled = g.op('Squeeze', [bilinearSample(ctx, features, positions), int64s(g, 'axes', [2])]);
+  const weights = g.op('Transpose', [g.op('Gather', [take('features'), idx], { axis: 1 })], { perm: [1, 0] });
+  const y = g.op('Add', [reduce(ctx, 'ReduceSum', g.op('Mul', [sampled, weights]), [1], false), g.op('Gather', [take('bias'), idx], { axis: 0 })]);
+  const score = positiveRate(ctx, y);
+  const loss = g.op('Neg', [reduce(ctx, 'ReduceSum', score, [0], false)]);
+  const grad = buildGradients(g, loss, [image]).get(image.name)!;
+  g.output(stepTail(ctx, image, grad, 'mei', o), STEP_NEXT);
+  g.output(score, STEP_SCORE);
   return g;
 }

@@ -4,13 +4,14 @@ import ort from 'onnxruntime-node';
 import { ccError } from '../common/errors.js';
 import { readNpy, writeNpy } from '../common/npy.js';
 import { progress } from '../common/progress.js';
+import type { EncoderConfig } from '../models/architectures/encoder.js';
 import { loadBundle, type DecoderBundle } from '../models/bundle.js';
 import { gaussianKernel2d } from '../models/decoder-runner.js';
 import { createSession } from '../models/ort.js';
 import { Rng } from '../models/rng.js';
 import { SensoriumDataset } from './data/sensorium.js';
 import { SimulatedTruth } from './data/simulated-truth.js';
-import { blurRadiusFor, buildImageStep, STEP_IMAGE, STEP_KERNEL, STEP_LR, STEP_NEURON, STEP_NEXT, STEP_SCORE } from './image-optimisation.js';
+import { blurRadiusFor, buildImageStep, buildSelectedMeiStep, STEP_IMAGE, STEP_KERNEL, STEP_LR, STEP_NEURON, STEP_NEXT, STEP_SCORE } from './image-optimisation.js';
 import { reconstructionGrid, writeFile } from './report/figures.js';
 import { NEURON_CORRELATION_FILE } from './train-encoder.js';
 
@@ -32,6 +33,8 @@ export interface MeiOptions extends Partial<MeiSettings> {
   out: string;
   /** Neuron indices (rows of the encoder's output) to optimise; default all, in order. */
   neurons?: number[];
+  /** Gaussian-readout encoders: read out only each image's neuron (default true; false: the generic step). */
+  fast?: boolean;
   threads?: number;
   quiet?: boolean;
   log?: (s: string) => void;
@@ -78,7 +81,10 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
   writeFileSync(settingsFile, JSON.stringify({ key: settingsKey, complete: false }, null, 1));
 
   const radius = blurRadiusFor(s.blurSigma);
-  const graph = buildImageStep(enc.model, 'mei', { meiStd: s.std, blurRadius: radius });
+  const cfg = (enc.manifest.training.config as { encoder?: EncoderConfig }).encoder;
+  // Gaussian readouts: a step that reads out only each image's own neuron (the last chunk is padded).
+  const selected = cfg?.readout === 'gaussian' && o.fast !== false;
+  const graph = selected ? buildSelectedMeiStep(enc.model, cfg, s.batch, { meiStd: s.std, blurRadius: radius }) : buildImageStep(enc.model, 'mei', { meiStd: s.std, blurRadius: radius });
   const { session } = await createSession(graph, { intraOpThreads: o.threads });
   const kernel = new ort.Tensor('float32', gaussianKernel2d(s.blurSigma, radius), [1, 1, 2 * radius + 1, 2 * radius + 1]);
   const lr = new ort.Tensor('float32', Float32Array.of(s.lr), []);
@@ -98,10 +104,12 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
       bar.tick(ids.length);
       continue;
     }
-    const b = ids.length;
     const rng = new Rng(s.seed * 1_000_003 + c0);
+    // The selected-neuron step has a fixed batch: pad the last chunk by repeating its last neuron.
+    const b = selected ? s.batch : ids.length;
+    const padded = Array.from({ length: b }, (_, i) => ids[Math.min(i, ids.length - 1)]);
     let x: Float32Array = Float32Array.from({ length: b * P }, () => rng.normal() * 0.15);
-    const neuron = new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [b, 1]);
+    const neuron = new ort.Tensor('int64', BigInt64Array.from(padded.map(BigInt)), [b, 1]);
     let score: Float32Array = new Float32Array(b);
     for (let step = 0; step < s.steps; step++) {
       const out = await session.run({ [STEP_IMAGE]: new ort.Tensor('float32', x, [b, 1, H, W]), [STEP_NEURON]: neuron, [STEP_LR]: lr, [STEP_KERNEL]: kernel });
@@ -110,13 +118,15 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
     }
     // The score is the response to the image before the last step: evaluate the final image once more.
     const last = await session.run({ [STEP_IMAGE]: new ort.Tensor('float32', x, [b, 1, H, W]), [STEP_NEURON]: neuron, [STEP_LR]: new ort.Tensor('float32', Float32Array.of(0), []), [STEP_KERNEL]: kernel });
-    score = last[STEP_SCORE].data as Float32Array;
-    writeNpy(file, x, [b, H, W]);
-    writeNpy(actFile, score, [b]);
+    const k = ids.length;
+    x = x.subarray(0, k * P);
+    score = (last[STEP_SCORE].data as Float32Array).subarray(0, k);
+    writeNpy(file, x, [k, H, W]);
+    writeNpy(actFile, score, [k]);
     meis.set(x, c0 * P);
     activation.set(score, c0);
-    fresh += b;
-    bar.tick(b, { rate: (fresh / ((Date.now() - tFresh) / 1000)).toFixed(1) });
+    fresh += k;
+    bar.tick(k, { rate: (fresh / ((Date.now() - tFresh) / 1000)).toFixed(1) });
   }
   bar.stop();
 

@@ -250,7 +250,9 @@ export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: 
     const model = writeModel(g, { docString: 'cortexcast encoder: z-scored image -> std-scaled responses' });
     const { session } = await createSession(model, { intraOpThreads: o.threads });
     const scores = await scoreEncoder(session, ds, p, cfg);
-    const dir = S > 1 ? join(o.out, basename(ds.dir)) : o.out;
+    // Several sessions: <out>/<dataset folder name>, or <out>/session<k> where those names repeat.
+    const names = dsets.map((d) => basename(d.dir));
+    const dir = S > 1 ? join(o.out, new Set(names).size === S ? names[k] : `session${k}`) : o.out;
     const valPred = await predictResponses(session, p.validation.images, p.validation.count, cfg.height, cfg.width);
     const perNeuronValidation = columnCorrelation(valPred, p.validation.responses, p.validation.count, p.neurons);
     const manifest = writeBundle(dir, {

@@ -5,7 +5,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { DecoderConnection } from '../../clients/lib/index.js';
 import { bilinearSample } from '../../src/models/architectures/encoder.js';
 import { loadBundle } from '../../src/models/bundle.js';
-import { startImage } from '../../src/models/decoder-runner.js';
+import { gaussianKernel2d, startImage } from '../../src/models/decoder-runner.js';
+import type { EncoderConfig } from '../../src/models/architectures/encoder.js';
+import { buildImageStep, buildSelectedMeiStep } from '../../src/training/image-optimisation.js';
 import { newGraph, readModel, tensor } from '../../src/models/onnx/index.js';
 import { createSession, runOnce } from '../../src/models/ort.js';
 import { Rng } from '../../src/models/rng.js';
@@ -88,6 +90,24 @@ describe('encoder, MEIs and the inverted encoder on a tiny simulated session', (
 
   it('encoder bundles are refused where a decoder is needed, with the reason', async () => {
     await expect(evaluateBundle(encoderDir, data, { fid: 0 })).rejects.toThrow(/CC_ERR_WRONG_KIND: bundle .* is a encoder bundle; it maps images to responses/);
+  });
+
+  it('the selected-neuron MEI step equals the generic step (all readouts) on the same images', async () => {
+    const enc = loadBundle(encoderDir);
+    const cfg = (enc.manifest.training.config as { encoder: EncoderConfig }).encoder;
+    const fast = (await createSession(buildSelectedMeiStep(enc.model, cfg, 3, { blurRadius: 3 }))).session;
+    const slow = (await createSession(buildImageStep(enc.model, 'mei', { blurRadius: 3 }))).session;
+    const rng = new Rng(5);
+    const feeds = {
+      image: tensor('float32', [3, 1, 36, 64], Float32Array.from({ length: 3 * 2304 }, () => rng.normal() * 0.15)),
+      neuron: tensor('int64', [3, 1], [0, 57, 299]),
+      lr: tensor('float32', [], [1]),
+      blur_kernel: tensor('float32', [1, 1, 7, 7], gaussianKernel2d(1, 3)),
+    };
+    const [a, b] = [await runOnce(fast, feeds), await runOnce(slow, feeds)];
+    const diff = (x: ArrayLike<number>, y: ArrayLike<number>): number => Math.max(...Array.from(x, (v, i) => Math.abs(v - y[i])));
+    expect(diff(a.score.data as Float32Array, b.score.data as Float32Array)).toBeLessThan(1e-4);
+    expect(diff(a.image_next.data as Float32Array, b.image_next.data as Float32Array)).toBeLessThan(1e-4);
   });
 
   it('MEIs of well-predicted neurons correlate with their true receptive fields; a rerun resumes', async () => {
