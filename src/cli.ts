@@ -142,7 +142,7 @@ for (const kind of ['cnn', 'gan'] as const) {
     cmd
       .option('--meis <dirs...>', 'MEI folder(s) from cortexcast meis (MEI readin), one per --data, same order')
       .addOption(new Option('--loss <name>', 'reconstruction term of the generator loss').choices(['logssim', 'mse', 'mae']).default('logssim'))
-      .addOption(new Option('--readin <kind>', 'readin').choices(['mei', 'fc']).default('mei'))
+      .addOption(new Option('--readin <kind>', "readin: mei (grid network x MEIs), grid (grid network alone, on the --meis folder's neurons), fc").choices(['mei', 'grid', 'fc']).default('mei'))
       .option('--transform', 'ablation T: log10(clamp(r, 1e-3)) on responses')
       .option('--coordinates', 'ablation C: neuron coordinates into the context MLP');
   cmd.action(async (o) => {

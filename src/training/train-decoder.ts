@@ -49,7 +49,8 @@ export interface TrainDecoderOptions {
   /** GAN: MEI folder(s) (cortexcast meis; one per session), generator objective, readin, ablations. */
   meis?: string | string[];
   loss?: 'logssim' | 'mse' | 'mae';
-  readin?: 'mei' | 'fc';
+  /** 'grid': the grid network alone on the MEI folder's neurons (MEIs not used). */
+  readin?: 'mei' | 'grid' | 'fc';
   /** "T" ablation: log10(clamp(r, 1e-3)) on std-scaled responses. */
   transform?: boolean;
   /** "C" ablation: neuron coordinates appended to the context input. */
@@ -125,9 +126,9 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   if (o.kind === 'gan') {
     if (profile === 'appendix') throw ccError('CC_ERR_CONFIG', "profile 'appendix' is the CNN's; the GAN has 'paper' and 'small'");
     ganCfg = { ...GAN_PROFILES[profile], readin: o.readin ?? 'mei', coordinates: !!o.coordinates };
-    if (ganCfg.readin === 'mei') {
+    if (ganCfg.readin !== 'fc') {
       const meiDirs = o.meis === undefined ? [] : Array.isArray(o.meis) ? o.meis : [o.meis];
-      if (!meiDirs.length) throw ccError('CC_ERR_CONFIG', 'the GAN with MEI readin needs --meis <folder> (cortexcast meis)');
+      if (!meiDirs.length) throw ccError('CC_ERR_CONFIG', `the GAN with ${ganCfg.readin === 'mei' ? 'MEI' : 'grid'} readin needs --meis <folder> (cortexcast meis${ganCfg.readin === 'grid' ? '; its neurons are used, not its MEIs' : ''})`);
       if (meiDirs.length !== S) throw ccError('CC_ERR_CONFIG', `${S} sessions but ${meiDirs.length} MEI folders (one per session, in the same order)`);
       sessions.forEach((sess, k) => {
         const m = loadMeis(meiDirs[k]);

@@ -33,6 +33,14 @@ describe('architectures build with the shapes REFERENCE.md gives', () => {
     expect(ctx.g.initializers.get('readin/mix/weight')!.tensor.dims).toEqual([GAN_PROFILES[p].readinChannels, K, 1, 1]);
   });
 
+  it('the grid readin is the grid network alone: no MEI tensor in the graph', () => {
+    const ctx = ctxFor();
+    const m = ganGenerator(ctx, 10, 'batch', { ...GAN_PROFILES.small, readin: 'grid' }, { meis: new Float32Array(0), neuronIndex: [1, 2] });
+    expect(m.output.shape).toEqual(['batch', 1, 36, 64]);
+    expect([...ctx.g.initializers.keys()].some((k) => k.endsWith('/meis'))).toBe(false);
+    expect(ctx.g.initializers.get('readin/mix/weight')!.tensor.dims).toEqual([32, 2, 1, 1]);
+  });
+
   it('the encoder core turns 36x64 into a 28x56 feature map (k9, no padding) and reads out every neuron', () => {
     const ctx = ctxFor();
     const m = encoderNet(ctx, 'batch', 7, ENCODER_PROFILES.paper);

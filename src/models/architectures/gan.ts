@@ -13,7 +13,8 @@ import { DECODER_INPUT } from './ridge.js';
  * MEIs it holds: the bundle's input stays the full response vector and the graph gathers them.
  */
 export interface GanConfig {
-  readin: 'mei' | 'fc';
+  /** 'mei': grid network x MEIs; 'grid': the grid network's maps alone (no MEIs); 'fc': fully connected. */
+  readin: 'mei' | 'grid' | 'fc';
   readinChannels: number;
   /** Context MLP hidden sizes (1 -> ... -> H*W). */
   context: number[];
@@ -82,7 +83,7 @@ export const GAN_PROFILES: Record<'paper' | 'small', GanConfig> = {
 };
 
 export interface MeiReadinInput {
-  /** [K, H, W] MEIs of the readin's neurons. */
+  /** [K, H, W] MEIs of the readin's neurons (unused by the 'grid' readin). */
   meis: Float32Array;
   /** Their indices in the response vector. */
   neuronIndex: number[];
@@ -96,7 +97,8 @@ function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiRe
   return g.scope(scope, () => {
     const K = m.neuronIndex.length;
     const P = cfg.height * cfg.width;
-    if (m.meis.length !== K * P) throw new GraphError(`MEI readin: ${m.meis.length} MEI values for ${K} neurons of ${cfg.height}x${cfg.width}`);
+    const withMeis = cfg.readin === 'mei';
+    if (withMeis && m.meis.length !== K * P) throw new GraphError(`MEI readin: ${m.meis.length} MEI values for ${K} neurons of ${cfg.height}x${cfg.width}`);
     const picked = g.op('Gather', [responses, g.initializer('neuron_index', tensor('int64', [K], m.neuronIndex))], { axis: 1 });
     // Every (image, neuron) pair is one row of the shared context MLP.
     let h = reshape(ctx, picked, [-1, 1]);
@@ -110,8 +112,9 @@ function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiRe
       h = g.scope(`context${i}`, () => dropout(ctx, leakyRelu(ctx, batchNorm(ctx, linear(ctx, h, width)), cfg.leakySlope), cfg.readinDropout));
     });
     const maps = reshape(ctx, g.scope('context_out', () => linear(ctx, h, P)), [-1, K, cfg.height, cfg.width]);
-    const meis = g.initializer('meis', tensor('float32', [K, cfg.height, cfg.width], m.meis));
-    let x = dropout(ctx, g.op('Mul', [maps, meis]), cfg.readinDropout, { channelwise: true });
+    // The grid network's maps, modulated by each neuron's MEI (or alone: the 'grid' readin).
+    const modulated = withMeis ? g.op('Mul', [maps, g.initializer('meis', tensor('float32', [K, cfg.height, cfg.width], m.meis))]) : maps;
+    let x = dropout(ctx, modulated, cfg.readinDropout, { channelwise: true });
     x = conv2d(ctx, x, cfg.readinChannels, { kernel: 1, bias: false, name: 'mix' });
     return leakyRelu(ctx, batchNorm(ctx, x), cfg.leakySlope);
   });
@@ -134,7 +137,7 @@ export const ganReadinName = (k: number, sessions: number): string => (sessions 
 
 function readin(ctx: LayerContext, input: Value, cfg: GanConfig, mei: MeiReadinInput | undefined, scope: string): Value {
   if (cfg.readin === 'fc') return fcReadin(ctx, input, cfg, scope);
-  if (!mei) throw new GraphError('the MEI readin needs MEIs (cortexcast meis)');
+  if (!mei) throw new GraphError(`the ${cfg.readin} readin needs its neurons (and, for 'mei', their MEIs: cortexcast meis)`);
   return meiReadin(ctx, input, cfg, mei, scope);
 }
 
