@@ -46,14 +46,8 @@ const PAPER: CnnDecoderConfig = {
 const APPENDIX: CnnDecoderConfig = {
   ...PAPER,
   readin: [3, 9, 16],
-  core: [
-    { channels: 480, kernel: 7, stride: 2, padding: 2 },
-    { channels: 256, kernel: 5, stride: 1, padding: 2 },
-    { channels: 256, kernel: 5, stride: 1, padding: 2 },
-    { channels: 128, kernel: 4, stride: 1, padding: 1 },
-    { channels: 64, kernel: 3, stride: 1, padding: 1 },
-    { channels: 1, kernel: 4, stride: 2, padding: 1 },
-  ],
+  // The code's first five layers are the appendix's; only the last differs.
+  core: [...PAPER.core.slice(0, 5), { channels: 1, kernel: 4, stride: 2, padding: 1 }],
 };
 
 export const CNN_PROFILES: Record<'paper' | 'appendix' | 'small', CnnDecoderConfig> = {
