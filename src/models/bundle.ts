@@ -74,6 +74,14 @@ export const manifestSchema = z
 
 export type Manifest = z.infer<typeof manifestSchema>;
 
+/**
+ * Encoder bundles map images to responses; everything that decodes responses (server, eval, the
+ * decoder runner) refuses them here, naming `where` (the bundle folder when known).
+ */
+export function assertDecoder(m: Pick<Manifest, 'kind'>, where: string): void {
+  if (m.kind === 'encoder') throw ccError('CC_ERR_WRONG_KIND', where, 'encoder', 'it maps images to responses; decode or serve a decoder bundle (ridge, cnn, gan, invenc)');
+}
+
 /** A loaded bundle: manifest, model bytes and the vectors the input path needs. */
 export interface DecoderBundle {
   dir: string;

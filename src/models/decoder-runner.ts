@@ -1,25 +1,14 @@
 import ort from 'onnxruntime-node';
-import { ccError } from '../common/errors.js';
-import type { Manifest } from './bundle.js';
+import { assertDecoder, type Manifest } from './bundle.js';
 import { Rng } from './rng.js';
 
 /**
  * How an iterative decoder runs (kind `invenc`): the bundle's graph is ONE optimisation step,
  * (target responses, image) -> next image; decoding repeats it `steps` times from a fixed start
- * image. The step count is the latency/quality knob.
+ * image (one randn image from `seed`, shared by every row, so decodes are reproducible). The step
+ * count is the latency/quality knob. The manifest schema (bundle.ts) defines the fields.
  */
-export interface IterativeSpec {
-  /** Graph input holding the current image [rows, 1, H, W]; the output is the next image. */
-  imageInput: string;
-  lrInput: string;
-  kernelInput: string;
-  steps: number;
-  lr: number;
-  blurSigma: number;
-  blurRadius: number;
-  /** Seed of the start image (one randn image shared by every row, so decodes are reproducible). */
-  seed: number;
-}
+export type IterativeSpec = NonNullable<Manifest['iterative']>;
 
 /** A normalised 2-D Gaussian [1, 1, 2r+1, 2r+1] (gradient blur of MEIs and the inverted encoder). */
 export function gaussianKernel2d(sigma: number, radius: number): Float32Array {
@@ -52,9 +41,9 @@ export class DecoderRunner {
 
   constructor(
     readonly session: ort.InferenceSession,
-    private readonly m: Pick<Manifest, 'onnx' | 'input' | 'output' | 'kind'> & { iterative?: IterativeSpec },
+    private readonly m: Pick<Manifest, 'onnx' | 'input' | 'output' | 'kind' | 'iterative'>,
   ) {
-    if (m.kind === 'encoder') throw ccError('CC_ERR_WRONG_KIND', m.onnx.file, 'encoder', 'it maps images to responses; decode with a decoder bundle (ridge, cnn, gan, invenc)');
+    assertDecoder(m, m.onnx.file);
     const it = m.iterative;
     if (it) {
       const k = 2 * it.blurRadius + 1;

@@ -23,7 +23,7 @@ export interface LayerContext {
 const isTraining = (ctx: LayerContext): boolean => ctx.mode === 'train';
 
 /** A trainable weight: registered so training graphs feed and update it. */
-function param(ctx: LayerContext, name: string, t: TensorData): Value {
+export function param(ctx: LayerContext, name: string, t: TensorData): Value {
   const v = ctx.g.initializer(name, t);
   ctx.params?.push(v.name);
   return v;
@@ -48,7 +48,7 @@ export const int64s = (g: Graph, name: string, values: readonly number[]): Value
 export const scalar = (g: Graph, name: string, v: number, dtype: 'float32' | 'float64' = 'float32'): Value =>
   g.initializer(name, tensor(dtype, [], [v]));
 
-function fixedDim(x: Value, axis: number, layer: string): number {
+export function fixedDim(x: Value, axis: number, layer: string): number {
   const d = x.shape[axis];
   if (typeof d !== 'number') throw new GraphError(`${layer}: axis ${axis} of ${x.name} ${fmtShape(x.shape)} must be fixed`);
   return d;

@@ -1,5 +1,5 @@
 import { ccError } from '../common/errors.js';
-import { loadBundle, type DecoderBundle } from '../models/bundle.js';
+import { assertDecoder, loadBundle, type DecoderBundle } from '../models/bundle.js';
 import type { ExecutionProvider } from '../models/ort.js';
 import type { ModelConfig, ServerConfig } from './config.js';
 import { WorkerPool } from './worker-pool.js';
@@ -14,8 +14,8 @@ export interface ServedModel {
   width: number;
   height: number;
   provider: ExecutionProvider;
-  /** Server-wide steps for iterative decoders, when set. */
-  stepsOverride?: number;
+  /** Iterative decoders: optimisation steps per frame (model config, else server config, else the bundle's). */
+  steps?: number;
 }
 
 /** The facts clients see about a served model (ListModels/GetModel, /api/models, the viewer's hello). */
@@ -36,26 +36,25 @@ export interface ModelFacts {
 export function modelFacts(m: ServedModel): ModelFacts {
   const metrics: Record<string, number> = {};
   for (const [tier, vals] of Object.entries(m.bundle.manifest.metrics)) for (const [k, v] of Object.entries(vals ?? {})) metrics[`${tier}.${k}`] = v;
-  const it = m.bundle.manifest.iterative;
-  const steps = it ? (m.config.steps ?? m.stepsOverride ?? it.steps) : undefined;
-  return { name: m.name, kind: m.bundle.manifest.kind, neurons: m.neurons, width: m.width, height: m.height, provider: m.provider, workers: m.pool.size, metrics, ...(steps ? { steps } : {}) };
+  return { name: m.name, kind: m.bundle.manifest.kind, neurons: m.neurons, width: m.width, height: m.height, provider: m.provider, workers: m.pool.size, metrics, ...(m.steps ? { steps: m.steps } : {}) };
 }
 
 export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<ServedModel> {
   const bundle = loadBundle(m.path);
   const man = bundle.manifest;
-  if (man.kind === 'encoder') throw ccError('CC_ERR_WRONG_KIND', bundle.dir, 'encoder', 'it maps images to responses; serve a decoder (ridge, cnn, gan, invenc)');
+  assertDecoder(man, bundle.dir);
+  const steps = man.iterative ? (m.steps ?? cfg.iterativeSteps ?? man.iterative.steps) : undefined;
   const pool = await WorkerPool.start(
     {
       model: bundle.model,
       manifest: { kind: man.kind, onnx: man.onnx, input: man.input, output: man.output, iterative: man.iterative },
-      steps: man.iterative ? (m.steps ?? cfg.iterativeSteps) : undefined,
+      steps,
       providers: [...(m.providers ?? cfg.providers)],
       threads: m.threads ?? cfg.threads,
     },
     m.workers ?? cfg.workers,
   );
-  return { name: m.name!, config: m, bundle, pool, neurons: man.input.neurons, width: man.output.width, height: man.output.height, provider: pool.provider, stepsOverride: cfg.iterativeSteps };
+  return { name: m.name!, config: m, bundle, pool, neurons: man.input.neurons, width: man.output.width, height: man.output.height, provider: pool.provider, steps };
 }
 
 /**

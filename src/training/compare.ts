@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { percentile } from '../common/stats.js';
-import { loadBundle } from '../models/bundle.js';
+import type { DecoderBundle } from '../models/bundle.js';
 import { DecoderRunner } from '../models/decoder-runner.js';
 import { createSession } from '../models/ort.js';
 import { evaluateBundle, type EvalMetrics } from './evaluate.js';
@@ -17,8 +17,7 @@ export interface CompareRow {
 }
 
 /** Median/p99 time of a batch-1 decode through the same runner the server uses (CPU, 2 threads). */
-export async function batchOneLatency(bundleDir: string, runs = 30, threads = 2): Promise<{ p50: number; p99: number }> {
-  const b = loadBundle(bundleDir);
+export async function batchOneLatency(b: DecoderBundle, runs = 30, threads = 2): Promise<{ p50: number; p99: number }> {
   const { session } = await createSession(b.model, { intraOpThreads: threads });
   const runner = new DecoderRunner(session, b.manifest);
   const x = new Float32Array(b.manifest.input.neurons).fill(0.3);
@@ -55,7 +54,7 @@ export async function compareBundles(dirs: string[], data: string, o: { figure?:
       kind: r.bundle.manifest.kind,
       dir,
       metrics: r.metrics,
-      latencyMs: await batchOneLatency(dir, o.latencyRuns ?? 30),
+      latencyMs: await batchOneLatency(r.bundle, o.latencyRuns ?? 30),
       trainingSeconds: r.bundle.manifest.training.seconds,
     });
   }

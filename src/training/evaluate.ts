@@ -1,6 +1,6 @@
 import ort from 'onnxruntime-node';
 import { ccError } from '../common/errors.js';
-import { applyResponseTransform, loadBundle, type DecoderBundle } from '../models/bundle.js';
+import { applyResponseTransform, assertDecoder, loadBundle, type DecoderBundle } from '../models/bundle.js';
 import { DecoderRunner } from '../models/decoder-runner.js';
 import { createSession } from '../models/ort.js';
 import { readRawSplit } from './data/preprocess.js';
@@ -49,6 +49,7 @@ export async function decodeRows(session: ort.InferenceSession, b: DecoderBundle
  */
 export async function evaluateBundle(bundleDir: string, dataDir: string, opts: { tier?: string; fid?: FidFeatures | 0 } = {}): Promise<EvalResult> {
   const bundle = loadBundle(bundleDir);
+  assertDecoder(bundle.manifest, bundle.dir);
   const ds = SensoriumDataset.open(dataDir);
   const m = bundle.manifest;
   if (ds.neurons !== m.input.neurons) throw ccError('CC_ERR_NEURON_COUNT', ds.neurons, m.name, m.input.neurons);

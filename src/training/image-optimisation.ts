@@ -92,13 +92,16 @@ export function buildSelectedMeiStep(encoderModel: Uint8Array, cfg: EncoderConfi
   const prefix = [...trained.keys()].find((k) => /^readout[^/]*\/mu$/.test(k))?.replace(/\/mu$/, '');
   if (!prefix || cfg.readout !== 'gaussian') throw new GraphError('the selected-neuron MEI step needs a Gaussian-readout encoder');
   const g = newGraph('mei_step');
-  const ctx: LayerContext = { g, rng: new Rng(0), mode: 'eval', params: [], state: new Map() };
+  const params: string[] = [];
+  const state = new Map<string, Value | undefined>();
+  const ctx: LayerContext = { g, rng: new Rng(0), mode: 'eval', params, state };
   const image = g.input(STEP_IMAGE, 'float32', [batch, 1, cfg.height, cfg.width]);
   const features = encoderCore(ctx, image, cfg);
-  for (const name of g.initializers.keys()) {
+  // The core's weights and running statistics, by the names the layers gave them.
+  for (const name of [...params, ...state.keys()]) {
     const t = trained.get(name)?.tensor;
-    if (t) g.setInitializer(name, t);
-    else if (!/\/(shape|axes|eps|one|min|max)(_\d+)?$/.test(name)) throw new GraphError(`encoder bundle lacks core tensor '${name}' (a different architecture?)`);
+    if (!t) throw new GraphError(`encoder bundle lacks core tensor '${name}' (a different architecture?)`);
+    g.setInitializer(name, t);
   }
   const take = (name: string): Value => g.initializer(name, trained.get(`${prefix}/${name}`)!.tensor);
   g.input(STEP_LR, 'float32', []);

@@ -4,14 +4,16 @@ import ort from 'onnxruntime-node';
 import { ccError } from '../common/errors.js';
 import { readNpy, writeNpy } from '../common/npy.js';
 import { progress } from '../common/progress.js';
+import { mean } from '../common/stats.js';
 import type { EncoderConfig } from '../models/architectures/encoder.js';
-import { loadBundle, type DecoderBundle } from '../models/bundle.js';
+import { loadBundle } from '../models/bundle.js';
 import { gaussianKernel2d } from '../models/decoder-runner.js';
 import { createSession } from '../models/ort.js';
 import { Rng } from '../models/rng.js';
 import { SensoriumDataset } from './data/sensorium.js';
 import { SimulatedTruth } from './data/simulated-truth.js';
 import { blurRadiusFor, buildImageStep, buildSelectedMeiStep, STEP_IMAGE, STEP_KERNEL, STEP_LR, STEP_NEURON, STEP_NEXT, STEP_SCORE } from './image-optimisation.js';
+import { pixCorr } from './metrics/image-metrics.js';
 import { reconstructionGrid, writeFile } from './report/figures.js';
 import { NEURON_CORRELATION_FILE } from './train-encoder.js';
 
@@ -110,17 +112,15 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
     const padded = Array.from({ length: b }, (_, i) => ids[Math.min(i, ids.length - 1)]);
     let x: Float32Array = Float32Array.from({ length: b * P }, () => rng.normal() * 0.15);
     const neuron = new ort.Tensor('int64', BigInt64Array.from(padded.map(BigInt)), [b, 1]);
-    let score: Float32Array = new Float32Array(b);
     for (let step = 0; step < s.steps; step++) {
       const out = await session.run({ [STEP_IMAGE]: new ort.Tensor('float32', x, [b, 1, H, W]), [STEP_NEURON]: neuron, [STEP_LR]: lr, [STEP_KERNEL]: kernel });
       x = out[STEP_NEXT].data as Float32Array;
-      score = out[STEP_SCORE].data as Float32Array;
     }
-    // The score is the response to the image before the last step: evaluate the final image once more.
+    // A step's score is the response to the image it started from: score the final image with one more run.
     const last = await session.run({ [STEP_IMAGE]: new ort.Tensor('float32', x, [b, 1, H, W]), [STEP_NEURON]: neuron, [STEP_LR]: new ort.Tensor('float32', Float32Array.of(0), []), [STEP_KERNEL]: kernel });
     const k = ids.length;
     x = x.subarray(0, k * P);
-    score = (last[STEP_SCORE].data as Float32Array).subarray(0, k);
+    const score = (last[STEP_SCORE].data as Float32Array).subarray(0, k);
     writeNpy(file, x, [k, H, W]);
     writeNpy(actFile, score, [k]);
     meis.set(x, c0 * P);
@@ -135,15 +135,18 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
   writeNpy(join(o.out, 'neuron_index.npy'), BigInt64Array.from(neurons.map(BigInt)));
   writeNpy(join(o.out, 'activation.npy'), activation);
   const result: MeiResult = { dir: o.out, neurons, meis, activation, seconds: (Date.now() - t0) / 1000 };
-  const rf = await rfCorrelation(enc, neurons, meis, H, W);
+  // Simulated data: the simulator rebuilt from the encoder's dataset gives the true receptive fields.
+  const dataset = enc.manifest.training.dataset;
+  const truth = existsSync(dataset) ? await SimulatedTruth.load(SensoriumDataset.open(dataset)) : undefined;
+  const rf = truth && rfCorrelation(truth, neurons, meis, H, W);
   if (rf) result.rfCorrelation = rf;
   const sample = Math.min(20, neurons.length);
   const pick = Array.from({ length: sample }, (_, i) => Math.floor((i * neurons.length) / sample));
   const rows = [{ label: 'MEI', images: Float32Array.from(pick.flatMap((i) => Array.from(meis.subarray(i * P, (i + 1) * P)))) }];
   if (rf) {
-    const truth = (await SimulatedTruth.load(SensoriumDataset.open(enc.manifest.training.dataset)))!.receptiveFields();
-    const nAll = truth.complex.length;
-    rows.push({ label: 'true RF', images: Float32Array.from(pick.flatMap((i) => Array.from({ length: P }, (_, p) => truth.even[p * nAll + neurons[i]]))) });
+    const fields = truth!.receptiveFields();
+    const nAll = fields.complex.length;
+    rows.push({ label: 'true RF', images: Float32Array.from(pick.flatMap((i) => Array.from({ length: P }, (_, p) => fields.even[p * nAll + neurons[i]]))) });
   }
   writeFile(join(o.out, 'meis.png'), reconstructionGrid(rows, sample, H, W, { scale: 3, columns: 10 }));
   writeFileSync(
@@ -159,7 +162,7 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
         height: H,
         width: W,
         seconds: result.seconds,
-        meanActivation: activation.reduce((a, v) => a + v, 0) / activation.length,
+        meanActivation: mean(activation),
         rfCorrelation: rf ? { all: rf.all, simple: rf.simple, complex: rf.complex } : undefined,
         files: { meis: 'meis.npy', unitIds: 'unit_ids.npy', neuronIndex: 'neuron_index.npy', activation: 'activation.npy', sheet: 'meis.png' },
       },
@@ -167,7 +170,7 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
       1,
     ),
   );
-  log(`meis: ${neurons.length} neurons in ${result.seconds.toFixed(1)} s, mean predicted response ${(activation.reduce((a, v) => a + v, 0) / activation.length).toFixed(3)}${rf ? `, MEI/RF correlation ${rf.all.toFixed(3)} (simple ${rf.simple.toFixed(3)}, complex ${rf.complex.toFixed(3)})` : ''}`);
+  log(`meis: ${neurons.length} neurons in ${result.seconds.toFixed(1)} s, mean predicted response ${mean(activation).toFixed(3)}${rf ? `, MEI/RF correlation ${rf.all.toFixed(3)} (simple ${rf.simple.toFixed(3)}, complex ${rf.complex.toFixed(3)})` : ''}`);
   return result;
 }
 
@@ -201,42 +204,22 @@ export function loadMeis(dir: string): { meis: Float32Array; neuronIndex: number
   return { meis: a.data as Float32Array, neuronIndex: Array.from(idx.data as BigInt64Array, Number), height: meta.height, width: meta.width };
 }
 
-async function rfCorrelation(enc: DecoderBundle, neurons: number[], meis: Float32Array, H: number, W: number): Promise<MeiResult['rfCorrelation']> {
-  if (!existsSync(enc.manifest.training.dataset)) return undefined;
-  const truth = await SimulatedTruth.load(SensoriumDataset.open(enc.manifest.training.dataset));
-  if (!truth) return undefined;
+/** Per-neuron correlation of MEIs with the simulator's true receptive fields (undefined off-grid). */
+function rfCorrelation(truth: SimulatedTruth, neurons: number[], meis: Float32Array, H: number, W: number): MeiResult['rfCorrelation'] {
   const rf = truth.receptiveFields();
   if (rf.height !== H || rf.width !== W) return undefined;
   const n = rf.complex.length;
   const P = H * W;
-  const corr = (a: Float32Array, b: (p: number) => number): number => {
-    let ma = 0;
-    let mb = 0;
-    for (let p = 0; p < P; p++) {
-      ma += a[p] / P;
-      mb += b(p) / P;
-    }
-    let ab = 0;
-    let aa = 0;
-    let bb = 0;
-    for (let p = 0; p < P; p++) {
-      const x = a[p] - ma;
-      const y = b(p) - mb;
-      ab += x * y;
-      aa += x * x;
-      bb += y * y;
-    }
-    return aa > 0 && bb > 0 ? ab / Math.sqrt(aa * bb) : 0;
-  };
+  const column = (m: Float32Array, i: number): Float32Array => Float32Array.from({ length: P }, (_, p) => m[p * n + i]);
   const perNeuron = new Float32Array(neurons.length);
   let simple = 0;
   let complex = 0;
   let ns = 0;
   neurons.forEach((i, k) => {
     const m = meis.subarray(k * P, (k + 1) * P);
-    const ce = corr(m, (p) => rf.even[p * n + i]);
+    const ce = pixCorr(m, column(rf.even, i));
     // A complex cell responds to its Gabor at any phase: score the MEI's projection onto the quadrature pair.
-    const v = rf.complex[i] ? Math.min(1, Math.hypot(ce, corr(m, (p) => rf.odd[p * n + i]))) : ce;
+    const v = rf.complex[i] ? Math.min(1, Math.hypot(ce, pixCorr(m, column(rf.odd, i)))) : ce;
     perNeuron[k] = v;
     if (rf.complex[i]) complex += v;
     else {
@@ -245,5 +228,5 @@ async function rfCorrelation(enc: DecoderBundle, neurons: number[], meis: Float3
     }
   });
   const nc = neurons.length - ns;
-  return { all: perNeuron.reduce((a, v) => a + v, 0) / neurons.length, simple: ns ? simple / ns : NaN, complex: nc ? complex / nc : NaN, perNeuron };
+  return { all: mean(perNeuron), simple: ns ? simple / ns : NaN, complex: nc ? complex / nc : NaN, perNeuron };
 }

@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { ccError } from '../common/errors.js';
 import { progress } from '../common/progress.js';
@@ -13,7 +13,7 @@ import { tensor, writeModel, type Graph, type TensorData, type Value } from '../
 import { createSession, runOnce } from '../models/ort.js';
 import { Rng } from '../models/rng.js';
 import { DEFAULT_PREPROCESS, prepareDataset, type PreparedData } from './data/preprocess.js';
-import { SensoriumDataset } from './data/sensorium.js';
+import { SensoriumDataset, sessionNames } from './data/sensorium.js';
 import { evaluateBundle } from './evaluate.js';
 import { loadMeis } from './meis.js';
 import { FidComputer } from './metrics/fid.js';
@@ -110,14 +110,12 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   if (!dataDirs.length) throw ccError('CC_ERR_CONFIG', 'no --data folder given');
   if (o.kind === 'cnn' && dataDirs.length > 1) throw ccError('CC_ERR_CONFIG', 'the CNN trains on one session; multi-session (B-All) training is the GAN\'s');
   const S = dataDirs.length;
-  // B-All bundles go to <out>/<dataset folder name>, or <out>/session<k> where those names repeat.
-  const names = dataDirs.map((d) => basename(d.replace(/\/+$/, '')));
-  const distinct = new Set(names).size === S;
+  const names = sessionNames(dataDirs);
   const sessions: Session[] = dataDirs.map((dir, k) => {
     const ds = SensoriumDataset.open(dir);
     const data = prepareDataset(ds, DEFAULT_PREPROCESS, { quiet: o.quiet, maxTrain: o.maxTrain });
     if (transform !== 'none') for (const sp of [data.train, data.validation, data.test]) applyResponseTransform(sp.responses, new Float32Array(data.neurons).fill(1), transform, sp.responses);
-    return { ds, data, bundle: S > 1 ? join(o.out, distinct ? names[k] : `session${k}`) : o.out };
+    return { ds, data, bundle: S > 1 ? join(o.out, names[k]) : o.out };
   });
   const { height: H, width: W } = sessions[0].data;
   const P = H * W;
@@ -278,10 +276,11 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     const tensors = G.modelTensors();
     const scores: { ssim: number; ssiml: number; mse: number; pixcorr: number; fid: number }[] = [];
     const recons: Float32Array[] = [];
+    const graphs = sessions.map((_, k) => buildEvalGraph(sessionSpec(k), tensors, false).graph);
     for (let k = 0; k < S; k++) {
       const { data } = sessions[k];
       const count = data.validation.count;
-      const { session } = await createSession(buildEvalGraph(sessionSpec(k), tensors, false).graph, { intraOpThreads: o.threads });
+      const { session } = await createSession(graphs[k], { intraOpThreads: o.threads });
       const recon = new Float32Array(count * P);
       for (let r0 = 0; r0 < count; r0 += 64) {
         const nb = Math.min(64, count - r0);
@@ -300,7 +299,7 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     log(`${o.kind} epoch ${epoch} step ${G.step}: train loss ${trainLoss.toFixed(4)}; validation SSIM ${rec.ssim.toFixed(3)} MSE ${rec.mse.toFixed(3)} PixCorr ${rec.pixcorr.toFixed(3)} FID ${rec.fid.toFixed(3)}${S > 1 ? ' (mean over sessions)' : ''}${improved ? ' (best)' : ''}`);
     if (improved) {
       best = rec;
-      sessions.forEach((sess, k) => exportBundle(o, buildEvalGraph(sessionSpec(k), tensors, false).graph, sess, config, rec, transform, scores[k]));
+      sessions.forEach((sess, k) => exportBundle(o, graphs[k], sess, config, rec, transform, scores[k]));
       const { data } = sessions[0];
       const n = Math.min(GRID_IMAGES, data.validation.count);
       writeFile(join(run, 'validation-grid.png'), reconstructionGrid([{ label: 'stimulus', images: data.validation.images.subarray(0, n * P) }, { label: `${o.kind} epoch ${epoch}`, images: recons[0].subarray(0, n * P) }], n, H, W));

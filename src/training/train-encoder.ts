@@ -1,4 +1,4 @@
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { ccError } from '../common/errors.js';
 import { progress } from '../common/progress.js';
@@ -22,7 +22,7 @@ import { tensor, writeModel, type TensorData, type Value } from '../models/onnx/
 import { createSession, runOnce } from '../models/ort.js';
 import { Rng } from '../models/rng.js';
 import { DEFAULT_PREPROCESS, prepareDataset, readRawSplit, type PreparedData } from './data/preprocess.js';
-import { SensoriumDataset } from './data/sensorium.js';
+import { SensoriumDataset, sessionNames } from './data/sensorium.js';
 import { SimulatedTruth } from './data/simulated-truth.js';
 import { histogramsSvg, writeFile } from './report/figures.js';
 import { energyStaPositions } from './readout-init.js';
@@ -104,7 +104,7 @@ function laplacePenalty(ctx: LayerContext, w: Value): Value {
 /** Fraction of explainable variance explained per neuron, from single trials grouped by image. */
 function fractionExplainable(obs: Float32Array, pred: Float32Array, groups: number[][], n: number): { fev: number; neurons: number } {
   const rows = groups.reduce((a, g) => a + g.length, 0);
-  const { mean: mu, std } = columnMeanStd(obs, rows, n);
+  const { std } = columnMeanStd(obs, rows, n);
   const noise = new Float64Array(n);
   let dof = 0;
   for (const grp of groups) {
@@ -127,7 +127,6 @@ function fractionExplainable(obs: Float32Array, pred: Float32Array, groups: numb
     for (let r = 0; r < rows; r++) mse += (obs[r * n + k] - pred[r * n + k]) ** 2 / rows;
     sum += 1 - (mse - nv) / (total - nv);
     count++;
-    void mu;
   }
   return { fev: count ? sum / count : NaN, neurons: count };
 }
@@ -195,7 +194,7 @@ export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: 
   const noises = prepared.map((p) => new Float32Array(batch * p.neurons * 2));
   const orders = prepared.map((p) => [...Array(p.train.count).keys()]);
   const history: Record<string, number>[] = [];
-  let best = { corr: -Infinity, epoch: 0, tensors: ts.modelTensors() };
+  let best = { corr: -Infinity, epoch: 0, tensors: ts.modelTensors(), perNeuron: [] as Float32Array[] };
   let epoch = 0;
   for (epoch = 1; epoch <= epochs; epoch++) {
     orders.forEach((ord) => rng.shuffle(ord));
@@ -224,17 +223,17 @@ export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: 
     }
     bar.stop();
     const tensors = ts.modelTensors();
-    const corrs: number[] = [];
+    const perNeuron: Float32Array[] = [];
     for (let k = 0; k < S; k++) {
       const session = await exportSession(spec, cfg, tensors, k, S, prepared[k].neurons);
       const pred = await predictResponses(session, prepared[k].validation.images, prepared[k].validation.count, cfg.height, cfg.width);
-      corrs.push(mean(columnCorrelation(pred, prepared[k].validation.responses, prepared[k].validation.count, prepared[k].neurons)));
+      perNeuron.push(columnCorrelation(pred, prepared[k].validation.responses, prepared[k].validation.count, prepared[k].neurons));
     }
-    const corr = mean(corrs);
+    const corr = mean(perNeuron.map(mean));
     schedule.report(corr);
     history.push({ epoch, trainPoisson: lossSum / stepsPerEpoch, validationCorrelation: corr, lrFactor: schedule.factor(), seconds: (Date.now() - t0) / 1000 });
     log(`encoder epoch ${epoch}: train poisson ${(lossSum / stepsPerEpoch).toFixed(4)}, validation correlation ${corr.toFixed(4)}${corr > best.corr ? ' (best)' : ''}, lr x${schedule.factor().toPrecision(2)}`);
-    if (corr > best.corr) best = { corr, epoch, tensors };
+    if (corr > best.corr) best = { corr, epoch, tensors, perNeuron };
     else if (epoch - best.epoch >= patience) {
       log(`encoder: stopping early, no better validation correlation for ${patience} epochs`);
       break;
@@ -243,6 +242,7 @@ export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: 
   const trainSeconds = (Date.now() - t0) / 1000;
 
   const results: EncoderSessionResult[] = [];
+  const names = sessionNames(o.data);
   for (let k = 0; k < S; k++) {
     const ds = dsets[k];
     const p = prepared[k];
@@ -250,11 +250,7 @@ export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: 
     const model = writeModel(g, { docString: 'cortexcast encoder: z-scored image -> std-scaled responses' });
     const { session } = await createSession(model, { intraOpThreads: o.threads });
     const scores = await scoreEncoder(session, ds, p, cfg);
-    // Several sessions: <out>/<dataset folder name>, or <out>/session<k> where those names repeat.
-    const names = dsets.map((d) => basename(d.dir));
-    const dir = S > 1 ? join(o.out, new Set(names).size === S ? names[k] : `session${k}`) : o.out;
-    const valPred = await predictResponses(session, p.validation.images, p.validation.count, cfg.height, cfg.width);
-    const perNeuronValidation = columnCorrelation(valPred, p.validation.responses, p.validation.count, p.neurons);
+    const dir = S > 1 ? join(o.out, names[k]) : o.out;
     const manifest = writeBundle(dir, {
       name: `encoder-${p.neurons}n`,
       kind: 'encoder',
@@ -279,7 +275,7 @@ export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: 
       onnxruntime: ort.env.versions.node ?? 'unknown',
     });
     // Per-neuron validation correlation: `meis --neurons top:N` and readins pick neurons by it.
-    writeNpy(join(dir, NEURON_CORRELATION_FILE), perNeuronValidation);
+    writeNpy(join(dir, NEURON_CORRELATION_FILE), best.perNeuron[k]);
     writeFile(join(dir, 'correlations.svg'), histogramsSvg(`encoder ${manifest.name}: per-neuron test correlation`, [{ label: 'single trial', values: scores.perNeuronSingle }, { label: 'noise-free (simulated)', values: scores.perNeuronNoiseFree ?? [] }].filter((s) => s.values.length)));
     log(`encoder ${dir}: test correlation single trial ${scores.testCorrelationSingleTrial.toFixed(3)}, averaged ${scores.testCorrelationAveraged.toFixed(3)}${scores.testCorrelationNoiseFree !== undefined ? `, noise-free ${scores.testCorrelationNoiseFree.toFixed(3)}` : ''}${scores.fractionExplainableVariance !== undefined ? `, FEV ${scores.fractionExplainableVariance.toFixed(3)} (${scores.fevNeurons} neurons)` : ''}`);
     results.push({ dir, manifest, scores: { ...(numericScores(scores) as unknown as EncoderScores), validationCorrelation: best.corr } });
@@ -325,13 +321,15 @@ async function exportSession(spec: TrainingSpec, cfg: EncoderConfig, tensors: Ma
 
 async function scoreEncoder(session: ort.InferenceSession, ds: SensoriumDataset, p: PreparedData, cfg: EncoderConfig): Promise<EncoderScores & { perNeuronSingle: Float32Array; perNeuronNoiseFree?: Float32Array }> {
   const n = p.neurons;
-  const norm = (images: Float32Array): Float32Array => images.map((v) => (v - p.prep.imageMean) / p.prep.imageStd);
   const single = readRawSplit(ds, 'test', { average: false, imageSize: [cfg.height, cfg.width] });
   for (let i = 0; i < single.responses.length; i++) single.responses[i] *= p.prep.responseScale[i % n];
   const rows = single.imageIds.length;
-  const predSingle = await predictResponses(session, norm(single.images), rows, cfg.height, cfg.width);
-  const perNeuronSingle = columnCorrelation(predSingle, single.responses, rows, n);
+  // Repeats show the same image: each single trial's prediction is its image's (repeat-averaged) row.
   const predAvg = await predictResponses(session, p.test.images, p.test.count, cfg.height, cfg.width);
+  const groupOf = new Map(p.test.trials.flatMap((trials, g) => trials.map((t) => [t, g] as const)));
+  const predSingle = new Float32Array(rows * n);
+  single.trials.forEach(([t], r) => predSingle.set(predAvg.subarray(groupOf.get(t)! * n, (groupOf.get(t)! + 1) * n), r * n));
+  const perNeuronSingle = columnCorrelation(predSingle, single.responses, rows, n);
   const scores: EncoderScores & { perNeuronSingle: Float32Array; perNeuronNoiseFree?: Float32Array } = {
     validationCorrelation: NaN,
     testCorrelationSingleTrial: mean(perNeuronSingle),

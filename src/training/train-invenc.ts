@@ -1,11 +1,11 @@
 import ort from 'onnxruntime-node';
 import { ccError } from '../common/errors.js';
 import { VERSION } from '../common/version.js';
-import { loadBundle, writeBundle, type Manifest } from '../models/bundle.js';
+import { applyResponseTransform, loadBundle, writeBundle, type Manifest } from '../models/bundle.js';
 import { DecoderRunner, type IterativeSpec } from '../models/decoder-runner.js';
 import { writeModel } from '../models/onnx/index.js';
 import { createSession } from '../models/ort.js';
-import { DEFAULT_PREPROCESS, prepareDataset } from './data/preprocess.js';
+import { readRawSplit } from './data/preprocess.js';
 import { SensoriumDataset } from './data/sensorium.js';
 import { FidComputer } from './metrics/fid.js';
 import { scoreImages } from './metrics/image-metrics.js';
@@ -61,13 +61,13 @@ export async function trainInvenc(o: TrainInvencOptions): Promise<{ manifest: Ma
   const ds = SensoriumDataset.open(o.data ?? enc.manifest.training.dataset);
   if (ds.neurons !== enc.manifest.input.neurons) throw ccError('CC_ERR_NEURON_COUNT', ds.neurons, enc.manifest.name, enc.manifest.input.neurons);
   const { height: H, width: W } = enc.manifest.output;
-  const data = prepareDataset(ds, { ...DEFAULT_PREPROCESS, imageSize: [H, W], responseScaling: enc.manifest.input.responseScaling }, { quiet: true, maxTrain: 2 });
-  const count = Math.min(o.searchImages ?? 40, data.validation.count);
-  const P = H * W;
-  const targets = data.validation.images.subarray(0, count * P);
-  const responses = data.validation.responses.subarray(0, count * data.neurons);
-  // Scale as the encoder was trained (its own std scaling, from its training set).
-  for (let i = 0; i < responses.length; i++) responses[i] = (responses[i] / data.prep.responseScale[i % data.neurons]) * enc.stdScale[i % data.neurons];
+  // The first validation trials, scaled as the encoder was trained (its own std scaling); the
+  // metrics are invariant to the images' affine normalisation, so raw grey levels serve as targets.
+  const split = readRawSplit(ds, 'validation', { average: false, imageSize: [H, W], limit: o.searchImages ?? 40 });
+  const count = split.imageIds.length;
+  if (!count) throw ccError('CC_ERR_DATASET_SHAPE', ds.dir, "tier 'validation' has no trials");
+  const targets = split.images;
+  const responses = applyResponseTransform(split.responses, enc.stdScale, enc.manifest.input.transform, split.responses);
   const fid = await FidComputer.create(64);
   const seed = o.seed ?? 1;
   const maxSteps = Math.max(...grid.steps);
@@ -99,7 +99,7 @@ export async function trainInvenc(o: TrainInvencOptions): Promise<{ manifest: Ma
   const best = finite.reduce((a, b) => (b.fid < a.fid ? b : a));
   log(`invenc: best by validation FID: steps ${best.steps}, lr ${best.lr}, blur sigma ${best.blurSigma} (FID ${best.fid.toFixed(3)}, SSIM ${best.ssim.toFixed(3)})`);
   const manifest = writeBundle(o.out, {
-    name: `invenc-${data.neurons}n`,
+    name: `invenc-${enc.manifest.input.neurons}n`,
     kind: 'invenc',
     model,
     inputName: STEP_TARGET,

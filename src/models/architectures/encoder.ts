@@ -1,6 +1,5 @@
-import { batchNorm, conv2d, elu, int64s, reduce, reshape, scalar, type LayerContext } from '../layers.js';
+import { batchNorm, conv2d, elu, fixedDim, int64s, param, reduce, reshape, scalar, type LayerContext } from '../layers.js';
 import { tensor, type Value } from '../onnx/index.js';
-import { GraphError } from '../onnx/graph.js';
 
 /**
  * The encoding model of REFERENCE.md ("Encoder"): image [B, 1, H, W] -> predicted responses [B, N].
@@ -63,11 +62,7 @@ export function encoderCore(ctx: LayerContext, image: Value, cfg: EncoderConfig)
 /** The name of the first conv's weight (the Laplace smoothness penalty's argument). */
 export const FIRST_CONV_WEIGHT = 'core/layer0/conv/weight';
 
-const fixed = (v: Value, axis: number): number => {
-  const d = v.shape[axis];
-  if (typeof d !== 'number') throw new GraphError(`${v.name}: axis ${axis} must be fixed, is ${d}`);
-  return d;
-};
+const fixed = (v: Value, axis: number): number => fixedDim(v, axis, v.name);
 
 /**
  * Bilinear sample of features [B, C, H, W] at positions in [-1, 1]^2 (x = column, y = row, corners
@@ -144,19 +139,14 @@ export function gaussianReadout(ctx: LayerContext, features: Value, neurons: num
   const { g, rng } = ctx;
   return g.scope(o.name ?? 'readout', () => {
     const C = fixed(features, 1);
-    const reg = (name: string, t: ReturnType<typeof tensor>): Value => {
-      const v = g.initializer(name, t);
-      ctx.params?.push(v.name);
-      return v;
-    };
-    const mu = reg('mu', tensor('float32', [neurons, 2], o.initialPositions ?? Float32Array.from({ length: neurons * 2 }, () => rng.uniform(-cfg.initMu, cfg.initMu))));
-    const weight = reg('features', tensor('float32', [C, neurons], new Float32Array(C * neurons).fill(1 / C)));
-    const bias = reg('bias', tensor('float32', [neurons], initialBias(neurons, o.meanResponse)));
+    const mu = param(ctx, 'mu', tensor('float32', [neurons, 2], o.initialPositions ?? Float32Array.from({ length: neurons * 2 }, () => rng.uniform(-cfg.initMu, cfg.initMu))));
+    const weight = param(ctx, 'features', tensor('float32', [C, neurons], new Float32Array(C * neurons).fill(1 / C)));
+    const bias = param(ctx, 'bias', tensor('float32', [neurons], initialBias(neurons, o.meanResponse)));
     let positions: Value;
     let noise: Value | undefined;
     if (ctx.mode === 'train') {
       // Sigma only shapes training (eval reads at mu), so exported encoders do not carry it.
-      const sigma = reg('sigma', tensor('float32', [neurons, 2, 2], Float32Array.from({ length: neurons * 4 }, () => rng.uniform(-cfg.initSigma, cfg.initSigma))));
+      const sigma = param(ctx, 'sigma', tensor('float32', [neurons, 2, 2], Float32Array.from({ length: neurons * 4 }, () => rng.uniform(-cfg.initSigma, cfg.initSigma))));
       const B = fixed(features, 0);
       noise = g.input(g.uniqueName(READOUT_NOISE), 'float32', [B, neurons, 2]);
       const shift = reduce(ctx, 'ReduceSum', g.op('Mul', [g.op('Unsqueeze', [noise, int64s(g, 'axes', [2])]), sigma]), [3], false);
@@ -174,14 +164,9 @@ export function factorizedReadout(ctx: LayerContext, features: Value, neurons: n
   return g.scope(o.name ?? 'readout', () => {
     const C = fixed(features, 1);
     const P = fixed(features, 2) * fixed(features, 3);
-    const reg = (name: string, t: ReturnType<typeof tensor>): Value => {
-      const v = g.initializer(name, t);
-      ctx.params?.push(v.name);
-      return v;
-    };
-    const mask = reg('spatial', tensor('float32', [P, neurons], Float32Array.from({ length: P * neurons }, () => rng.uniform(0, 2 / P))));
-    const weight = reg('features', tensor('float32', [C, neurons], new Float32Array(C * neurons).fill(1 / C)));
-    const bias = reg('bias', tensor('float32', [neurons], initialBias(neurons, o.meanResponse)));
+    const mask = param(ctx, 'spatial', tensor('float32', [P, neurons], Float32Array.from({ length: P * neurons }, () => rng.uniform(0, 2 / P))));
+    const weight = param(ctx, 'features', tensor('float32', [C, neurons], new Float32Array(C * neurons).fill(1 / C)));
+    const bias = param(ctx, 'bias', tensor('float32', [neurons], initialBias(neurons, o.meanResponse)));
     const pooled = g.op('MatMul', [reshape(ctx, features, [0, C, P]), mask]);
     return { y: g.op('Add', [reduce(ctx, 'ReduceSum', g.op('Mul', [pooled, weight]), [1], false), bias]) };
   });

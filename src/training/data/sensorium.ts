@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { ccError } from '../../common/errors.js';
 import { npyNumbers, readNpy, readNpyHeader, type NpyArray } from '../../common/npy.js';
 
@@ -160,4 +160,13 @@ const trialPath = (dir: string, kind: string, i: number): string => join(dir, 'd
 function asFloat32(a: NpyArray): Float32Array {
   if (a.data instanceof Float32Array) return a.data;
   return Float32Array.from(npyNumbers(a));
+}
+
+/**
+ * Output folder names for several sessions trained together (one bundle each): each dataset folder's
+ * own name, or session<k> where those names repeat.
+ */
+export function sessionNames(dirs: readonly string[]): string[] {
+  const names = dirs.map((d) => basename(resolve(d)));
+  return new Set(names).size === names.length ? names : names.map((_, k) => `session${k}`);
 }
