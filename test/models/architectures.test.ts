@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { CNN_PROFILES, cnnDecoder } from '../../src/models/architectures/cnn.js';
 import { ENCODER_PROFILES, encoderNet } from '../../src/models/architectures/encoder.js';
 import { GAN_PROFILES, ganDiscriminator, ganGenerator } from '../../src/models/architectures/gan.js';
-import { newGraph } from '../../src/models/onnx/index.js';
+import { newGraph, tensor } from '../../src/models/onnx/index.js';
+import { createSession, runOnce } from '../../src/models/ort.js';
 import { Rng } from '../../src/models/rng.js';
 
 const ctxFor = (mode: 'train' | 'eval' = 'eval') => {
@@ -31,6 +32,18 @@ describe('architectures build with the shapes REFERENCE.md gives', () => {
     expect(ganDiscriminator(ctx, m.output, GAN_PROFILES[p]).shape).toEqual([2, 1]);
     // The readin mixes neurons to the readin width.
     expect(ctx.g.initializers.get('readin/mix/weight')!.tensor.dims).toEqual([GAN_PROFILES[p].readinChannels, K, 1, 1]);
+  });
+
+  it('a GAN generator with few MEI neurons decodes a batch in ONNX Runtime (per-neuron rows are batch x K)', async () => {
+    const ctx = ctxFor();
+    const K = 8;
+    const m = ganGenerator(ctx, 30, 'batch', GAN_PROFILES.small, { meis: new Float32Array(K * 36 * 64).fill(0.1), neuronIndex: [...Array(K).keys()] });
+    ctx.g.output(m.output, 'image');
+    const { session } = await createSession(ctx.g);
+    for (const rows of [1, 40]) {
+      const out = await runOnce(session, { responses: tensor('float32', [rows, 30], new Float32Array(rows * 30).fill(0.5)) });
+      expect(out.image.dims).toEqual([rows, 1, 36, 64]);
+    }
   });
 
   it('the grid readin is the grid network alone: no MEI tensor in the graph', () => {

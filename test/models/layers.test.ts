@@ -125,6 +125,18 @@ describe('graph builder', () => {
     expect(err?.message).toMatch(/readin\/MatMul.*inner dimensions differ \(5 vs 4\).*y: float32\[batch,5\]/);
   });
 
+  it('infers the -1 of a reshape over a symbolic batch as what it is, not always the batch', () => {
+    const g = newGraph('t');
+    const x = g.input('x', 'float32', ['batch', 8]);
+    const shape = (v: number[]) => g.initializer('s', tensor('int64', [v.length], v));
+    // ORT sizes buffers by these names: [batch, 8] -> [-1, 1] has batch*8 rows, not batch.
+    const rows = g.op('Reshape', [x, shape([-1, 1])]);
+    expect(rows.shape).toEqual(['batch*8', 1]);
+    expect(g.op('Reshape', [x, shape([-1, 2, 4])]).shape).toEqual(['batch', 2, 4]);
+    expect(g.op('Reshape', [g.op('MatMul', [rows, g.initializer('w', tensor('float32', [1, 6]))]), shape([-1, 8, 2, 3])]).shape).toEqual(['batch', 8, 2, 3]);
+    expect(g.op('Reshape', [g.input('q', 'float32', ['batch', 3, 4, 5]), shape([0, 3, -1])]).shape).toEqual(['batch', 3, 20]);
+  });
+
   it('keeps the symbolic batch dimension through layers', () => {
     const ctx = mk();
     const x = ctx.g.input('x', 'float32', ['batch', 10]);

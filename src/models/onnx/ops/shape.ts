@@ -5,6 +5,32 @@ import { broadcastShapes, constInts, dimMul, normAxis } from './shape-util.js';
 const fixed = (shape: readonly Dim[]): number | undefined =>
   shape.every((d) => typeof d === 'number') ? sizeOf(shape as number[]) : undefined;
 
+/**
+ * The -1 of a reshape whose sizes are not all known, as an expression of the symbols left over:
+ * [batch, 8] -> [-1, 1] gives 'batch*8' (not 'batch': ONNX Runtime sizes buffers by these names, so
+ * equal names must mean equal sizes), [batch, 2, 4] -> [-1, 8] gives 'batch', and [batch, C, H, W]
+ * -> [0, C, -1] gives H*W.
+ */
+function inferredSymbolic(input: readonly Dim[], known: readonly Dim[]): Dim {
+  // Products written by dimMul ('batch*8') count as their factors.
+  const factors = input.flatMap((d) => (typeof d === 'number' ? [d] : d.split('*').map((t) => (/^\d+$/.test(t) ? Number(t) : t))));
+  const left = factors.filter((d): d is string => typeof d === 'string');
+  let rest = 1;
+  for (const d of known) {
+    if (typeof d === 'number') rest *= d;
+    else {
+      const i = left.indexOf(d);
+      if (i < 0) return `?${input.join('*')}/${known.join('*')}`;
+      left.splice(i, 1);
+    }
+  }
+  const inFixed = factors.reduce<number>((p, d) => (typeof d === 'number' ? p * d : p), 1);
+  if (!left.length) return inFixed / rest;
+  const base = left.join('*');
+  if (inFixed === rest) return base;
+  return inFixed % rest === 0 ? dimMul(base, inFixed / rest) : `${base}*${inFixed}/${rest}`;
+}
+
 const reshape: OpSchema = {
   opType: 'Reshape',
   attrs: { allowzero: 'int' },
@@ -24,11 +50,7 @@ const reshape: OpSchema = {
       if (total !== undefined && rest !== undefined) {
         if (total % rest !== 0) ctx.fail(`cannot reshape ${total} elements into [${target}]`);
         out[out.indexOf(-1)] = total / rest;
-      } else {
-        // A symbolic dim (batch) stays symbolic when it is the one inferred.
-        const sym = x.shape.find((d) => typeof d === 'string');
-        out[out.indexOf(-1)] = sym ?? '?';
-      }
+      } else out[out.indexOf(-1)] = inferredSymbolic(x.shape, known);
     } else if (total !== undefined) {
       const n = fixed(out);
       if (n !== undefined && n !== total) ctx.fail(`cannot reshape ${total} elements into [${target}]`);
