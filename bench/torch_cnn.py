@@ -1,6 +1,6 @@
 """PyTorch reference for `npm run bench:train`: the report's CNN decoder (paper size), the same step
-(forward, MSE, backward, AdamW 3e-4 / wd 3e-2). Driven over stdin: "train B K" -> step times of K steps
-after one warm-up; "infer K" -> median batch-1 eval forward ms; "rss" -> peak RSS in MB; "quit".
+(forward, MSE, backward, AdamW 3e-4 / wd 3e-2). Driven over stdin: "train B K W" -> step times of K steps
+after W warm-up steps (default 1); "infer K" -> median batch-1 eval forward ms; "rss" -> peak RSS in MB; "quit".
 The benchmark starts one process per measurement so that only one side holds its ~5-15 GB at a time."""
 import json
 import os
@@ -50,10 +50,12 @@ for line in sys.stdin:
         break
     if cmd[0] == "train":
         b, k = int(cmd[1]), int(cmd[2])
+        warmup = int(cmd[3]) if len(cmd) > 3 else 1
         model.train()
         x = torch.randn(b, NEURONS)
         y = torch.randn(b, 1, 36, 64)
-        step(x, y)
+        for _ in range(warmup):
+            step(x, y)
         times = []
         for _ in range(k):
             t0 = time.perf_counter()

@@ -4,9 +4,13 @@
  * and 64, and a batch-1 eval forward - on cortexcast's ONNX Runtime engine and on PyTorch on the same
  * machine when python3 can import torch. The two alternate, one process per measurement (each side
  * holds 5-15 GB at paper size; both at once would not fit in 24 GB). Prints medians, ours/PyTorch
- * ratios (lower is better) and each side's peak RSS.
+ * ratios (lower is better) and each side's peak RSS. Both sides run `--warmup` steps before the timed
+ * ones (the first steps pay for fresh memory) and under the same malloc settings: the ones `cortexcast
+ * train` uses (src/common/allocator.ts), or glibc's defaults with `--allocator system`.
+ * `--ort-profile <prefix>` writes ORT's per-node trace of our first round.
  *
- *   npm run bench:train -- [--neurons 8587] [--batches 16,64] [--steps 3] [--rounds 2] [--profile paper|small]
+ *   npm run bench:train -- [--neurons 8587] [--batches 16,64] [--steps 3] [--warmup 2] [--rounds 2]
+ *                          [--profile paper|small] [--allocator training|system] [--ort-profile <prefix>]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +20,7 @@ import { tensor } from '../src/models/onnx/index.js';
 import { mseLoss } from '../src/training/losses.js';
 import { TrainingSession } from '../src/training/trainer.js';
 import { percentile } from '../src/common/stats.js';
+import { trainingAllocatorEnv } from '../src/common/allocator.js';
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -24,9 +29,14 @@ const arg = (name: string, fallback: string): string => {
 const neurons = Number(arg('neurons', '8587'));
 const batches = arg('batches', '16,64').split(',').map(Number);
 const steps = Number(arg('steps', '3'));
+const warmup = Number(arg('warmup', '2'));
+const allocator = arg('allocator', 'training');
+const ortProfile = arg('ort-profile', '');
+if (allocator !== 'training' && allocator !== 'system') throw new Error(`--allocator must be training or system, not '${allocator}'`);
 const rounds = Number(arg('rounds', '2'));
 const profile = arg('profile', 'paper') as 'paper' | 'small';
 const threads = Number(process.env.CORTEXCAST_THREADS ?? os.cpus().length);
+const childEnv: NodeJS.ProcessEnv = { ...((allocator === 'training' && trainingAllocatorEnv()) || process.env), BENCH_THREADS: String(threads) };
 
 const median = (v: number[]): number => percentile(v, 50);
 const randn = (n: number): Float32Array => Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(Math.random() + 1e-12)) * Math.cos(2 * Math.PI * Math.random()));
@@ -38,12 +48,13 @@ interface Measurement {
 }
 
 /** Child mode: one cortexcast measurement, printed as JSON. */
-async function measureOurs(batch: number, withInference: boolean): Promise<Measurement> {
+async function measureOurs(batch: number, withInference: boolean, profilePrefix?: string): Promise<Measurement> {
   const s = await TrainingSession.create({
     name: `cnn_${profile}`,
     batch,
     seed: 1,
     threads,
+    profilePrefix,
     model: (ctx, b) => {
       const { input, output } = cnnDecoder(ctx, neurons, b, CNN_PROFILES[profile]);
       return { inputs: [input], output };
@@ -57,9 +68,10 @@ async function measureOurs(batch: number, withInference: boolean): Promise<Measu
   });
   const x = tensor('float32', [batch, neurons], randn(batch * neurons));
   const y = tensor('float32', [batch, 1, 36, 64], randn(batch * 36 * 64));
-  await s.trainStep({ responses: x, target: y }); // warm-up
+  for (let k = 0; k < warmup; k++) await s.trainStep({ responses: x, target: y });
   const all: number[] = [];
   for (let k = 0; k < steps; k++) all.push((await s.trainStep({ responses: x, target: y })).ms);
+  if (profilePrefix) s.endProfiling();
   let infer: number | undefined;
   if (withInference) {
     const x1 = tensor('float32', [1, neurons], randn(neurons));
@@ -82,7 +94,7 @@ function torchPython(): string | undefined {
 
 function runChild(cmd: string, args: string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, BENCH_THREADS: String(threads) } });
+    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'], env: childEnv });
     let out = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited with ${code}`))));
@@ -92,7 +104,7 @@ function runChild(cmd: string, args: string[], input?: string): Promise<string> 
 
 async function measureTorch(py: string, batch: number, withInference: boolean): Promise<Measurement> {
   const script = fileURLToPath(new URL('./torch_cnn.py', import.meta.url));
-  const out = await runChild(py, [script, String(neurons)], `train ${batch} ${steps}\n${withInference ? 'infer 20\n' : ''}rss\nquit\n`);
+  const out = await runChild(py, [script, String(neurons)], `train ${batch} ${steps} ${warmup}\n${withInference ? 'infer 20\n' : ''}rss\nquit\n`);
   const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { all?: number[]; ms?: number; mb?: number });
   return { all: lines[0].all!, infer: withInference ? lines[1].ms : undefined, rssMb: lines[lines.length - 1].mb! };
 }
@@ -100,11 +112,11 @@ async function measureTorch(py: string, batch: number, withInference: boolean): 
 async function main(): Promise<void> {
   const child = process.argv.indexOf('--child');
   if (child >= 0) {
-    const m = await measureOurs(Number(process.argv[child + 1]), process.argv.includes('--infer'));
+    const m = await measureOurs(Number(process.argv[child + 1]), process.argv.includes('--infer'), process.argv.includes('--first') && ortProfile ? ortProfile : undefined);
     process.stdout.write(JSON.stringify(m) + '\n');
     return;
   }
-  console.log(`bench:train  CNN decoder (${profile}), ${neurons} neurons, ${threads} threads, ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`);
+  console.log(`bench:train  CNN decoder (${profile}), ${neurons} neurons, ${threads} threads, ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, malloc: ${allocator === 'training' ? (childEnv.GLIBC_TUNABLES ?? 'glibc defaults (not glibc)') : 'glibc defaults'}, ${warmup} warm-up + ${steps} timed steps`);
   const py = torchPython();
   if (!py) console.log('PyTorch reference: not available (apt-get install python3-torch libopenblas0-pthread); printing our times only');
   const self = fileURLToPath(import.meta.url);
@@ -113,7 +125,7 @@ async function main(): Promise<void> {
     const theirs: Measurement[] = [];
     const infer = batch === batches[0];
     for (let r = 0; r < rounds; r++) {
-      const args = ['--import', 'tsx', self, ...process.argv.slice(2), '--child', String(batch), ...(infer && r === 0 ? ['--infer'] : [])];
+      const args = ['--import', 'tsx', self, ...process.argv.slice(2), '--child', String(batch), ...(infer && r === 0 ? ['--infer'] : []), ...(r === 0 ? ['--first'] : [])];
       ours.push(JSON.parse((await runChild(process.execPath, args)).trim().split('\n').pop()!) as Measurement);
       process.stderr.write(`  batch ${batch} round ${r + 1}: ours ${median(ours[r].all).toFixed(0)} ms\n`);
       if (py) {

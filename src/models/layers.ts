@@ -166,8 +166,10 @@ function nameSalt(name: string): number {
 
 /**
  * Dropout (per element) or Dropout2d (per channel of [N, C, H, W]); identity in eval. The mask comes
- * from a hash of the element index, the layer and the step's seed input (u = frac(sin(.) * 43758.5453)
- * in float64), so a seed reproduces a run on any ONNX runtime without RNG state in the graph.
+ * from a hash of the element index, the layer and the step's seed input (u = frac(sin(phase) * 43758.5453)),
+ * so a seed reproduces a run on any ONNX runtime without RNG state in the graph. The phase is a float32
+ * sum of per-axis terms already reduced mod 2 pi: float32 Sin ran 3.6x faster than float64 in ORT, and
+ * on the paper CNN the float64 masks took 8% of a training step.
  */
 export function dropout(ctx: LayerContext, x: Value, p: number, opts: { channelwise?: boolean; name?: string } = {}): Value {
   const { g } = ctx;
@@ -175,21 +177,23 @@ export function dropout(ctx: LayerContext, x: Value, p: number, opts: { channelw
   if (!ctx.dropoutSeed) throw new GraphError(`${g.currentScope}: training-mode dropout needs ctx.dropoutSeed`);
   return g.scope(opts.name ?? (opts.channelwise ? 'dropout2d' : 'dropout'), () => {
     const shape = x.shape.map((_, i) => (opts.channelwise && i >= 2 ? 1 : fixedDim(x, i, `${g.currentScope} (training needs a fixed batch)`)));
-    // The element index, times a hash constant, as a sum of one small broadcast constant per axis:
-    // a full-size constant would put gigabytes into the model at batch 64.
+    // The element index times a hash constant, as a sum of one small broadcast constant per axis
+    // (a full-size constant would put gigabytes into the model at batch 64), each reduced mod 2 pi in
+    // float64 here so the float32 sum stays small and exact enough.
+    const twoPi = 2 * Math.PI;
     const salt = nameSalt(g.uniqueName('index'));
     const strides = shape.map((_, a) => shape.slice(a + 1).reduce((p, d) => p * d, 1));
-    let idx: Value | undefined;
+    let phase: Value | undefined;
     shape.forEach((d, a) => {
       const stride = strides[a];
       const axisShape = shape.map((_, k) => (k === a ? d : 1));
-      const term = g.initializer('index', tensor('float64', axisShape, Float64Array.from({ length: d }, (_, k) => k * stride * 12.9898 + (a === 0 ? salt : 0))));
-      idx = idx ? g.op('Add', [idx, term]) : term;
+      const term = g.initializer('index', tensor('float32', axisShape, Float32Array.from({ length: d }, (_, k) => (k * stride * 12.9898 + (a === 0 ? salt : 0)) % twoPi)));
+      phase = phase ? g.op('Add', [phase, term]) : term;
     });
-    const phase = g.op('Add', [idx!, g.op('Mul', [ctx.dropoutSeed!, scalar(g, 'seed_scale', 78.233, 'float64')])]);
-    const h = g.op('Mul', [g.op('Sin', [phase]), scalar(g, 'hash_scale', 43758.5453, 'float64')]);
+    const seedPhase = g.op('Cast', [g.op('Mod', [g.op('Mul', [ctx.dropoutSeed!, scalar(g, 'seed_scale', 78.233, 'float64')]), scalar(g, 'two_pi', twoPi, 'float64')], { fmod: 1 })], { to: 1 });
+    const h = g.op('Mul', [g.op('Sin', [g.op('Add', [phase!, seedPhase])]), scalar(g, 'hash_scale', 43758.5453)]);
     const u = g.op('Sub', [h, g.op('Floor', [h])]);
-    const keepMask = g.op('Cast', [g.op('GreaterOrEqual', [u, scalar(g, 'p', p, 'float64')])], { to: x.dtype === 'float64' ? 11 : 1 });
+    const keepMask = g.op('Cast', [g.op('GreaterOrEqual', [u, scalar(g, 'p', p)])], { to: x.dtype === 'float64' ? 11 : 1 });
     return g.op('Mul', [x, g.op('Mul', [keepMask, scalar(g, 'rescale', 1 / (1 - p), x.dtype === 'float64' ? 'float64' : 'float32')])]);
   });
 }

@@ -21,6 +21,8 @@ export interface SessionOptions {
    * compete with the event loop for the same cores between frames.
    */
   spinning?: boolean;
+  /** Write ORT's per-node profile (Chrome trace JSON) to files starting with this prefix. */
+  profilePrefix?: string;
 }
 
 export interface LoadedSession {
@@ -49,6 +51,7 @@ export async function createSession(model: Uint8Array | string | Graph, opts: Se
         interOpNumThreads: 1,
         graphOptimizationLevel: opts.graphOptimization ?? 'all',
         enableCpuMemArena: opts.cpuArena ?? true,
+        ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
         ...(opts.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
       };
       const session =

@@ -49,6 +49,8 @@ export interface TrainingSpec {
   cpuArena?: boolean;
   /** Name of the exported graph's output (default 'output'). */
   outputName?: string;
+  /** Write ORT's per-node profile of the training session to files with this prefix (`endProfiling()`). */
+  profilePrefix?: string;
 }
 
 export interface StepResult {
@@ -59,6 +61,8 @@ export interface StepResult {
   /** The objective's extra outputs of this step (before the update). */
   outputs: Record<string, ort.Tensor>;
   ms: number;
+  /** Of `ms`: the host-side optimizer pass (the rest is ORT's run and feeding it). */
+  hostMs: number;
 }
 
 const NEXT = ':next';
@@ -214,7 +218,7 @@ export class TrainingSession {
     let graphParamBytes = 0;
     for (const p of compiled.trainable) if (!compiled.hostParams.includes(p)) graphParamBytes += compiled.initial.get(p)!.data.byteLength;
     const cpuArena = spec.cpuArena ?? graphParamBytes < 256 * 2 ** 20;
-    const { session, provider } = await createSession(writeModel(compiled.graph), { providers: spec.providers, intraOpThreads: spec.threads, cpuArena });
+    const { session, provider } = await createSession(writeModel(compiled.graph), { providers: spec.providers, intraOpThreads: spec.threads, cpuArena, profilePrefix: spec.profilePrefix });
     const state = new Map<string, ort.Tensor>();
     for (const [k, v] of compiled.initial) state.set(k, toOrt(v));
     return new TrainingSession(spec, compiled, session, state, provider);
@@ -261,7 +265,9 @@ export class TrainingSession {
       this.spare.set(k, this.state.get(k)!);
       this.state.set(k, next);
     }
+    const tHost = performance.now();
     for (const p of this.compiled.hostParams) this.hostUpdate(p, lrs);
+    const hostMs = performance.now() - tHost;
     const metrics: Record<string, number> = {};
     for (const m of this.compiled.metricNames) metrics[m] = Number(out[`metric:${m}`].data[0]);
     const inputGradients: Record<string, Float32Array> = {};
@@ -269,7 +275,7 @@ export class TrainingSession {
     const outputs: Record<string, ort.Tensor> = {};
     for (const m of this.compiled.outputNames) outputs[m] = out[`out:${m}`];
     this.lastStepMs = performance.now() - t0;
-    return { loss: Number(out.loss.data[0]), metrics, inputGradients, outputs, ms: this.lastStepMs };
+    return { loss: Number(out.loss.data[0]), metrics, inputGradients, outputs, ms: this.lastStepMs, hostMs };
   }
 
   /** The graph's optimizer update, fused into one in-place pass (see TrainingSpec.hostUpdateMinElements). */
@@ -305,6 +311,11 @@ export class TrainingSession {
       const v = (s1[i] = b2 * s1[i] + (1 - b2) * gc * gc);
       w[i] = w[i] * decay - (stepSize * m) / (Math.sqrt(v) + epsHat);
     }
+  }
+
+  /** Stop ORT's profiler (spec.profilePrefix); the trace is `<prefix>_<date>.json` in the working folder. */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   /** The current tensors of these parameters or statistics, as held (no copy; valid until the next step). */

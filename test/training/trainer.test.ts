@@ -222,6 +222,44 @@ describe('training engine', () => {
     const evalOut = await s.evaluate({ x: ones });
     expect(Array.from(evalOut.data as Float32Array).every((v) => v === 1)).toBe(true);
   });
+
+  it('dropout masks look independent: per channel, between neighbours, images, layers and seeds', async () => {
+    const [N, C, H, W] = [4, 32, 16, 16];
+    const g = newGraph('masks');
+    const ctx: LayerContext = { g, rng: new Rng(1), mode: 'train', dropoutSeed: g.input('seed', 'float64', []) };
+    const x = g.input('x', 'float32', [N, C, H, W]);
+    g.output(dropout(ctx, x, 0.5, { name: 'a' }), 'a');
+    g.output(dropout(ctx, x, 0.5, { name: 'b' }), 'b');
+    g.output(dropout(ctx, x, 0.5, { channelwise: true, name: 'c' }), 'c');
+    const { session } = await createSession(g, { intraOpThreads: 1 });
+    const ones = f32([N, C, H, W], new Array(N * C * H * W).fill(1));
+    const run = async (seed: number) => {
+      const out = await runOnce(session, { x: ones, seed: tensor('float64', [], [seed]) });
+      return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Array.from(v.data as Float32Array, (u) => (u > 0 ? 1 : 0))]));
+    };
+    const s1 = await run(7919.5);
+    const s2 = await run(7920.5);
+    const mean = (v: number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
+    /** Correlation of mask values at index i and at i + offset, over all i where both exist. */
+    const corr = (a: number[], b: number[]): number => {
+      const ma = mean(a), mb = mean(b);
+      let sab = 0, saa = 0, sbb = 0;
+      for (let i = 0; i < a.length; i++) { sab += (a[i] - ma) * (b[i] - mb); saa += (a[i] - ma) ** 2; sbb += (b[i] - mb) ** 2; }
+      return sab / Math.sqrt(saa * sbb);
+    };
+    const shifted = (m: number[], offset: number): [number[], number[]] => [m.slice(0, m.length - offset), m.slice(offset)];
+    const m = s1.a;
+    expect(Math.abs(mean(m) - 0.5)).toBeLessThan(0.02);
+    for (let nc = 0; nc < N * C; nc++) expect(Math.abs(mean(m.slice(nc * H * W, (nc + 1) * H * W)) - 0.5)).toBeLessThan(0.15);
+    // sd of a correlation over ~32k pairs is ~0.006
+    for (const offset of [1, W, H * W, C * H * W]) expect(Math.abs(corr(...shifted(m, offset)))).toBeLessThan(0.03);
+    expect(Math.abs(corr(s1.a, s1.b))).toBeLessThan(0.03);
+    expect(Math.abs(corr(s1.a, s2.a))).toBeLessThan(0.03);
+    // dropout2d: one value per channel, about half kept
+    const channels = Array.from({ length: N * C }, (_, nc) => s1.c.slice(nc * H * W, (nc + 1) * H * W));
+    expect(channels.every((ch) => ch.every((v) => v === ch[0]))).toBe(true);
+    expect(Math.abs(mean(channels.map((ch) => ch[0])) - 0.5)).toBeLessThan(0.15);
+  });
 });
 
 describe('graph losses', () => {

@@ -1,9 +1,9 @@
 import type { OpSchema } from '../graph.js';
 import { broadcastShapes, same } from './shape-util.js';
 
-const binary = (opType: string): OpSchema => ({
+const binary = (opType: string, attrs: OpSchema['attrs'] = {}): OpSchema => ({
   opType,
-  attrs: {},
+  attrs,
   inputs: [2, 2],
   infer: (ctx) => {
     const a = ctx.input(0);
@@ -31,7 +31,8 @@ export const elementwiseOps: OpSchema[] = [
   ...['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min'].map(binary),
   ...['Equal', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual'].map(compare),
   ...['And', 'Or'].map(binary),
-  binary('Mod'),
+  // fmod=1 is required for floating-point operands (C fmod: the result takes the dividend's sign).
+  binary('Mod', { fmod: 'int' }),
   ...['Relu', 'Sigmoid', 'Tanh', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Identity', 'Reciprocal', 'Floor', 'Ceil', 'Round', 'Erf', 'Softplus', 'Sign', 'Not', 'Sin', 'Cos'].map(
     (o) => unary(o),
   ),
