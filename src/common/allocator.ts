@@ -9,7 +9,7 @@ import { constants } from 'node:os';
  * Why: onnxruntime-node copies every graph output, pre-allocated or not, into a fresh ArrayBuffer. A
  * training step of the paper CNN returns its 1.3 GB readin gradient, so glibc maps and unmaps 1.3 GB per
  * step, and each fresh page faults again. On this project's VM a first touch costs ~4 s per 1.3 GB
- * (`bench:train`: 17 s -> 12 s per step with these settings). The cost is a heap that keeps its peak,
+ * (`bench:train`, paper CNN at batch 16: 15.3 s -> 9.8 s per step). The cost is a heap that keeps its peak,
  * which a training process reaches in its first steps anyway.
  */
 export const TRAINING_MALLOC_TUNABLES = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736';
