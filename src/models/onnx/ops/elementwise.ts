@@ -28,9 +28,9 @@ const compare = (opType: string): OpSchema => ({
 const unary = (opType: string, attrs: OpSchema['attrs'] = {}): OpSchema => ({ opType, attrs, inputs: [1, 1], infer: (ctx) => same(ctx) });
 
 export const elementwiseOps: OpSchema[] = [
-  ...['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min'].map(binary),
+  ...['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min'].map((o) => binary(o)),
   ...['Equal', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual'].map(compare),
-  ...['And', 'Or'].map(binary),
+  ...['And', 'Or'].map((o) => binary(o)),
   // fmod=1 is required for floating-point operands (C fmod: the result takes the dividend's sign).
   binary('Mod', { fmod: 'int' }),
   ...['Relu', 'Sigmoid', 'Tanh', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Identity', 'Reciprocal', 'Floor', 'Ceil', 'Round', 'Erf', 'Softplus', 'Sign', 'Not', 'Sin', 'Cos'].map(
