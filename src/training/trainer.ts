@@ -178,8 +178,9 @@ export function buildEvalGraph(spec: TrainingSpec, values: Map<string, TensorDat
 /**
  * Holds parameters, optimizer state and running statistics between steps as ONNX Runtime tensors in
  * two buffer sets: each step reads one set and ORT writes the next values into the other
- * (pre-allocated outputs), then they swap. Nothing is copied through JavaScript and no buffers are
- * allocated per step (the paper-size CNN carries ~4 GB of such state).
+ * (pre-allocated outputs), then they swap, so ORT allocates no buffers for them (the paper-size CNN
+ * carries ~4 GB of such state). onnxruntime-node 1.30 still copies every output into a fresh
+ * ArrayBuffer after the run, which we drop; for the gigabyte ones see src/common/allocator.ts.
  */
 export class TrainingSession {
   step = 0;
