@@ -5,12 +5,12 @@
  * machine when python3 can import torch. The two alternate, one process per measurement (each side
  * holds 5-15 GB at paper size; both at once would not fit in 24 GB). Prints medians, ours/PyTorch
  * ratios (lower is better) and each side's peak RSS. Both sides run `--warmup` steps before the timed
- * ones (the first steps pay for fresh memory) and under the same malloc settings: the ones `cortexcast
- * train` uses (src/common/allocator.ts), or glibc's defaults with `--allocator system`.
+ * ones (the first steps pay for fresh memory) and under the same malloc settings: glibc's defaults, or
+ * with `--malloc reuse` settings that keep freed blocks for reuse (PyTorch's CPU allocator gains most).
  * `--ort-profile <prefix>` writes ORT's per-node trace of our first round.
  *
  *   npm run bench:train -- [--neurons 8587] [--batches 16,64] [--steps 3] [--warmup 2] [--rounds 2]
- *                          [--profile paper|small] [--allocator training|system] [--ort-profile <prefix>]
+ *                          [--profile paper|small] [--malloc default|reuse] [--ort-profile <prefix>]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,6 @@ import { tensor } from '../src/models/onnx/index.js';
 import { mseLoss } from '../src/training/losses.js';
 import { TrainingSession } from '../src/training/trainer.js';
 import { percentile } from '../src/common/stats.js';
-import { trainingAllocatorEnv } from '../src/common/allocator.js';
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -30,13 +29,15 @@ const neurons = Number(arg('neurons', '8587'));
 const batches = arg('batches', '16,64').split(',').map(Number);
 const steps = Number(arg('steps', '3'));
 const warmup = Number(arg('warmup', '2'));
-const allocator = arg('allocator', 'training');
+const malloc = arg('malloc', 'default');
 const ortProfile = arg('ort-profile', '');
-if (allocator !== 'training' && allocator !== 'system') throw new Error(`--allocator must be training or system, not '${allocator}'`);
+if (malloc !== 'default' && malloc !== 'reuse') throw new Error(`--malloc must be default or reuse, not '${malloc}'`);
+/** glibc never hands large blocks to mmap and never trims the heap: freed blocks are reused, not faulted in again. */
+const REUSE_TUNABLES = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736';
 const rounds = Number(arg('rounds', '2'));
 const profile = arg('profile', 'paper') as 'paper' | 'small';
 const threads = Number(process.env.CORTEXCAST_THREADS ?? os.cpus().length);
-const childEnv: NodeJS.ProcessEnv = { ...((allocator === 'training' && trainingAllocatorEnv()) || process.env), BENCH_THREADS: String(threads) };
+const childEnv: NodeJS.ProcessEnv = { ...process.env, ...(malloc === 'reuse' ? { GLIBC_TUNABLES: REUSE_TUNABLES } : {}), BENCH_THREADS: String(threads) };
 
 const median = (v: number[]): number => percentile(v, 50);
 const randn = (n: number): Float32Array => Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(Math.random() + 1e-12)) * Math.cos(2 * Math.PI * Math.random()));
@@ -116,7 +117,7 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(m) + '\n');
     return;
   }
-  console.log(`bench:train  CNN decoder (${profile}), ${neurons} neurons, ${threads} threads, ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, malloc: ${allocator === 'training' ? (childEnv.GLIBC_TUNABLES ?? 'glibc defaults (not glibc)') : 'glibc defaults'}, ${warmup} warm-up + ${steps} timed steps`);
+  console.log(`bench:train  CNN decoder (${profile}), ${neurons} neurons, ${threads} threads, ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, malloc: ${malloc === 'reuse' ? REUSE_TUNABLES : 'defaults'}, ${warmup} warm-up + ${steps} timed steps`);
   const py = torchPython();
   if (!py) console.log('PyTorch reference: not available (apt-get install python3-torch libopenblas0-pthread); printing our times only');
   const self = fileURLToPath(import.meta.url);

@@ -41,6 +41,8 @@ export interface TrainingSpec {
    * Default 32M elements; Infinity keeps every update in the graph.
    */
   hostUpdateMinElements?: number;
+  /** Elements per gradient chunk of host-updated parameters (default HOST_GRAD_CHUNK, 16 MB). */
+  hostGradChunkElements?: number;
   /**
    * ORT's CPU memory arena. On, steps ran 1.5x faster (no page faults on fresh buffers), but the arena
    * rounds gigabyte allocations up and keeps its peak: the paper CNN (1.3 GB readin) then outgrew 24 GB.
@@ -66,6 +68,21 @@ export interface StepResult {
 }
 
 const NEXT = ':next';
+
+/**
+ * Host-updated parameters' gradients leave the graph in 1-D chunks of at most this many elements
+ * (16 MB). onnxruntime-node copies every output into a fresh ArrayBuffer; glibc serves blocks this size
+ * from its heap and reuses them next step, where one 1.3 GB output was a fresh mapping each step whose
+ * page faults cost ~4 s on this project's VM (paper CNN step 15.3 -> ~10 s).
+ */
+export const HOST_GRAD_CHUNK = 4 * 2 ** 20;
+
+/** [offset, length] of each gradient chunk of an n-element host-updated parameter. */
+export function hostGradChunks(n: number, chunk = HOST_GRAD_CHUNK): [number, number][] {
+  const out: [number, number][] = [];
+  for (let off = 0; off < n; off += chunk) out.push([off, Math.min(chunk, n - off)]);
+  return out;
+}
 
 interface CompiledTraining {
   graph: Graph;
@@ -133,9 +150,12 @@ export function compileTraining(spec: TrainingSpec): CompiledTraining {
   const hostParams: string[] = [];
   g.scope('optimizer', () => {
     for (const p of trainable) {
-      if (initial.get(p.name)!.data.length >= hostMin) {
+      const n = initial.get(p.name)!.data.length;
+      if (n >= hostMin) {
         hostParams.push(p.name);
-        g.outputAs(grads.get(p.name)!, `grad:${p.name}`);
+        const i64 = (v: number): Value => g.initializer('i', tensor('int64', [1], [v]));
+        const flat = g.op('Reshape', [grads.get(p.name)!, i64(-1)]);
+        hostGradChunks(n, spec.hostGradChunkElements).forEach(([off, len], k) => g.outputAs(g.op('Slice', [flat, i64(off), i64(off + len)]), `grad:${p.name}:${k}`));
         continue;
       }
       const gi = groupOf(groups, p.name);
@@ -180,7 +200,7 @@ export function buildEvalGraph(spec: TrainingSpec, values: Map<string, TensorDat
  * two buffer sets: each step reads one set and ORT writes the next values into the other
  * (pre-allocated outputs), then they swap, so ORT allocates no buffers for them (the paper-size CNN
  * carries ~4 GB of such state). onnxruntime-node 1.30 still copies every output into a fresh
- * ArrayBuffer after the run, which we drop; for the gigabyte ones see src/common/allocator.ts.
+ * ArrayBuffer after the run, which we drop (hence HOST_GRAD_CHUNK for the gigabyte gradients).
  */
 export class TrainingSession {
   step = 0;
@@ -201,7 +221,7 @@ export class TrainingSession {
     const kind = (spec.optimizer ?? { kind: 'adamw' }).kind;
     for (const p of compiled.hostParams) {
       const v = state.get(p)!;
-      this.hostGrad.set(p, new ort.Tensor('float32', new Float32Array(v.size), v.dims));
+      this.hostGrad.set(p, hostGradChunks(v.size, spec.hostGradChunkElements).map(([, len]) => new ort.Tensor('float32', new Float32Array(len), [len])));
       for (const n of stateNames(kind, p)) this.hostState.set(n, new Float32Array(v.size));
     }
   }
@@ -209,7 +229,7 @@ export class TrainingSession {
   /** The buffers ORT writes the next step's state into. */
   private spare = new Map<string, ort.Tensor>();
   /** Host-updated parameters: gradient buffers (reused) and optimizer state, by state name. */
-  private hostGrad = new Map<string, ort.Tensor>();
+  private hostGrad = new Map<string, ort.Tensor[]>();
   private hostState = new Map<string, Float32Array>();
 
   static async create(spec: TrainingSpec): Promise<TrainingSession> {
@@ -259,7 +279,7 @@ export class TrainingSession {
     for (const m of this.compiled.outputNames) fetches[`out:${m}`] = null;
     for (const n of this.spec.inputGradients ?? []) fetches[`grad:${n}`] = null;
     for (const k of this.compiled.stateTensors) fetches[k + NEXT] = this.spare.get(k)!;
-    for (const [p, t] of this.hostGrad) fetches[`grad:${p}`] = t;
+    for (const [p, chunks] of this.hostGrad) chunks.forEach((t, k) => (fetches[`grad:${p}:${k}`] = t));
     const out = await this.session.run(inputs, fetches);
     for (const k of this.compiled.stateTensors) {
       const next = this.spare.get(k)!;
@@ -288,15 +308,18 @@ export class TrainingSession {
     const wd = group.weightDecay ?? 0;
     const clamp = group.clamp ?? Infinity;
     const w = this.state.get(p)!.data as Float32Array;
-    const grad = this.hostGrad.get(p)!.data as Float32Array;
     const [s0, s1] = stateNames(opt.kind, p).map((n) => this.hostState.get(n)!);
-    const n = w.length;
+    const chunks = this.hostGrad.get(p)!;
     if (opt.kind === 'sgd') {
       const mu = opt.momentum ?? 0.9;
-      for (let i = 0; i < n; i++) {
-        const gc = Math.min(clamp, Math.max(-clamp, grad[i])) + wd * w[i];
-        const b = (s0[i] = mu * s0[i] + gc);
-        w[i] -= lr * b;
+      let i = 0;
+      for (const chunk of chunks) {
+        const grad = chunk.data as Float32Array;
+        for (let j = 0; j < grad.length; j++, i++) {
+          const gc = Math.min(clamp, Math.max(-clamp, grad[j])) + wd * w[i];
+          const b = (s0[i] = mu * s0[i] + gc);
+          w[i] -= lr * b;
+        }
       }
       return;
     }
@@ -306,11 +329,15 @@ export class TrainingSession {
     const stepSize = (lr * sqrtBc2) / (1 - b1 ** this.step);
     const epsHat = (opt.eps ?? 1e-8) * sqrtBc2;
     const decay = 1 - lr * wd;
-    for (let i = 0; i < n; i++) {
-      const gc = Math.min(clamp, Math.max(-clamp, grad[i]));
-      const m = (s0[i] = b1 * s0[i] + (1 - b1) * gc);
-      const v = (s1[i] = b2 * s1[i] + (1 - b2) * gc * gc);
-      w[i] = w[i] * decay - (stepSize * m) / (Math.sqrt(v) + epsHat);
+    let i = 0;
+    for (const chunk of chunks) {
+      const grad = chunk.data as Float32Array;
+      for (let j = 0; j < grad.length; j++, i++) {
+        const gc = Math.min(clamp, Math.max(-clamp, grad[j]));
+        const m = (s0[i] = b1 * s0[i] + (1 - b1) * gc);
+        const v = (s1[i] = b2 * s1[i] + (1 - b2) * gc * gc);
+        w[i] = w[i] * decay - (stepSize * m) / (Math.sqrt(v) + epsHat);
+      }
     }
   }
 

@@ -129,8 +129,9 @@ describe('training engine', () => {
 
   it.each(['adamw', 'sgd'] as const)('host-side updates of large parameters (%s) follow the in-graph optimizer', async (kind) => {
     const { x, y } = await teacherData(4);
-    const run = async (hostUpdateMinElements: number): Promise<number[]> => {
-      const s = await TrainingSession.create({
+    // hostGradChunkElements 7: every gradient leaves the graph in uneven 7-element chunks.
+    const run = async (hostUpdateMinElements: number, hostGradChunkElements?: number): Promise<number[]> => {
+      const spec: TrainingSpec = {
         name: 'host',
         batch: 4,
         seed: 11,
@@ -139,14 +140,16 @@ describe('training engine', () => {
         optimizer: { kind },
         groups: [{ match: 'c1/', lr: 1e-2, weightDecay: 0.1, clamp: 0.05 }, { match: '', lr: 3e-3 }],
         hostUpdateMinElements,
-      });
+        hostGradChunkElements,
+      };
+      const s = await TrainingSession.create(spec);
       const out: number[] = [];
       for (let i = 0; i < 6; i++) out.push((await s.trainStep({ x, y })).loss);
       if (hostUpdateMinElements === 1) {
         const dir = mkdtempSync(join(tmpdir(), 'cc-host-'));
         s.saveCheckpoint(dir);
         const next = (await s.trainStep({ x, y })).loss;
-        const r = await TrainingSession.create({ name: 'host', batch: 4, seed: 11, model: smallCnn(0.2), objective: mseObjective, optimizer: { kind }, groups: [{ match: 'c1/', lr: 1e-2, weightDecay: 0.1, clamp: 0.05 }, { match: '', lr: 3e-3 }], hostUpdateMinElements });
+        const r = await TrainingSession.create(spec);
         r.loadCheckpoint(dir);
         expect((await r.trainStep({ x, y })).loss).toBe(next);
       }
@@ -154,7 +157,9 @@ describe('training engine', () => {
     };
     const graph = await run(Infinity);
     const host = await run(1);
+    const chunked = await run(1, 7);
     host.forEach((l, i) => expect(Math.abs(l - graph[i])).toBeLessThan(1e-5 * Math.max(1, Math.abs(graph[i]))));
+    chunked.forEach((l, i) => expect(l).toBe(host[i]));
   });
 
   it('AdamW step matches the hand-computed update; groups set lr, weight decay, clamp and freezing', async () => {
