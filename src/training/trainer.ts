@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { readNpy, writeNpy } from '../common/npy.js';
-import type { LayerContext } from '../models/layers.js';
+import { int64s, type LayerContext } from '../models/layers.js';
 import { newGraph, tensor, writeModel, GraphError, type Graph, type TensorData, type Value } from '../models/onnx/index.js';
 import { createSession, fromOrt, toOrt, type ExecutionProvider } from '../models/ort.js';
 import { Rng } from '../models/rng.js';
@@ -153,9 +153,10 @@ export function compileTraining(spec: TrainingSpec): CompiledTraining {
       const n = initial.get(p.name)!.data.length;
       if (n >= hostMin) {
         hostParams.push(p.name);
-        const i64 = (v: number): Value => g.initializer('i', tensor('int64', [1], [v]));
-        const flat = g.op('Reshape', [grads.get(p.name)!, i64(-1)]);
-        hostGradChunks(n, spec.hostGradChunkElements).forEach(([off, len], k) => g.outputAs(g.op('Slice', [flat, i64(off), i64(off + len)]), `grad:${p.name}:${k}`));
+        const flat = g.op('Reshape', [grads.get(p.name)!, int64s(g, 'shape', [-1])]);
+        hostGradChunks(n, spec.hostGradChunkElements).forEach(([off, len], k) =>
+          g.outputAs(g.op('Slice', [flat, int64s(g, 'starts', [off]), int64s(g, 'ends', [off + len])]), `grad:${p.name}:${k}`),
+        );
         continue;
       }
       const gi = groupOf(groups, p.name);
