@@ -266,6 +266,7 @@ program
   .option('--max-batch <n>', 'frames decoded together at most', Number)
   .option('--invenc-steps <n>', 'iterative decoders (invenc): optimisation steps per frame (default: the bundle\'s)', Number)
   .option('--token <token>', 'shared auth token for gRPC and WebSocket (or CORTEXCAST_TOKEN)')
+  .option('--protect-http', 'also require the token on /metrics, /healthz and /api/models')
   .option('--tls-cert <file>', 'TLS certificate (PEM)')
   .option('--tls-key <file>', 'TLS private key (PEM)')
   .action(async (o) => {
@@ -282,7 +283,7 @@ program
       queueDepth: o.queueDepth,
       maxBatch: o.maxBatch,
       iterativeSteps: o.invencSteps,
-      auth: o.token ? { token: o.token } : undefined,
+      auth: o.token || o.protectHttp ? { token: o.token, protectHttp: o.protectHttp ? true : undefined } : undefined,
       tls: o.tlsCert || o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : undefined,
       models: (o.model as string[] | undefined)?.map((m) => {
         const eq = m.indexOf('=');

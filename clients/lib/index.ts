@@ -10,8 +10,14 @@ import WebSocket from 'ws';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/cortexcast/v1/decoder.proto', import.meta.url));
 
+/**
+ * uint64 sequence numbers: a number where that is exact (up to 2^53 - 1), else a BigInt, on the way
+ * in and out, so a sequence is never rounded (proto3's uint64 carries all 64 bits).
+ */
+export type Sequence = number | bigint;
+
 export interface FrameAck {
-  sequence: number;
+  sequence: Sequence;
   status: 'ACCEPTED' | 'DECODED' | 'DROPPED' | 'REJECTED';
   reason: string;
   decodeUs: number;
@@ -21,7 +27,8 @@ export interface FrameAck {
 export interface OutgoingFrame {
   streamId: string;
   model: string;
-  sequence: number;
+  /** 1 .. 2^64 - 1, strictly increasing per stream (the server rejects others). */
+  sequence: Sequence;
   responses: Float32Array;
   /** Epoch microseconds at acquisition (defaults to now). */
   acquiredAtUs?: number;
@@ -38,12 +45,20 @@ export interface ConnectOptions {
   channelOptions?: grpc.ChannelOptions;
 }
 
+export interface CallOptions {
+  /** gRPC deadline, from now. */
+  timeoutMs?: number;
+  /** Cancels the call. */
+  signal?: AbortSignal;
+}
+
 type DecoderClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
 let ctor: (new (addr: string, creds: grpc.ChannelCredentials, opts?: grpc.ChannelOptions) => DecoderClient) | undefined;
 function clientCtor(): NonNullable<typeof ctor> {
   if (!ctor) {
-    const pkg = protoLoader.loadSync(PROTO_PATH, { keepCase: false, longs: Number, enums: String, defaults: true });
+    // 64-bit integers as decimal strings: exact, converted by toSequence.
+    const pkg = protoLoader.loadSync(PROTO_PATH, { keepCase: false, longs: String, enums: String, defaults: true });
     const loaded = grpc.loadPackageDefinition(pkg) as unknown as { cortexcast: { v1: { Decoder: NonNullable<typeof ctor> } } };
     ctor = loaded.cortexcast.v1.Decoder;
   }
@@ -51,6 +66,22 @@ function clientCtor(): NonNullable<typeof ctor> {
 }
 
 const toBytes = (a: Float32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+const UINT64_MAX = 2n ** 64n - 1n;
+
+/** A decimal uint64 from the wire -> number when exact, else BigInt. */
+export const toSequence = (s: string | number): Sequence => {
+  const n = Number(s);
+  return Number.isSafeInteger(n) ? n : BigInt(s);
+};
+
+/** A sequence for the wire: a whole number in 1 .. 2^64 - 1, as a decimal string (never rounded). */
+function wireSequence(s: Sequence): string {
+  if (typeof s === 'number' && !Number.isSafeInteger(s)) throw new RangeError(`sequence ${s} is not an exact integer; pass a BigInt above 2^53`);
+  const b = BigInt(s);
+  if (b < 1n || b > UINT64_MAX) throw new RangeError(`sequence ${s} is outside 1 .. 2^64 - 1`);
+  return b.toString();
+}
 
 /** A gRPC connection to a cortexcast server. */
 export class DecoderConnection {
@@ -64,9 +95,11 @@ export class DecoderConnection {
     if (opts.token) this.md.set('authorization', `Bearer ${opts.token}`);
   }
 
-  private unary<T>(method: string, req: unknown): Promise<T> {
+  private unary<T>(method: string, req: unknown, o: CallOptions = {}): Promise<T> {
+    const opts: grpc.CallOptions = o.timeoutMs !== undefined ? { deadline: Date.now() + o.timeoutMs } : {};
     return new Promise((resolve, reject) => {
-      (this.client[method] as (r: unknown, md: grpc.Metadata, cb: (e: grpc.ServiceError | null, v: T) => void) => void)(req, this.md, (e, v) => (e ? reject(e) : resolve(v)));
+      const call = (this.client[method] as (r: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v: T) => void) => grpc.ClientUnaryCall)(req, this.md, opts, (e, v) => (e ? reject(e) : resolve(v)));
+      o.signal?.addEventListener('abort', () => call.cancel(), { once: true });
     });
   }
 
@@ -82,8 +115,8 @@ export class DecoderConnection {
     return this.unary('reloadModels', {});
   }
 
-  async decode(model: string, responses: Float32Array): Promise<{ width: number; height: number; pixels: Uint8Array; values: Float32Array; decodeUs: number; provider: string }> {
-    const r = await this.unary<{ width: number; height: number; pixels: Buffer; values: Buffer; decodeUs: number; provider: string }>('decode', { model, responses: toBytes(responses) });
+  async decode(model: string, responses: Float32Array, o: CallOptions = {}): Promise<{ width: number; height: number; pixels: Uint8Array; values: Float32Array; decodeUs: number; provider: string }> {
+    const r = await this.unary<{ width: number; height: number; pixels: Buffer; values: Buffer; decodeUs: number; provider: string }>('decode', { model, responses: toBytes(responses) }, o);
     const values = new Float32Array(r.values.byteLength / 4);
     new Uint8Array(values.buffer).set(r.values);
     return { ...r, pixels: new Uint8Array(r.pixels), values };
@@ -91,7 +124,7 @@ export class DecoderConnection {
 
   /** Open an ingest stream; frames go out with send(), acks come to onAck. */
   openStream(onAck: (a: FrameAck) => void = () => undefined): FrameStream {
-    const call = (this.client.streamFrames as (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, FrameAck>)(this.md);
+    const call = (this.client.streamFrames as (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, unknown>)(this.md);
     return new FrameStream(call, onAck);
   }
 
@@ -118,10 +151,10 @@ export class FrameStream {
   readonly done: Promise<grpc.StatusObject>;
 
   constructor(
-    private readonly call: grpc.ClientDuplexStream<unknown, FrameAck>,
+    private readonly call: grpc.ClientDuplexStream<unknown, unknown>,
     onAck: (a: FrameAck) => void,
   ) {
-    call.on('data', onAck);
+    call.on('data', (a: Omit<FrameAck, 'sequence'> & { sequence: string }) => onAck({ ...a, sequence: toSequence(a.sequence) }));
     this.done = new Promise((resolve, reject) => {
       call.on('status', (s: grpc.StatusObject) => (s.code === grpc.status.OK ? resolve(s) : reject(Object.assign(new Error(s.details), s))));
       call.on('error', () => undefined); // surfaced through 'status'
@@ -135,11 +168,11 @@ export class FrameStream {
     return this.call.write({
       streamId: f.streamId,
       model: f.model,
-      sequence: f.sequence,
-      acquiredAtUs: f.acquiredAtUs ?? Math.round((performance.timeOrigin + performance.now()) * 1000),
+      sequence: wireSequence(f.sequence),
+      acquiredAtUs: String(f.acquiredAtUs ?? Math.round((performance.timeOrigin + performance.now()) * 1000)),
       responses: toBytes(f.responses),
-      unitIds: f.unitIds ?? [],
-      imageId: f.imageId ?? 0,
+      unitIds: (f.unitIds ?? []).map(String),
+      imageId: String(f.imageId ?? 0),
       stimulus: f.stimulus ? Buffer.from(f.stimulus.pixels.buffer, f.stimulus.pixels.byteOffset, f.stimulus.pixels.byteLength) : Buffer.alloc(0),
       stimulusWidth: f.stimulus?.width ?? 0,
       stimulusHeight: f.stimulus?.height ?? 0,
@@ -165,7 +198,7 @@ export interface FrameMessage {
   type: 'frame';
   stream: string;
   model: string;
-  seq: number;
+  seq: Sequence;
   imageId?: number;
   stimulus?: { width: number; height: number; pixels: Uint8Array };
   provider: string;

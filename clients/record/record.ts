@@ -41,7 +41,7 @@ export async function record(o: RecordOptions): Promise<{ frames: number; dir: s
     if (o.npy && f.values) writeFileSync(join(o.out, `${base}.npy`), encodeNpy(f.values, [f.height, f.width]));
     appendFileSync(
       index,
-      JSON.stringify({ file: `${base}.png`, stream: f.stream, model: f.model, seq: f.seq, imageId: f.imageId, provider: f.provider, width: f.width, height: f.height, t: f.t, received: f.received }) + '\n',
+      JSON.stringify({ file: `${base}.png`, stream: f.stream, model: f.model, seq: typeof f.seq === 'bigint' ? f.seq.toString() : f.seq, imageId: f.imageId, provider: f.provider, width: f.width, height: f.height, t: f.t, received: f.received }) + '\n',
     );
     n++;
     o.onFrame?.(n, f);

@@ -10,7 +10,7 @@
   const state = { frames: 0, dropped: 0, lastSeq: new Map(), times: [], lat: [], scores: [], models: [], ws: null, backoff: 500 };
 
   async function loadModels() {
-    const r = await fetch('api/models');
+    const r = await fetch('api/models', token ? { headers: { authorization: 'Bearer ' + token } } : {});
     const j = await r.json();
     state.models = j.models;
     const sel = $('model');
@@ -49,12 +49,14 @@
     const streamSel = $('stream');
     if (![...streamSel.options].some((o) => o.value === m.stream)) streamSel.add(new Option(m.stream, m.stream));
     if (streamSel.value !== '*' && streamSel.value !== m.stream) return;
+    // seq is a uint64: a BigInt above 2^53; gaps are counted in plain numbers.
+    const seq = Number(m.seq);
     const last = state.lastSeq.get(m.stream);
-    if (last !== undefined && m.seq > last + 1) state.dropped += m.seq - last - 1;
-    state.lastSeq.set(m.stream, m.seq);
+    if (last !== undefined && seq > last + 1) state.dropped += seq - last - 1;
+    state.lastSeq.set(m.stream, seq);
     state.frames++;
     state.times.push(received);
-    state.lat.push({ t: received, e2e: m.t.acquired ? received - m.t.acquired : NaN, dec: m.t.decodeEnd - m.t.decodeStart });
+    state.lat.push({ t: received, server: m.t.sent - m.t.ingested, dec: m.t.decodeEnd - m.t.decodeStart, e2e: rigToBrowser(m.t, received) });
     draw($('recon'), m.pixels, m.width, m.height);
     if (m.stimulus) {
       draw($('stimulus'), m.stimulus.pixels, m.stimulus.width, m.stimulus.height);
@@ -68,6 +70,16 @@
     $('modelInfo').textContent = m.model + (info ? ' (' + info.kind + ', ' + info.width + 'x' + info.height + ')' : '');
     $('provider').textContent = m.provider;
     $('neurons').textContent = info ? info.neurons.toLocaleString() : '-';
+  }
+
+  // The stages the server measures use one clock. Rig to browser subtracts the rig's clock from the
+  // browser's: shown only when every hop comes out non-negative (within 2 ms) and under a minute, i.e.
+  // when the three clocks agree; otherwise it would be a clock offset, not a latency.
+  function rigToBrowser(t, received) {
+    if (!t.acquired) return NaN;
+    const slack = 2;
+    const agree = t.ingested - t.acquired >= -slack && received - t.sent >= -slack && received - t.acquired < 60000;
+    return agree ? received - t.acquired : NaN;
   }
 
   // Drawn min-max stretched, as the report shows reconstructions (a decoder's output is low in contrast).
@@ -132,8 +144,9 @@
     $('frames').textContent = String(state.frames);
     $('fps').textContent = (state.times.length / 2).toFixed(1) + ' /s';
     $('dropped').textContent = String(state.dropped);
-    const e2e = state.lat.map((l) => l.e2e), dec = state.lat.map((l) => l.dec);
-    $('e2e').textContent = fmt(pct(e2e, 50)) + ' / ' + fmt(pct(e2e, 99));
+    const e2e = state.lat.map((l) => l.e2e), dec = state.lat.map((l) => l.dec), srv = state.lat.map((l) => l.server);
+    $('server').textContent = fmt(pct(srv, 50)) + ' / ' + fmt(pct(srv, 99));
+    $('e2e').textContent = state.lat.length && !e2e.some(Number.isFinite) ? 'n/a (clocks disagree)' : fmt(pct(e2e, 50)) + ' / ' + fmt(pct(e2e, 99));
     $('decode').textContent = fmt(pct(dec, 50)) + ' / ' + fmt(pct(dec, 99));
     if (state.scores.length) {
       const mean = (k) => state.scores.reduce((s, x) => s + x[k], 0) / state.scores.length;
@@ -147,11 +160,11 @@
     const c = $('chart'), ctx = c.getContext('2d');
     ctx.fillStyle = '#181818';
     ctx.fillRect(0, 0, c.width, c.height);
-    const top = Math.max(5, pct(state.lat.map((l) => l.e2e), 99) * 1.2 || 5);
+    const top = Math.max(5, pct(state.lat.map((l) => l.server), 99) * 1.2 || 5);
     ctx.fillStyle = '#666';
     ctx.font = '10px sans-serif';
     ctx.fillText(top.toFixed(0) + ' ms', 4, 12);
-    for (const [key, color] of [['e2e', '#4ea1ff'], ['dec', '#ffb347']]) {
+    for (const [key, color] of [['server', '#4ea1ff'], ['dec', '#ffb347']]) {
       ctx.strokeStyle = color;
       ctx.beginPath();
       state.lat.forEach((l, i) => {

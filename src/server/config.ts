@@ -53,6 +53,25 @@ export const configSchema = z
         maxSubscribers: z.number().int().min(1).max(10_000).default(64),
         /** A subscriber with more than this many bytes unsent skips frames until it catches up. */
         maxSubscriberBufferBytes: z.number().int().min(1024).default(2 ** 20),
+        /** Concurrent gRPC streams on one HTTP/2 connection; further calls wait (HTTP/2 SETTINGS). */
+        maxStreamsPerConnection: z.number().int().min(1).max(1000).default(16),
+        /** Open TCP connections on the gRPC port; more are closed at once. */
+        maxConnections: z.number().int().min(1).max(100_000).default(256),
+        /** An ingest stream with no frame for this long is ended UNAVAILABLE (0: never). */
+        streamIdleMs: z.number().int().min(0).default(60_000),
+        /** A gRPC connection with no call for this long is closed (GOAWAY). */
+        connectionIdleMs: z.number().int().min(100).default(120_000),
+        /** HTTP/2 keepalive: ping every connection this often; no answer within keepaliveTimeoutMs closes it. */
+        keepaliveMs: z.number().int().min(100).default(30_000),
+        keepaliveTimeoutMs: z.number().int().min(100).default(10_000),
+        /** A TCP connection that has not sent the HTTP/2 preface within this time is closed. */
+        handshakeTimeoutMs: z.number().int().min(100).default(10_000),
+        /** Unary Decode calls waiting per model; more are refused RESOURCE_EXHAUSTED. */
+        maxQueuedDecodes: z.number().int().min(1).max(100_000).default(64),
+        /** A unary Decode that no worker has taken within this time (or its deadline) fails DEADLINE_EXCEEDED. */
+        maxDecodeWaitMs: z.number().int().min(1).default(5_000),
+        /** WebSocket subscribers are pinged this often; one that has not answered the last ping is dropped. */
+        subscriberPingMs: z.number().int().min(100).default(30_000),
       })
       .strict()
       .default({}),
@@ -60,6 +79,8 @@ export const configSchema = z
       .object({
         /** Shared token: gRPC metadata `authorization: Bearer <token>`, WebSocket header or ?token=. */
         token: z.string().min(16, 'auth tokens must be at least 16 characters').optional(),
+        /** Also require the token on /metrics, /healthz and /api/models (they answer without one by default). */
+        protectHttp: z.boolean().default(false),
       })
       .strict()
       .default({}),
@@ -116,6 +137,7 @@ export function loadServerConfig(sources: { file?: string; env?: NodeJS.ProcessE
     names.add(name);
     return Object.freeze({ ...m, name, path: resolve(m.path) });
   });
+  if (cfg.auth.protectHttp && !cfg.auth.token) throw ccError('CC_ERR_CONFIG', 'auth.protectHttp: needs auth.token (--token or CORTEXCAST_TOKEN)');
   if (cfg.tls) for (const f of [cfg.tls.cert, cfg.tls.key]) if (!existsSync(f)) throw ccError('CC_ERR_CONFIG', `tls: ${f} does not exist`);
   return deepFreeze({ ...cfg, models });
 }

@@ -2,6 +2,7 @@ import { Packr } from 'msgpackr';
 import type WebSocket from 'ws';
 import type { DecodedFrame } from './frames.js';
 import { now } from './frames.js';
+import type { ServerConfig } from './config.js';
 import type { ServerMetrics } from './metrics.js';
 
 /**
@@ -10,7 +11,11 @@ import type { ServerMetrics } from './metrics.js';
  * as one binary message. Slow-client policy: a subscriber whose unsent bytes exceed the limit skips
  * frames (counted) until it drains; one that vanishes is removed on close. Others are unaffected.
  *
- * Frame message (msgpack map): { type: 'frame', stream, model, seq, imageId?, stimulus?: {width, height,
+ * Vanished subscribers: each is pinged every subscriberPingMs and terminated if the previous ping
+ * went unanswered.
+ *
+ * Frame message (msgpack map): { type: 'frame', stream, model, seq (uint64: a msgpack integer, a
+ *   BigInt in JavaScript decoders above 2^53), imageId?, stimulus?: {width, height,
  *   pixels: bin}, provider, width, height,
  *   pixels: bin (grey 0..255, row-major), values?: bin (little-endian float32, z-scored model output),
  *   t: { acquired?, ingested, decodeStart, decodeEnd, sent } (epoch ms, fractional) }.
@@ -25,7 +30,14 @@ interface Subscriber extends Subscription {
   ws: WebSocket;
   sent: number;
   skipped: number;
+  alive: boolean;
 }
+
+/** uint64 sequence (decimal string) -> a number where that is exact, else a BigInt (msgpack uint64). */
+const wireSequence = (s: string): number | bigint => {
+  const n = Number(s);
+  return Number.isSafeInteger(n) ? n : BigInt(s);
+};
 
 const packr = new Packr({ useRecords: false });
 
@@ -33,12 +45,30 @@ export const encodeMessage = (m: unknown): Buffer => packr.pack(m);
 
 export class Fanout {
   private subs = new Set<Subscriber>();
+  private readonly maxSubscribers: number;
+  private readonly maxBufferedBytes: number;
+  private readonly pinger: NodeJS.Timeout;
 
   constructor(
     private readonly metrics: ServerMetrics,
-    private readonly maxSubscribers: number,
-    private readonly maxBufferedBytes: number,
-  ) {}
+    limits: ServerConfig['limits'],
+  ) {
+    this.maxSubscribers = limits.maxSubscribers;
+    this.maxBufferedBytes = limits.maxSubscriberBufferBytes;
+    this.pinger = setInterval(() => this.ping(), limits.subscriberPingMs);
+    this.pinger.unref();
+  }
+
+  private ping(): void {
+    for (const s of this.subs) {
+      if (!s.alive) {
+        s.ws.terminate();
+        continue;
+      }
+      s.alive = false;
+      s.ws.ping();
+    }
+  }
 
   get size(): number {
     return this.subs.size;
@@ -47,15 +77,16 @@ export class Fanout {
   /** Register a subscriber; false when the limit is reached (the caller closes it with a reason). */
   add(ws: WebSocket, sub: Subscription): boolean {
     if (this.subs.size >= this.maxSubscribers) return false;
-    const s: Subscriber = { ...sub, ws, sent: 0, skipped: 0 };
+    const s: Subscriber = { ...sub, ws, sent: 0, skipped: 0, alive: true };
     this.subs.add(s);
+    ws.on('pong', () => (s.alive = true));
     this.metrics.subscribers.set(this.subs.size);
     const remove = (): void => {
       this.subs.delete(s);
       this.metrics.subscribers.set(this.subs.size);
     };
-    ws.once('close', remove);
-    ws.once('error', remove);
+    ws.on('close', remove);
+    ws.on('error', remove);
     return true;
   }
 
@@ -68,7 +99,7 @@ export class Fanout {
         type: 'frame',
         stream: f.streamId,
         model: f.model,
-        seq: f.sequence,
+        seq: wireSequence(f.sequence),
         imageId: f.imageId,
         stimulus: f.stimulus,
         provider: f.provider,
@@ -93,10 +124,11 @@ export class Fanout {
     const end = now();
     this.metrics.send.observe({ model: f.model }, (end - t0) / 1000);
     this.metrics.endToEnd.observe({ model: f.model, origin: 'ingested' }, (end - f.ingestedMs) / 1000);
-    if (f.acquiredMs) this.metrics.endToEnd.observe({ model: f.model, origin: 'acquired' }, Math.max(0, end - f.acquiredMs) / 1000);
+    if (f.acquiredMs !== undefined && f.acquiredPlausible) this.metrics.endToEnd.observe({ model: f.model, origin: 'acquired' }, Math.max(0, end - f.acquiredMs) / 1000);
   }
 
   closeAll(code: number, reason: string): void {
+    clearInterval(this.pinger);
     for (const s of this.subs) s.ws.close(code, reason);
   }
 }

@@ -1,28 +1,6 @@
 import { ccError } from '../common/errors.js';
 import type { DecoderBundle } from '../models/bundle.js';
 
-/** An accepted frame on its way to a worker. */
-export interface PendingFrame {
-  streamId: string;
-  model: string;
-  sequence: number;
-  /** Rig clock, epoch ms (undefined when the rig does not stamp frames). */
-  acquiredMs?: number;
-  /** Server clock, epoch ms. */
-  ingestedMs: number;
-  imageId?: number;
-  stimulus?: Stimulus;
-  /** Std-scaled decoder input. */
-  input: Float32Array;
-  /** Final outcome of this frame, for the stream's acknowledgements. */
-  settle: (outcome: FrameOutcome) => void;
-}
-
-export type FrameOutcome =
-  | { status: 'DECODED'; decodeUs: number; provider: string }
-  | { status: 'DROPPED'; reason: string }
-  | { status: 'REJECTED'; reason: string };
-
 export interface Stimulus {
   width: number;
   height: number;
@@ -33,10 +11,13 @@ export interface Stimulus {
 export interface DecodedFrame {
   streamId: string;
   model: string;
-  sequence: number;
+  /** Exact uint64 sequence as a decimal string. */
+  sequence: string;
   imageId?: number;
   stimulus?: Stimulus;
   acquiredMs?: number;
+  /** acquiredMs is within a minute behind / a second ahead of the server clock (else it is not used as latency). */
+  acquiredPlausible: boolean;
   ingestedMs: number;
   decodeStartMs: number;
   decodeEndMs: number;
@@ -53,7 +34,7 @@ export const now = (): number => performance.timeOrigin + performance.now();
 
 /** Raw little-endian float32 bytes -> responses, checked for length and finiteness. */
 export function decodeResponses(bytes: Uint8Array, model: string, neurons: number): Float32Array {
-  if (bytes.byteLength % 4 !== 0) throw ccError('CC_ERR_NEURON_COUNT', `${(bytes.byteLength / 4).toFixed(2)} (not a whole number of float32 values:)`, model, neurons);
+  if (bytes.byteLength % 4 !== 0) throw ccError('CC_ERR_RESPONSE_BYTES', bytes.byteLength, model, neurons, neurons * 4);
   const n = bytes.byteLength / 4;
   if (n !== neurons) throw ccError('CC_ERR_NEURON_COUNT', n, model, neurons);
   // Copy into an aligned buffer: gRPC hands out slices of larger buffers at any offset.
@@ -74,7 +55,7 @@ export function decodeResponses(bytes: Uint8Array, model: string, neurons: numbe
 export function decodeStimulus(bytes: Uint8Array, width: number, height: number): Stimulus | undefined {
   if (!bytes.byteLength) return undefined;
   if (width < 1 || height < 1 || width > 256 || height > 256 || width * height !== bytes.byteLength)
-    throw new Error(`stimulus is ${bytes.byteLength} bytes for ${width}x${height} (at most 256x256, one byte per pixel)`);
+    throw ccError('CC_ERR_STIMULUS', bytes.byteLength, width, height);
   return { width, height, pixels: new Uint8Array(bytes) };
 }
 

@@ -1,4 +1,5 @@
 import { createServer as createHttp, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { createServer as createHttps } from 'node:https';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, extname, join, normalize } from 'node:path';
@@ -20,9 +21,29 @@ export interface HttpDeps {
   registry: ModelRegistry;
   fanout: Fanout;
   metrics: ServerMetrics;
-  status: () => { serving: boolean; state: string };
+  status: () => { serving: boolean; state: string; broken?: string[] };
+  /** New subscribers are taken only while the server runs. */
+  accepting: () => boolean;
   beforeScrape: () => void;
+  log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
+
+/** A request target that is not a path (`//x:99999`, `http://[`, ...) is the client's error, never ours. */
+function parseTarget(raw: string | undefined): URL | undefined {
+  try {
+    const u = new URL(raw ?? '/', 'http://x');
+    return raw?.startsWith('/') && !raw.startsWith('//') ? u : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const tokenOf = (req: IncomingMessage, url: URL): string => String(req.headers.authorization ?? '').replace(/^Bearer\s+/i, '') || url.searchParams.get('token') || '';
+
+const refuse = (socket: Duplex, code: number, text: string, body = ''): void => {
+  if (socket.writable) socket.end(`HTTP/1.1 ${code} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  else socket.destroy();
+};
 
 /**
  * The HTTP side: /metrics (Prometheus), /healthz, /api/models, the viewer at /, and WebSocket
@@ -31,55 +52,71 @@ export interface HttpDeps {
  */
 export function createHttpServer(d: HttpDeps): { server: Server; wss: WebSocketServer } {
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
-    void route(d, req, res).catch((e: Error) => {
+    route(d, req, res).catch((e: Error) => {
+      d.log('error', 'http handler failed', { url: req.url?.slice(0, 200), error: e.stack ?? String(e) });
+      if (res.headersSent) return void res.destroy();
       res.writeHead(500, { 'content-type': 'text/plain' });
-      res.end(`internal error: ${e.message}`);
+      res.end('internal error');
     });
   };
   const server = d.cfg.tls ? createHttps({ cert: readFileSync(d.cfg.tls.cert), key: readFileSync(d.cfg.tls.key) }, handler) : createHttp(handler);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
-  server.on('upgrade', (req, socket, head) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    if (url.pathname !== '/ws') {
-      socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
-      return;
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Until ws takes the socket over, a reset peer must cost this socket only.
+    socket.on('error', () => socket.destroy());
+    try {
+      upgrade(d, wss, req, socket, head);
+    } catch (e) {
+      d.log('error', 'websocket upgrade failed', { url: req.url?.slice(0, 200), error: (e as Error).stack ?? String(e) });
+      refuse(socket, 500, 'Internal Server Error');
     }
-    if (d.cfg.auth.token) {
-      const header = String(req.headers.authorization ?? '').replace(/^Bearer\s+/i, '');
-      const given = header || url.searchParams.get('token') || '';
-      if (!tokenMatches(given, d.cfg.auth.token)) {
-        d.metrics.framesRejected.inc({ reason: 'unauthenticated' });
-        socket.end('HTTP/1.1 401 Unauthorized\r\n\r\n');
-        return;
-      }
-    }
-    if (!d.status().serving) {
-      socket.end('HTTP/1.1 503 Service Unavailable\r\n\r\n');
-      return;
-    }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      const model = url.searchParams.get('model') || '*';
-      if (model !== '*' && !d.registry.has(model)) {
-        ws.close(1008, `unknown model '${model}'`.slice(0, 120));
-        return;
-      }
-      const sub = { stream: url.searchParams.get('stream') || '*', model, float: url.searchParams.get('float') === '1' };
-      if (!d.fanout.add(ws, sub)) {
-        ws.close(1013, `subscriber limit reached (${d.cfg.limits.maxSubscribers})`);
-        return;
-      }
-      ws.send(encodeMessage({ type: 'hello', subscription: sub, models: modelList(d) }), { binary: true });
-    });
   });
   return { server, wss };
+}
+
+/** Subscriptions: /ws?stream=<id|*>&model=<name|*>&float=1; a missing parameter means '*', an empty one is an error. */
+function upgrade(d: HttpDeps, wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const url = parseTarget(req.url);
+  if (!url) return refuse(socket, 400, 'Bad Request', 'request target must be a path such as /ws?stream=*\n');
+  if (url.pathname !== '/ws') return refuse(socket, 404, 'Not Found');
+  if (d.cfg.auth.token && !tokenMatches(tokenOf(req, url), d.cfg.auth.token)) {
+    d.metrics.framesRejected.inc({ reason: 'unauthenticated' });
+    return refuse(socket, 401, 'Unauthorized');
+  }
+  if (!d.accepting()) return refuse(socket, 503, 'Service Unavailable');
+  const q = url.searchParams;
+  for (const key of ['stream', 'model'] as const)
+    if (q.has(key) && !q.get(key)) return refuse(socket, 400, 'Bad Request', `${key}= is empty: give a name, or * for all\n`);
+  const model = q.get('model') ?? '*';
+  if (model !== '*' && !d.registry.has(model)) return refuse(socket, 404, 'Not Found', `unknown model '${model.slice(0, 64)}'\n`);
+  const sub = { stream: q.get('stream') ?? '*', model, float: q.get('float') === '1' };
+  wss.handleUpgrade(req, socket, head, (ws) => {
+    // Subscribers only listen: an error on one (bad frame, oversized message, reset) closes that one.
+    ws.on('error', () => ws.terminate());
+    if (!d.fanout.add(ws, sub)) {
+      ws.close(1013, `subscriber limit reached (${d.cfg.limits.maxSubscribers})`);
+      return;
+    }
+    ws.send(encodeMessage({ type: 'hello', subscription: sub, models: modelList(d) }), { binary: true });
+  });
 }
 
 const modelList = (d: HttpDeps): ModelFacts[] => d.registry.all().map(modelFacts);
 
 async function route(d: HttpDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://x');
+  const url = parseTarget(req.url);
+  if (!url) {
+    res.writeHead(400, { 'content-type': 'text/plain' }).end('request target must be a path such as /metrics\n');
+    return;
+  }
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD' }).end();
+    return;
+  }
+  const api = url.pathname === '/metrics' || url.pathname === '/healthz' || url.pathname === '/api/models';
+  if (api && d.cfg.auth.protectHttp && !tokenMatches(tokenOf(req, url), d.cfg.auth.token ?? '')) {
+    d.metrics.framesRejected.inc({ reason: 'unauthenticated' });
+    res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' }).end('missing or wrong token (Authorization: Bearer <token>)\n');
     return;
   }
   if (url.pathname === '/metrics') {

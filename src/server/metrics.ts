@@ -7,14 +7,19 @@ import client from 'prom-client';
  */
 const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512];
 
-export type DropReason = 'superseded' | 'queue_full' | 'shutdown' | 'stream_closed' | 'model_unloaded';
-
 export class ServerMetrics {
   readonly registry = new client.Registry();
   readonly framesReceived = new client.Counter({ name: 'cortexcast_frames_received_total', help: 'Response frames received over gRPC', labelNames: ['model'], registers: [this.registry] });
   readonly framesDecoded = new client.Counter({ name: 'cortexcast_frames_decoded_total', help: 'Frames decoded and fanned out', labelNames: ['model'], registers: [this.registry] });
   readonly framesDropped = new client.Counter({ name: 'cortexcast_frames_dropped_total', help: 'Accepted frames not decoded, by reason', labelNames: ['model', 'reason'], registers: [this.registry] });
   readonly framesRejected = new client.Counter({ name: 'cortexcast_frames_rejected_total', help: 'Invalid frames and requests, by error code', labelNames: ['reason'], registers: [this.registry] });
+  readonly unaryDecodes = new client.Counter({ name: 'cortexcast_unary_decodes_total', help: 'Unary Decode calls that reached the scheduler, by gRPC status', labelNames: ['model', 'code'], registers: [this.registry] });
+  readonly clockProblems = new client.Counter({
+    name: 'cortexcast_clock_problems_total',
+    help: 'Frames whose acquired_at_us is more than 60 s behind or 1 s ahead of the server clock (left out of origin=acquired latency)',
+    labelNames: ['model', 'kind'],
+    registers: [this.registry],
+  });
   readonly subscriberSkips = new client.Counter({ name: 'cortexcast_subscriber_frames_skipped_total', help: 'Frames not sent to a slow WebSocket subscriber', labelNames: ['model'], registers: [this.registry] });
   readonly endToEnd = new client.Histogram({
     name: 'cortexcast_end_to_end_seconds',
@@ -31,6 +36,7 @@ export class ServerMetrics {
   readonly subscribers = new client.Gauge({ name: 'cortexcast_subscribers', help: 'Connected WebSocket subscribers', registers: [this.registry] });
   readonly queueDepth = new client.Gauge({ name: 'cortexcast_queue_depth', help: 'Frames waiting for a worker', labelNames: ['model'], registers: [this.registry] });
   readonly workerBusy = new client.Gauge({ name: 'cortexcast_worker_busy_ratio', help: 'Fraction of inference workers busy at scrape time', labelNames: ['model'], registers: [this.registry] });
+  readonly workersAlive = new client.Gauge({ name: 'cortexcast_workers_alive', help: 'Inference worker threads able to run (0: the model cannot decode until reloaded)', labelNames: ['model'], registers: [this.registry] });
   readonly modelInfo = new client.Gauge({ name: 'cortexcast_model_info', help: 'Loaded models (value 1) with their execution provider and kind', labelNames: ['model', 'provider', 'kind'], registers: [this.registry] });
 
   constructor() {

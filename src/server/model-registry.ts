@@ -61,10 +61,20 @@ export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<Serv
  * The set of served models. Reloading builds a complete new set first and swaps it in at once, so
  * streams keep going (they look models up by name per frame) and a bad bundle leaves the old set serving.
  */
+export interface RegistryEvents {
+  /** A model's workers changed: one freed up or died, or a reload swapped in a new pool. */
+  poolChanged(model: string): void;
+  /** A worker thread died while serving. */
+  workerDied(model: string, e: Error): void;
+}
+
 export class ModelRegistry {
   private models = new Map<string, ServedModel>();
 
-  constructor(private readonly cfg: ServerConfig) {}
+  constructor(
+    private readonly cfg: ServerConfig,
+    private readonly events: RegistryEvents = { poolChanged: () => undefined, workerDied: () => undefined },
+  ) {}
 
   async loadAll(): Promise<void> {
     const fresh = new Map<string, ServedModel>();
@@ -76,6 +86,11 @@ export class ModelRegistry {
     }
     const old = this.models;
     this.models = fresh;
+    for (const m of fresh.values()) {
+      m.pool.onChange = () => this.events.poolChanged(m.name);
+      m.pool.onWorkerDeath = (e) => this.events.workerDied(m.name, e);
+    }
+    for (const m of fresh.values()) this.events.poolChanged(m.name);
     // Old pools finish what they are running, then stop.
     await Promise.all([...old.values()].map((s) => s.pool.close(this.cfg.shutdownGraceMs)));
   }
@@ -92,6 +107,13 @@ export class ModelRegistry {
 
   all(): ServedModel[] {
     return [...this.models.values()];
+  }
+
+  /** Models that cannot decode: every inference worker died (a reload brings them back). */
+  broken(): string[] {
+    return this.all()
+      .filter((m) => m.pool.alive === 0)
+      .map((m) => m.name);
   }
 
   async close(deadlineMs: number): Promise<void> {

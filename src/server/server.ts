@@ -2,16 +2,16 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { readFileSync } from 'node:fs';
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import type { WebSocketServer } from 'ws';
 import type { ServerConfig } from './config.js';
 import { Fanout } from './fanout.js';
-import { decoderService, loadProto } from './grpc-service.js';
+import { decoderService, loadProto, TransportFailures } from './grpc-service.js';
 import { createHttpServer } from './http.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './model-registry.js';
-import { DecodePipeline } from './pipeline.js';
+import { DecodeScheduler } from './scheduler.js';
 
 export type Logger = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 
@@ -32,8 +32,9 @@ const SERVICE = 'cortexcast.v1.Decoder';
  *
  * Lifecycle:
  *   NEW --start()--> STARTING --models warmed, ports bound--> RUNNING
- *   RUNNING --close()--> DRAINING (health NOT_SERVING; new streams refused; queued frames decoded)
- *          --drained or shutdownGraceMs--> CLOSED (streams ended UNAVAILABLE, sockets closed, workers stopped)
+ *   RUNNING --close()--> DRAINING (health NOT_SERVING; new streams, frames and Decode calls refused;
+ *          queued work decoded) --drained--> streams ended UNAVAILABLE, connections closed, workers
+ *          stopped --> CLOSED. The whole of it takes at most shutdownGraceMs (then everything is forced).
  * close() is safe to call twice; the second call returns the first's promise.
  */
 export class CortexcastServer {
@@ -41,12 +42,17 @@ export class CortexcastServer {
   readonly metrics = new ServerMetrics();
   readonly registry: ModelRegistry;
   readonly fanout: Fanout;
-  readonly pipeline: DecodePipeline;
+  readonly scheduler: DecodeScheduler;
   private readonly grpcServer: grpc.Server;
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE]: 'NOT_SERVING' });
   private readonly openStreams = new Set<grpc.ServerDuplexStream<unknown, unknown>>();
   private netServer?: NetServer;
   private injector?: grpc.ConnectionInjector;
+  private readonly sockets = new Set<Socket>();
+  private readonly transport = new TransportFailures((method, details) => {
+    this.metrics.framesRejected.inc({ reason: 'message_too_large' });
+    this.log('warn', 'message refused (RESOURCE_EXHAUSTED)', { method, error: details });
+  });
   private http?: { server: HttpServer; wss: WebSocketServer };
   private closing?: Promise<void>;
   grpcPort = 0;
@@ -56,13 +62,22 @@ export class CortexcastServer {
     readonly cfg: ServerConfig,
     readonly log: Logger = jsonLogger(cfg.logLevel),
   ) {
-    this.registry = new ModelRegistry(cfg);
-    this.fanout = new Fanout(this.metrics, cfg.limits.maxSubscribers, cfg.limits.maxSubscriberBufferBytes);
-    this.pipeline = new DecodePipeline(cfg, this.registry, this.metrics, (f) => this.fanout.publish(f));
+    this.registry = new ModelRegistry(cfg, {
+      poolChanged: (model) => this.scheduler.wake(model),
+      workerDied: (model, e) => this.log('error', 'inference worker died', { model, error: e.message, alive: this.registry.has(model) ? this.registry.get(model).pool.alive : 0 }),
+    });
+    this.fanout = new Fanout(this.metrics, cfg.limits);
+    this.scheduler = new DecodeScheduler(cfg, this.registry, this.metrics);
+    this.scheduler.onSettleError = (e) => this.log('error', 'frame outcome handler failed', { error: (e as Error).stack ?? String(e) });
+    const l = cfg.limits;
     this.grpcServer = new grpc.Server({
-      'grpc.max_receive_message_length': cfg.limits.maxMessageBytes,
+      'grpc.max_receive_message_length': l.maxMessageBytes,
       'grpc.max_send_message_length': 16 * 2 ** 20,
-      'grpc.max_concurrent_streams': 16,
+      'grpc.max_concurrent_streams': l.maxStreamsPerConnection,
+      'grpc.max_connection_idle_ms': l.connectionIdleMs,
+      'grpc.keepalive_time_ms': l.keepaliveMs,
+      'grpc.keepalive_timeout_ms': l.keepaliveTimeoutMs,
+      interceptors: [this.transport.interceptor],
     });
   }
 
@@ -75,16 +90,20 @@ export class CortexcastServer {
     const { pkg, service } = loadProto();
     this.grpcServer.addService(
       service,
-      decoderService({
-        cfg: this.cfg,
-        registry: this.registry,
-        pipeline: this.pipeline,
-        metrics: this.metrics,
-        isAccepting: () => this.state === 'RUNNING',
-        openStreams: this.openStreams,
-        reload: () => this.reload(),
-        log: this.log,
-      }),
+      decoderService(
+        {
+          cfg: this.cfg,
+          registry: this.registry,
+          scheduler: this.scheduler,
+          metrics: this.metrics,
+          publish: (f) => this.fanout.publish(f),
+          isAccepting: () => this.state === 'RUNNING',
+          openStreams: this.openStreams,
+          reload: () => this.reload(),
+          log: this.log,
+        },
+        this.transport,
+      ),
     );
     this.health.addToServer(this.grpcServer);
     new ReflectionService(pkg).addToServer(this.grpcServer);
@@ -94,14 +113,20 @@ export class CortexcastServer {
     // Our own listener so every connection gets TCP_NODELAY (grpc-js sets it on clients only; without
     // it small acks and frames wait for Nagle + delayed ACK: p99 tens of ms at 16 streams).
     const injector = (this.injector = this.grpcServer.createConnectionInjector(creds));
-    this.netServer = createNetServer({ noDelay: true }, (socket) => injector.injectConnection(socket));
+    this.netServer = createNetServer({ noDelay: true }, (socket) => this.accept(socket, injector));
+    this.netServer.maxConnections = this.cfg.limits.maxConnections;
     this.grpcPort = await listen(this.netServer, this.cfg.host, this.cfg.grpcPort);
     this.http = createHttpServer({
       cfg: this.cfg,
       registry: this.registry,
       fanout: this.fanout,
       metrics: this.metrics,
-      status: () => ({ serving: this.state === 'RUNNING', state: this.state }),
+      status: () => {
+        const broken = this.registry.broken();
+        return { serving: this.state === 'RUNNING' && broken.length === 0, state: this.state, ...(broken.length ? { broken } : {}) };
+      },
+      accepting: () => this.state === 'RUNNING',
+      log: this.log,
       beforeScrape: () => this.refreshGauges(),
     });
     this.httpPort = await listen(this.http.server, this.cfg.host, this.cfg.httpPort);
@@ -127,10 +152,34 @@ export class CortexcastServer {
     for (const m of this.registry.all()) this.metrics.modelInfo.set({ model: m.name, provider: m.provider, kind: m.bundle.manifest.kind }, 1);
   }
 
+  /**
+   * Every gRPC connection: TCP_NODELAY (set by the listener), counted, and closed if it has not sent
+   * the HTTP/2 preface within handshakeTimeoutMs (grpc-js's idle and keepalive timers only start
+   * once a peer speaks HTTP/2). Errors on a socket end that socket, never the process.
+   */
+  private accept(socket: Socket, injector: grpc.ConnectionInjector): void {
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    if (this.state !== 'RUNNING') {
+      socket.destroy();
+      return;
+    }
+    socket.setTimeout(this.cfg.limits.handshakeTimeoutMs, () => {
+      // The preface is 24 bytes; a peer that sent fewer is not an HTTP/2 client.
+      if (socket.bytesRead < 24) {
+        this.metrics.framesRejected.inc({ reason: 'handshake_timeout' });
+        socket.destroy();
+      } else socket.setTimeout(0);
+    });
+    injector.injectConnection(socket);
+  }
+
   private refreshGauges(): void {
     for (const m of this.registry.all()) {
-      this.metrics.queueDepth.set({ model: m.name }, this.pipeline.queueDepth(m.name));
+      this.metrics.queueDepth.set({ model: m.name }, this.scheduler.queueDepth(m.name));
       this.metrics.workerBusy.set({ model: m.name }, m.pool.busy / m.pool.size);
+      this.metrics.workersAlive.set({ model: m.name }, m.pool.alive);
     }
   }
 
@@ -144,20 +193,24 @@ export class CortexcastServer {
       this.state = 'CLOSED';
       return;
     }
+    // One budget for the whole shutdown: each step gets what the earlier ones left.
+    const deadline = Date.now() + this.cfg.shutdownGraceMs;
+    const left = (reserveMs = 0): number => Math.max(0, deadline - Date.now() - reserveMs);
     this.state = 'DRAINING';
     this.health.setStatus('', 'NOT_SERVING');
     this.health.setStatus(SERVICE, 'NOT_SERVING');
     this.log('info', 'draining', { streams: this.openStreams.size, subscribers: this.fanout.size });
-    const drained = await this.pipeline.drain(this.cfg.shutdownGraceMs);
+    const drained = await this.scheduler.drain(left(Math.min(500, this.cfg.shutdownGraceMs / 4)));
     for (const call of this.openStreams)
       if (!call.cancelled && !call.destroyed) call.emit('error', Object.assign(new Error('server is shutting down'), { code: grpc.status.UNAVAILABLE, details: 'server is shutting down' }));
     this.openStreams.clear();
     this.fanout.closeAll(1001, 'server shutting down');
+    this.netServer?.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpcServer.forceShutdown();
         resolve();
-      }, Math.max(100, this.cfg.shutdownGraceMs / 2));
+      }, left(Math.min(200, this.cfg.shutdownGraceMs / 8)));
       timer.unref();
       this.grpcServer.tryShutdown(() => {
         clearTimeout(timer);
@@ -165,14 +218,15 @@ export class CortexcastServer {
       });
     });
     this.injector?.destroy();
-    await new Promise<void>((r) => (this.netServer ? this.netServer.close(() => r()) : r()));
+    // Connections grpc-js did not close (a peer that never spoke HTTP/2, one still sending): cut.
+    for (const s of this.sockets) s.destroy();
     if (this.http) {
       for (const c of this.http.wss.clients) c.terminate();
       this.http.wss.close();
       this.http.server.closeAllConnections();
-      await new Promise<void>((r) => this.http!.server.close(() => r()));
+      this.http.server.close();
     }
-    await this.registry.close(this.cfg.shutdownGraceMs);
+    await this.registry.close(left());
     this.state = 'CLOSED';
     this.log('info', 'stopped', { drained });
   }

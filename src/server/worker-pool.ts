@@ -10,7 +10,8 @@ export interface RunResult {
 
 interface Slot {
   worker: Worker;
-  busy: boolean;
+  /** dead: the thread exited or failed; it is never handed work again. */
+  state: 'idle' | 'busy' | 'dead';
   pending?: { id: number; resolve: (r: RunResult) => void; reject: (e: Error) => void };
 }
 
@@ -22,8 +23,10 @@ function workerUrl(): URL {
 
 /**
  * A fixed set of inference threads for one model. `tryRun` hands a batch to an idle worker or
- * returns undefined when all are busy: the caller's frame policy decides what waits, so no queue
- * grows here.
+ * returns undefined when none is idle: the scheduler decides what waits, so no queue grows here.
+ * Every run's promise settles exactly once: with the output, with the worker's error, or rejected
+ * when its thread dies or the pool closes. `onChange` fires whenever a worker becomes free or dies,
+ * which is what the scheduler dispatches on (no polling).
  */
 export class WorkerPool {
   private slots: Slot[] = [];
@@ -31,6 +34,10 @@ export class WorkerPool {
   provider: ExecutionProvider = 'cpu';
   fallbacks: string[] = [];
   private closed = false;
+  /** Set by the owner: a worker became idle or died. */
+  onChange: () => void = () => undefined;
+  /** Set by the owner: a worker died unexpectedly. */
+  onWorkerDeath: (e: Error) => void = () => undefined;
 
   private constructor(readonly size: number) {}
 
@@ -40,13 +47,14 @@ export class WorkerPool {
     const ready = await Promise.allSettled(
       Array.from({ length: size }, () => {
         const worker = new Worker(url, { workerData: init });
-        const slot: Slot = { worker, busy: false };
+        const slot: Slot = { worker, state: 'busy' };
         pool.slots.push(slot);
         return new Promise<void>((resolve, reject) => {
           const onFirst = (m: WorkerReply): void => {
             if (m.kind === 'ready') {
               pool.provider = m.provider;
               pool.fallbacks = m.fallbacks;
+              slot.state = 'idle';
               worker.off('message', onFirst);
               worker.on('message', (r: WorkerReply) => pool.onReply(slot, r));
               resolve();
@@ -58,33 +66,43 @@ export class WorkerPool {
             pool.failSlot(slot, e);
           });
           worker.on('exit', (code) => {
-            if (!pool.closed) pool.failSlot(slot, new Error(`inference worker exited with code ${code}`));
+            reject(new Error(`inference worker exited with code ${code} while starting`));
+            pool.failSlot(slot, new Error(`inference worker exited with code ${code}`));
           });
         });
       }),
     );
     const failed = ready.find((r) => r.status === 'rejected');
     if (failed) {
-      await pool.close();
+      await pool.close(0);
       throw (failed as PromiseRejectedResult).reason;
     }
     return pool;
   }
 
   get idle(): number {
-    return this.slots.filter((s) => !s.busy).length;
+    return this.closed ? 0 : this.slots.filter((s) => s.state === 'idle').length;
   }
 
   get busy(): number {
-    return this.slots.length - this.idle;
+    return this.slots.filter((s) => s.state === 'busy').length;
+  }
+
+  /** Threads that can still run work (idle or busy). 0 means the model cannot decode until reloaded. */
+  get alive(): number {
+    return this.closed ? 0 : this.slots.filter((s) => s.state !== 'dead').length;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   /** Run on an idle worker (the input buffer is transferred), or undefined if none is idle. */
   tryRun(input: Float32Array, rows: number): Promise<RunResult> | undefined {
     if (this.closed) return undefined;
-    const slot = this.slots.find((s) => !s.busy);
+    const slot = this.slots.find((s) => s.state === 'idle');
     if (!slot) return undefined;
-    slot.busy = true;
+    slot.state = 'busy';
     const id = this.nextId++;
     return new Promise<RunResult>((resolve, reject) => {
       slot.pending = { id, resolve, reject };
@@ -92,27 +110,64 @@ export class WorkerPool {
     });
   }
 
+  /**
+   * Stop one thread as if it had crashed (operators' and tests' way to exercise the dead-worker path
+   * with real threads). Resolves once the pool has noticed.
+   */
+  async killWorker(index: number): Promise<void> {
+    const slot = this.slots[index];
+    if (!slot || slot.state === 'dead') return;
+    await slot.worker.terminate();
+  }
+
   private onReply(slot: Slot, r: WorkerReply): void {
     const p = slot.pending;
     if (!p || r.kind === 'ready' || r.id !== p.id) return;
     slot.pending = undefined;
-    slot.busy = false;
+    if (slot.state === 'busy') slot.state = 'idle';
     if (r.kind === 'done') p.resolve({ output: r.output, startMs: r.startMs, endMs: r.endMs });
     else p.reject(new Error(r.message));
+    this.onChange();
   }
 
   private failSlot(slot: Slot, e: Error): void {
-    slot.pending?.reject(e);
+    if (slot.state === 'dead') return;
+    const wasServing = !this.closed;
+    slot.state = 'dead';
+    const p = slot.pending;
     slot.pending = undefined;
-    slot.busy = true; // never reused
+    p?.reject(e);
+    if (wasServing) {
+      this.onWorkerDeath(e);
+      this.onChange();
+    }
   }
 
-  /** Wait for in-flight runs (up to deadlineMs), then terminate the threads. Safe to call twice. */
+  /**
+   * Wait for in-flight runs (up to deadlineMs), then terminate the threads; runs still pending then
+   * are rejected, so no caller waits on a pool that is gone. Safe to call twice.
+   */
   async close(deadlineMs = 5000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const t0 = Date.now();
-    while (this.slots.some((s) => s.pending) && Date.now() - t0 < deadlineMs) await new Promise((r) => setTimeout(r, 5));
+    const running = this.slots.filter((s) => s.pending);
+    if (running.length && deadlineMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, deadlineMs);
+        let left = running.length;
+        for (const s of running) {
+          const p = s.pending!;
+          const done = (): void => {
+            if (--left === 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          };
+          s.pending = { id: p.id, resolve: (r) => (p.resolve(r), done()), reject: (e) => (p.reject(e), done()) };
+        }
+      });
+    }
+    for (const s of this.slots) this.failSlot(s, new Error('model unloaded'));
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }

@@ -59,6 +59,7 @@ describe.skipIf(!CHROMIUM)('viewer in headless Chromium', () => {
       await page.waitForFunction(() => document.getElementById('ssim')!.textContent !== '-', undefined, { timeout: 5000 });
       expect(await page.textContent('#provider')).toBe('cpu');
       expect(await page.textContent('#e2e')).toMatch(/ms/);
+      expect(await page.textContent('#server')).toMatch(/^\d+\.\d ms \/ \d+\.\d ms$/);
       expect(errors).toEqual([]);
       const out = join(repoRoot, '.cache');
       mkdirSync(out, { recursive: true });

@@ -109,8 +109,8 @@ describe('streaming server', () => {
     expect(bySeq.get(1)).toMatchObject({ status: 'REJECTED', reason: `CC_ERR_NEURON_COUNT: frame has ${neurons - 3} neurons, model ridge expects ${neurons}` });
     expect(bySeq.get(2)).toMatchObject({ status: 'REJECTED', reason: 'CC_ERR_NOT_FINITE: frame has 2 non-finite values (NaN or Inf), first at neuron 17' });
     expect(bySeq.get(3)?.reason).toMatch(/CC_ERR_UNKNOWN_MODEL: unknown model 'nope' \(available: ridge\)/);
-    expect(bySeq.get(4)?.reason).toMatch(/stream_id must be/);
-    expect(bySeq.get(5)?.reason).toMatch(/unit_ids differ/);
+    expect(bySeq.get(4)?.reason).toBe("CC_ERR_STREAM_ID: stream_id 'has space': must be 1-128 printable ASCII characters without spaces");
+    expect(bySeq.get(5)?.reason).toMatch(/^CC_ERR_UNIT_IDS: unit_ids differ/);
     expect(bySeq.get(6)?.status).toBe('DECODED');
     const metrics = await (await fetch(`${http}/metrics`)).text();
     expect(metrics).toMatch(/cortexcast_frames_rejected_total\{reason="neuron_count"\} 1/);
