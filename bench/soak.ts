@@ -559,7 +559,7 @@ interface Mem {
 const mem = (m: Map<string, number> | undefined): Mem => ({
   rss: series(m, 'process_resident_memory_bytes') / MB,
   heap: series(m, 'nodejs_heap_size_used_bytes') / MB,
-  handles: series(m, 'nodejs_active_handles_total'),
+  handles: series(m, 'nodejs_active_handles'),
 });
 
 async function main(): Promise<void> {
@@ -678,7 +678,7 @@ async function main(): Promise<void> {
   console.log(`server gauges after everything closed: streams ${series(end, 'cortexcast_streams')}, subscribers ${series(end, 'cortexcast_subscribers')}, queue depth ${series(end, 'cortexcast_queue_depth')}`);
   const f1 = (v: number | undefined): string => (v === undefined || Number.isNaN(v) ? '?' : v.toFixed(1));
   console.log(`server RSS MB: start ${f1(start?.rss)}, peak ${f1(peak.rss)}, end ${f1(endMem.rss)}; heap used MB: start ${f1(start?.heap)}, peak ${f1(peak.heap)}, end ${f1(endMem.heap)}`);
-  console.log(`server open handles: start ${start?.handles ?? '?'}, peak ${peak.handles}, end ${Number.isNaN(endMem.handles) ? '?' : endMem.handles}; active resources end ${series(end, 'nodejs_active_resources_total')}`);
+  console.log(`server open handles: start ${start?.handles ?? '?'}, peak ${peak.handles}, end ${Number.isNaN(endMem.handles) ? '?' : endMem.handles}; active resources end ${series(end, 'nodejs_active_resources')}`);
   console.log(`server log lines by level: ${fmtMap(srv.logLevels)}`);
   for (const [k, v] of [...srv.problems].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  x${v} ${k}`);
 

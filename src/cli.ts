@@ -232,6 +232,22 @@ program
     }
   });
 
+const exportCmd = program.command('export').description('export a bundle for another serving engine');
+exportCmd
+  .command('triton')
+  .description('write a Triton model repository entry: REPO/<name>/config.pbtxt and REPO/<name>/1/model.onnx (std scaling folded into the graph)')
+  .requiredOption('--model <dir>', 'decoder bundle folder')
+  .requiredOption('--out <repo>', 'model repository folder (created if missing)')
+  .option('--name <name>', 'model name in the repository (default: the bundle name)')
+  .option('--max-batch <n>', 'max_batch_size', int('max-batch'), 64)
+  .option('--queue-delay-us <n>', 'dynamic batching max_queue_delay_microseconds', Number, 100)
+  .option('--instances <list>', 'instance groups kind:count, kind gpu|cpu|auto (a GPU group needs a GPU on the Triton host)', 'gpu:1,cpu:1')
+  .action(async (o) => {
+    const { exportTriton, parseInstances } = await import('./models/export-triton.js');
+    const r = exportTriton(o.model, o.out, { name: o.name, maxBatch: o.maxBatch, queueDelayUs: o.queueDelayUs, instances: parseInstances(o.instances) });
+    console.log(`wrote ${r.dir}/config.pbtxt and ${r.dir}/1/model.onnx (model '${r.name}': input responses, outputs image and pixels)`);
+  });
+
 program
   .command('compare')
   .description("Table I for several bundles side by side (SSIML, MSE, FID, SSIM, PixCorr, CPU latency) and a Figure 5-style grid")
@@ -315,12 +331,15 @@ program
   .option('--stream <id>', 'stream id', 'replay')
   .option('--token <token>', 'auth token (or CORTEXCAST_TOKEN)')
   .option('--frames <n>', 'stop after n frames', Number)
+  .addOption(new Option('--protocol <p>', "cortexcast: StreamFrames with acks and viewers; v2: Open Inference Protocol ModelInfer per frame (Triton, KServe, or cortexcast)").choices(['cortexcast', 'v2']).default('cortexcast'))
   .action(async (o) => {
     const { replay } = await import('../clients/replay/replay.js');
     const ac = new AbortController();
     process.once('SIGINT', () => ac.abort());
-    const line = (s: { sent: number; decoded: number; dropped: number; rejected: number; lost: number; reconnects: number; jitterP50: number; jitterP99: number; elapsedS: number; lastReject?: string }): string =>
-      `sent ${s.sent} decoded ${s.decoded} dropped ${s.dropped} rejected ${s.rejected} lost ${s.lost} reconnects ${s.reconnects} | jitter p50 ${s.jitterP50.toFixed(2)} ms p99 ${s.jitterP99.toFixed(2)} ms | ${s.elapsedS.toFixed(1)} s` +
+    const line = (s: { sent: number; decoded: number; dropped: number; rejected: number; lost: number; reconnects: number; jitterP50: number; jitterP99: number; elapsedS: number; lastReject?: string; rttP50?: number; rttP99?: number }): string =>
+      `sent ${s.sent} decoded ${s.decoded} dropped ${s.dropped} rejected ${s.rejected} lost ${s.lost} reconnects ${s.reconnects} | jitter p50 ${s.jitterP50.toFixed(2)} ms p99 ${s.jitterP99.toFixed(2)} ms` +
+      (s.rttP50 !== undefined ? ` | round trip p50 ${s.rttP50.toFixed(2)} ms p99 ${(s.rttP99 ?? 0).toFixed(2)} ms` : '') +
+      ` | ${s.elapsedS.toFixed(1)} s` +
       (s.lastReject ? ` | last rejection: ${s.lastReject}` : '');
     const stats = await replay({
       data: o.data,
@@ -334,6 +353,7 @@ program
       streamId: o.stream,
       token: o.token ?? process.env.CORTEXCAST_TOKEN,
       maxFrames: o.frames,
+      protocol: o.protocol,
       signal: ac.signal,
       onProgress: (s) => process.stderr.write(`\r${line(s)}   `),
     });

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/cortexcast/v1/decoder.proto', import.meta.url));
+export const V2_PROTO_PATH = fileURLToPath(new URL('../../proto/inference/grpc_predict_v2.proto', import.meta.url));
 
 /**
  * uint64 sequence numbers: a number where that is exact (up to 2^53 - 1), else a BigInt, on the way
@@ -50,6 +51,15 @@ export interface CallOptions {
   timeoutMs?: number;
   /** Cancels the call. */
   signal?: AbortSignal;
+}
+
+/** One unary call with the connection's metadata, an optional deadline and cancellation. */
+function unaryCall<T>(client: DecoderClient, md: grpc.Metadata, method: string, req: unknown, o: CallOptions): Promise<T> {
+  const opts: grpc.CallOptions = o.timeoutMs !== undefined ? { deadline: Date.now() + o.timeoutMs } : {};
+  return new Promise((resolve, reject) => {
+    const call = (client[method] as (r: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v: T) => void) => grpc.ClientUnaryCall)(req, md, opts, (e, v) => (e ? reject(e) : resolve(v)));
+    o.signal?.addEventListener('abort', () => call.cancel(), { once: true });
+  });
 }
 
 type DecoderClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
@@ -96,11 +106,7 @@ export class DecoderConnection {
   }
 
   private unary<T>(method: string, req: unknown, o: CallOptions = {}): Promise<T> {
-    const opts: grpc.CallOptions = o.timeoutMs !== undefined ? { deadline: Date.now() + o.timeoutMs } : {};
-    return new Promise((resolve, reject) => {
-      const call = (this.client[method] as (r: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v: T) => void) => grpc.ClientUnaryCall)(req, this.md, opts, (e, v) => (e ? reject(e) : resolve(v)));
-      o.signal?.addEventListener('abort', () => call.cancel(), { once: true });
-    });
+    return unaryCall(this.client, this.md, method, req, o);
   }
 
   listModels(): Promise<{ models: ModelInfo[] }> {
@@ -126,6 +132,91 @@ export class DecoderConnection {
   openStream(onAck: (a: FrameAck) => void = () => undefined): FrameStream {
     const call = (this.client.streamFrames as (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, unknown>)(this.md);
     return new FrameStream(call, onAck);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** Tensor metadata of the Open Inference Protocol (-1: a variable dimension). */
+export interface TensorMetadata {
+  name: string;
+  datatype: string;
+  shape: number[];
+}
+
+export interface V2InferResult {
+  id: string;
+  /** [B, 1, H, W] */
+  shape: number[];
+  /** z-scored image, B x H x W float32 */
+  image: Float32Array;
+  /** grey levels 0..255, B x H x W (empty when not requested) */
+  pixels: Uint8Array;
+}
+
+let v2Ctor: (new (addr: string, creds: grpc.ChannelCredentials, opts?: grpc.ChannelOptions) => DecoderClient) | undefined;
+
+/**
+ * A client of the Open Inference Protocol (KServe v2 / Triton gRPC): the same calls work against
+ * cortexcast and against Triton serving a `cortexcast export triton` repository, since both name
+ * the tensors `responses` (in), `image` and `pixels` (out).
+ */
+export class InferenceV2Connection {
+  readonly client: DecoderClient;
+  private readonly md = new grpc.Metadata();
+
+  constructor(address: string, opts: ConnectOptions = {}) {
+    if (!v2Ctor) {
+      const pkg = protoLoader.loadSync(V2_PROTO_PATH, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
+      v2Ctor = (grpc.loadPackageDefinition(pkg) as unknown as { inference: { GRPCInferenceService: NonNullable<typeof v2Ctor> } }).inference.GRPCInferenceService;
+    }
+    const creds = opts.ca ? grpc.credentials.createSsl(opts.ca) : grpc.credentials.createInsecure();
+    this.client = new v2Ctor(address, creds, { 'grpc.max_receive_message_length': 64 * 2 ** 20, ...opts.channelOptions });
+    if (opts.token) this.md.set('authorization', `Bearer ${opts.token}`);
+  }
+
+  private call<T>(method: string, req: unknown, o: CallOptions = {}): Promise<T> {
+    return unaryCall(this.client, this.md, method, req, o);
+  }
+
+  async serverLive(): Promise<boolean> {
+    return (await this.call<{ live: boolean }>('ServerLive', {})).live;
+  }
+
+  async serverReady(): Promise<boolean> {
+    return (await this.call<{ ready: boolean }>('ServerReady', {})).ready;
+  }
+
+  async modelReady(name: string, version = ''): Promise<boolean> {
+    return (await this.call<{ ready: boolean }>('ModelReady', { name, version })).ready;
+  }
+
+  serverMetadata(): Promise<{ name: string; version: string; extensions: string[] }> {
+    return this.call('ServerMetadata', {});
+  }
+
+  modelMetadata(name: string, version = ''): Promise<{ name: string; versions: string[]; platform: string; inputs: TensorMetadata[]; outputs: TensorMetadata[]; properties: Record<string, string> }> {
+    return this.call('ModelMetadata', { name, version });
+  }
+
+  /** Decode one or more frames (raw responses) in one ModelInfer. */
+  async infer(model: string, rows: Float32Array[], o: CallOptions & { typed?: boolean; outputs?: string[]; id?: string } = {}): Promise<V2InferResult> {
+    const n = rows[0]?.length ?? 0;
+    const flat = new Float32Array(rows.length * n);
+    rows.forEach((r, i) => flat.set(r, i * n));
+    const input = { name: 'responses', datatype: 'FP32', shape: [rows.length, n], ...(o.typed ? { contents: { fp32_contents: [...flat] } } : {}) };
+    const res = await this.call<{ id: string; outputs: TensorMetadata[]; raw_output_contents: Buffer[] }>(
+      'ModelInfer',
+      { model_name: model, id: o.id ?? '', inputs: [input], outputs: (o.outputs ?? []).map((name) => ({ name })), raw_input_contents: o.typed ? [] : [toBytes(flat)] },
+      o,
+    );
+    const at = (name: string): Buffer | undefined => res.raw_output_contents[res.outputs.findIndex((t) => t.name === name)];
+    const img = at('image');
+    const image = new Float32Array(img ? img.byteLength / 4 : 0);
+    if (img) new Uint8Array(image.buffer).set(img);
+    return { id: res.id, shape: res.outputs[0]?.shape ?? [], image, pixels: new Uint8Array(at('pixels') ?? []) };
   }
 
   close(): void {

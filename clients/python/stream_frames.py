@@ -6,6 +6,10 @@
 
 Replace `acquire()` with your rig's frame source: one float32 vector per imaging frame, in the
 model's neuron order (`ListModels` tells the neuron count; the bundle's unit_ids.npy the order).
+
+Exit status: 0 when every frame got its final ack (DECODED or DROPPED) and the stream ended OK;
+2 when some frames were REJECTED (each reason is printed on stderr); 1 when the stream failed or
+frames went without an ack.
 """
 import argparse
 import queue
@@ -25,7 +29,7 @@ def acquire(neurons: int, rng: np.random.Generator) -> np.ndarray:
     return (rng.poisson(0.3, neurons) * rng.uniform(0.5, 2.0, neurons)).astype("<f4")
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", default="127.0.0.1:50051")
     ap.add_argument("--model", required=True)
@@ -34,6 +38,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--stream-id", default="python-rig")
     ap.add_argument("--token", default=None)
+    ap.add_argument("--send-invalid", type=int, default=0, metavar="K",
+                    help="send frame K with a wrong neuron count, to see what a rejection looks like")
     args = ap.parse_args()
 
     channel = grpc.insecure_channel(args.server)
@@ -47,13 +53,17 @@ def main() -> None:
 
     acks = stub.StreamFrames(frames(), metadata=metadata)
     counts = {}
+    failure = []
 
     def read_acks():
-        for ack in acks:
-            status = decoder_pb2.FrameAck.Status.Name(ack.status)
-            counts[status] = counts.get(status, 0) + 1
-            if status == "REJECTED":
-                print(f"frame {ack.sequence} rejected: {ack.reason}", file=sys.stderr)
+        try:
+            for ack in acks:
+                status = decoder_pb2.FrameAck.Status.Name(ack.status)
+                counts[status] = counts.get(status, 0) + 1
+                if status == "REJECTED":
+                    print(f"frame {ack.sequence} rejected: {ack.reason}", file=sys.stderr)
+        except grpc.RpcError as e:
+            failure.append(f"{e.code().name}: {e.details()}")
 
     reader = threading.Thread(target=read_acks)
     reader.start()
@@ -62,13 +72,22 @@ def main() -> None:
     for seq in range(1, args.frames + 1):
         time.sleep(max(0.0, t0 + seq / args.rate - time.perf_counter()))
         responses = acquire(args.neurons, rng)
+        if seq == args.send_invalid:
+            responses = responses[:-1]
         outbox.put(decoder_pb2.ResponseFrame(
             stream_id=args.stream_id, model=args.model, sequence=seq,
             acquired_at_us=time.time_ns() // 1000, responses=responses.tobytes()))
     outbox.put(None)
     reader.join()
     print(f"sent {args.frames} frames: {counts}")
+    if failure:
+        print(f"stream failed: {failure[0]}", file=sys.stderr)
+        return 1
+    if sum(counts.values()) != args.frames:
+        print(f"{args.frames - sum(counts.values())} frames got no ack", file=sys.stderr)
+        return 1
+    return 2 if counts.get("REJECTED") else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

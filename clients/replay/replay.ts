@@ -1,7 +1,7 @@
 import { percentile } from '../../src/common/stats.js';
 import { resizeArea } from '../../src/training/data/image-ops.js';
 import { SensoriumDataset } from '../../src/training/data/sensorium.js';
-import { DecoderConnection, type FrameAck, type FrameStream } from '../lib/index.js';
+import { DecoderConnection, InferenceV2Connection, type FrameAck, type FrameStream } from '../lib/index.js';
 
 /**
  * Replay a recorded (or simulated) session to a cortexcast server in real time: one tier's trials in
@@ -27,6 +27,14 @@ export interface ReplayOptions {
   onProgress?: (s: ReplayStats) => void;
   /** Stimulus size sent to viewers (default 64x36). */
   stimulusSize?: [width: number, height: number];
+  /**
+   * 'cortexcast': StreamFrames (acks, WebSocket fan-out to viewers). 'v2': one Open Inference
+   * Protocol ModelInfer per frame, so the same replay drives a Triton or KServe deployment of an
+   * exported model (`export triton`); images come back to the caller, not to viewers.
+   */
+  protocol?: 'cortexcast' | 'v2';
+  /** v2: requests in flight at once; a frame due while all are busy is dropped (latest wins). */
+  maxInFlight?: number;
 }
 
 export interface ReplayStats {
@@ -43,6 +51,9 @@ export interface ReplayStats {
   jitterMax: number;
   elapsedS: number;
   lastReject?: string;
+  /** v2: request round trip, ms. */
+  rttP50?: number;
+  rttP99?: number;
 }
 
 const pct = (v: number[], p: number): number => (v.length ? percentile(v, p) : 0);
@@ -60,12 +71,18 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 
-export async function replay(o: ReplayOptions): Promise<ReplayStats> {
+/** The dataset and the trials of its tier that this replay sends, in session order. */
+function openTier(o: ReplayOptions): { ds: SensoriumDataset; trials: number[] } {
   const ds = SensoriumDataset.open(o.data);
   const tier = o.tier ?? 'test';
-  let trials = ds.indices(tier);
-  if (!trials.length) throw new Error(`tier '${tier}' of ${o.data} has no trials`);
-  trials = trials.slice(o.start ?? 0, o.stop ?? trials.length);
+  const all = ds.indices(tier);
+  if (!all.length) throw new Error(`tier '${tier}' of ${o.data} has no trials`);
+  return { ds, trials: all.slice(o.start ?? 0, o.stop ?? all.length) };
+}
+
+export async function replay(o: ReplayOptions): Promise<ReplayStats> {
+  if (o.protocol === 'v2') return replayV2(o);
+  const { ds, trials } = openTier(o);
   const rate = o.rate ?? 30;
   const streamId = o.streamId ?? 'replay';
   const [sw, sh] = o.stimulusSize ?? [64, 36];
@@ -138,4 +155,70 @@ export async function replay(o: ReplayOptions): Promise<ReplayStats> {
   function summary(): ReplayStats {
     return { ...stats, jitterP50: pct(jitter, 50), jitterP99: pct(jitter, 99), jitterMax: jitter.length ? Math.max(...jitter) : 0, elapsedS: (performance.now() - t0) / 1000 };
   }
+}
+
+/** One ModelInfer per due frame; at most maxInFlight outstanding, a frame due beyond that is dropped. */
+async function replayV2(o: ReplayOptions): Promise<ReplayStats> {
+  const { ds, trials } = openTier(o);
+  const rate = o.rate ?? 30;
+  const period = rate > 0 ? 1000 / rate : 0;
+  const maxInFlight = o.maxInFlight ?? 4;
+  const conn = new InferenceV2Connection(o.server, { token: o.token });
+  const stats: ReplayStats = { sent: 0, decoded: 0, dropped: 0, rejected: 0, lost: 0, reconnects: 0, jitterP50: 0, jitterP99: 0, jitterMax: 0, elapsedS: 0 };
+  const jitter: number[] = [];
+  const rtt: number[] = [];
+  const inFlight = new Set<Promise<void>>();
+  const t0 = performance.now();
+  const summary = (): ReplayStats => ({
+    ...stats,
+    jitterP50: pct(jitter, 50),
+    jitterP99: pct(jitter, 99),
+    jitterMax: jitter.length ? Math.max(...jitter) : 0,
+    elapsedS: (performance.now() - t0) / 1000,
+    rttP50: pct(rtt, 50),
+    rttP99: pct(rtt, 99),
+  });
+  let k = 0;
+  outer: for (;;) {
+    for (const i of trials) {
+      if (o.signal?.aborted || (o.maxFrames !== undefined && k >= o.maxFrames)) break outer;
+      const due = t0 + k * period;
+      const responses = ds.trial(i).responses;
+      await sleep(due - performance.now(), o.signal);
+      k++;
+      if (inFlight.size >= maxInFlight) {
+        if (rate === 0) await Promise.race(inFlight);
+        else {
+          stats.dropped++;
+          continue;
+        }
+      }
+      if (period) jitter.push(performance.now() - due);
+      const sentAt = performance.now();
+      stats.sent++;
+      const p: Promise<void> = conn
+        .infer(o.model, [responses], { id: String(k), timeoutMs: 5000 })
+        .then(
+          () => {
+            stats.decoded++;
+            rtt.push(performance.now() - sentAt);
+          },
+          (e: { code?: number; details?: string; message?: string }) => {
+            // INVALID_ARGUMENT, NOT_FOUND: the frame or model is wrong; anything else: not decoded.
+            if (e.code === 3 || e.code === 5) {
+              stats.rejected++;
+              stats.lastReject = e.details ?? e.message;
+            } else if (e.code === 14) stats.lost++;
+            else stats.dropped++;
+          },
+        )
+        .finally(() => inFlight.delete(p));
+      inFlight.add(p);
+      if (o.onProgress && k % 30 === 0) o.onProgress(summary());
+    }
+    if (!o.loop) break;
+  }
+  await Promise.all(inFlight);
+  conn.close();
+  return summary();
 }

@@ -22,6 +22,7 @@ export const ERRORS = {
   CC_ERR_UNIT_IDS: "unit_ids differ from model %s's neuron order (%s units): %s",
   CC_ERR_STIMULUS: 'stimulus is %s bytes for %sx%s (at most 256x256, one byte per pixel)',
   CC_ERR_MALFORMED_FRAME: 'message is not a valid ResponseFrame (%s)',
+  CC_ERR_INFER_REQUEST: 'Open Inference Protocol request: %s',
   CC_ERR_MESSAGE_TOO_LARGE: 'message of %s bytes is over limits.maxMessageBytes (%s); the stream ends here',
   CC_ERR_CONFIG: 'invalid configuration: %s',
   // training

@@ -84,7 +84,7 @@ const status = (code: grpc.status, details: string): grpc.ServiceError => Object
 const reasonOf = (e: unknown): string => (e instanceof CortexcastError ? e.code.replace(/^CC_ERR_/, '').toLowerCase() : 'internal');
 
 /** How a unary Decode that did not run is answered. */
-const UNARY_STATUS: Record<DropReason, grpc.status> = {
+export const UNARY_STATUS: Record<DropReason, grpc.status> = {
   superseded: grpc.status.ABORTED,
   queue_full: grpc.status.RESOURCE_EXHAUSTED,
   shutdown: grpc.status.UNAVAILABLE,
@@ -247,7 +247,8 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
       };
       const endIfDone = (): void => {
         settledHook?.();
-        if (halfClosed && unsettled === 0 && open && !ending) endWith(undefined, 0);
+        // After an oversized message the held RESOURCE_EXHAUSTED ends the call, never an OK.
+        if (halfClosed && unsettled === 0 && open && !ending && !oversized) endWith(undefined, 0);
       };
       // Acks are the contract (one per frame): when the client reads them slower than they come,
       // stop reading its frames until the acks drain, instead of skipping acks or buffering them.
@@ -284,7 +285,7 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
       let quiet: NodeJS.Timeout | undefined;
       const unregister = transport.register(call.metadata, (_details, send) => {
         clearTimeout(idle);
-        idleMsOff = true;
+        oversized = true;
         const force = setTimeout(() => go(), 2000);
         force.unref();
         const go = (): void => {
@@ -303,11 +304,12 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
         check();
       });
       let afterData: (() => void) | undefined;
-      let idleMsOff = false;
+      /** Set once grpc-js refused an oversized message: no idle timer, and the call ends with that status. */
+      let oversized = false;
 
       const onFrame = (m: ResponseFrameMsg | MalformedMsg): void => {
         if (ending || !open) return;
-        if (!idleMsOff) touch();
+        if (!oversized) touch();
         const ingestedMs = now();
         if ('malformed' in m) {
           const e = ccError('CC_ERR_MALFORMED_FRAME', m.malformed);

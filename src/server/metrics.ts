@@ -37,9 +37,13 @@ export class ServerMetrics {
   readonly queueDepth = new client.Gauge({ name: 'cortexcast_queue_depth', help: 'Frames waiting for a worker', labelNames: ['model'], registers: [this.registry] });
   readonly workerBusy = new client.Gauge({ name: 'cortexcast_worker_busy_ratio', help: 'Fraction of inference workers busy at scrape time', labelNames: ['model'], registers: [this.registry] });
   readonly workersAlive = new client.Gauge({ name: 'cortexcast_workers_alive', help: 'Inference worker threads able to run (0: the model cannot decode until reloaded)', labelNames: ['model'], registers: [this.registry] });
+  readonly serving = new client.Gauge({ name: 'cortexcast_serving', help: '1 while the server takes work and every model has a live inference worker (what /healthz reports), else 0', registers: [this.registry] });
   readonly modelInfo = new client.Gauge({ name: 'cortexcast_model_info', help: 'Loaded models (value 1) with their execution provider and kind', labelNames: ['model', 'provider', 'kind'], registers: [this.registry] });
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry });
+    // prom-client's totals of these are gauges named like counters (promtool rejects the suffix);
+    // the per-type gauges it also exports sum to the same figure: sum(nodejs_active_handles).
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
   }
 }

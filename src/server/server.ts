@@ -8,6 +8,7 @@ import type { WebSocketServer } from 'ws';
 import type { ServerConfig } from './config.js';
 import { Fanout } from './fanout.js';
 import { decoderService, loadProto, TransportFailures } from './grpc-service.js';
+import { inferenceV2Service, loadV2Proto } from './inference-v2.js';
 import { createHttpServer } from './http.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './model-registry.js';
@@ -105,8 +106,21 @@ export class CortexcastServer {
         this.transport,
       ),
     );
+    const v2 = loadV2Proto();
+    this.grpcServer.addService(
+      v2.service,
+      inferenceV2Service({
+        cfg: this.cfg,
+        registry: this.registry,
+        scheduler: this.scheduler,
+        metrics: this.metrics,
+        isAccepting: () => this.state === 'RUNNING',
+        isLive: () => this.state === 'RUNNING' || this.state === 'DRAINING',
+        log: this.log,
+      }),
+    );
     this.health.addToServer(this.grpcServer);
-    new ReflectionService(pkg).addToServer(this.grpcServer);
+    new ReflectionService({ ...pkg, ...v2.pkg }).addToServer(this.grpcServer);
     const creds = this.cfg.tls
       ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(this.cfg.tls.cert), private_key: readFileSync(this.cfg.tls.key) }], false)
       : grpc.ServerCredentials.createInsecure();
@@ -176,6 +190,7 @@ export class CortexcastServer {
   }
 
   private refreshGauges(): void {
+    this.metrics.serving.set(this.state === 'RUNNING' && this.registry.broken().length === 0 ? 1 : 0);
     for (const m of this.registry.all()) {
       this.metrics.queueDepth.set({ model: m.name }, this.scheduler.queueDepth(m.name));
       this.metrics.workerBusy.set({ model: m.name }, m.pool.busy / m.pool.size);

@@ -38,6 +38,21 @@ describe('replay client', () => {
     await server.close();
   });
 
+  it('--protocol v2 replays through Open Inference Protocol ModelInfer calls, with round-trip times; a wrong model is rejected', async () => {
+    const server = await start();
+    const s = await replay({ data, server: `127.0.0.1:${server.grpcPort}`, model: 'ridge', rate: 60, loop: true, maxFrames: 60, protocol: 'v2' });
+    expect(s.sent + s.dropped).toBe(60);
+    expect(s.decoded).toBe(s.sent);
+    expect(s.decoded).toBeGreaterThan(50);
+    expect(s.rttP50).toBeGreaterThan(0);
+    const metrics = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`cortexcast_unary_decodes_total\\{model="ridge",code="OK"\\} ${s.decoded}`));
+    const bad = await replay({ data, server: `127.0.0.1:${server.grpcPort}`, model: 'nope', rate: 0, maxFrames: 3, protocol: 'v2' });
+    expect(bad.rejected).toBe(3);
+    expect(bad.lastReject).toMatch(/CC_ERR_UNKNOWN_MODEL/);
+    await server.close();
+  });
+
   it('reconnects after a server restart, resumes at the next frame and reports what was lost', async () => {
     let server = await start();
     const port = server.grpcPort;

@@ -337,6 +337,13 @@ describe('streams: ownership, acks, bad messages, idle, sequences', () => {
     await expect(s.done).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: `CC_ERR_MESSAGE_TOO_LARGE: message of 1600036 bytes is over limits.maxMessageBytes (${2 ** 20}); the stream ends here` });
     expect(acks.map((a) => Number(a.sequence)).sort()).toEqual([1, 2, 3, 4, 5]);
     expect(await metric(http, /cortexcast_frames_rejected_total\{reason="message_too_large"\} (\d+)/)).toBe(1);
+    // Half-closing right after the oversized message must not turn its status into OK.
+    for (let round = 0; round < 5; round++) {
+      const s2 = conn.openStream();
+      s2.send({ streamId: `big3-${round}`, model: 'ridge', sequence: 1, responses: new Float32Array(400_000) });
+      s2.end();
+      await expect(s2.done).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
+    }
   });
 
   it('idle streams, silent TCP connections and call-less HTTP/2 connections are closed; the per-connection stream limit is advertised', async () => {

@@ -133,11 +133,20 @@ export interface ReadModel {
   producer: string;
 }
 
+export interface ReadOptions {
+  /**
+   * Replace a graph input by ops of your own: called for each input, it returns the value the
+   * model's nodes then read in its place. Used to put preprocessing in front of a model (export
+   * triton); the new graph input may even take the old one's name.
+   */
+  prelude?: (g: Graph, input: { name: string; dtype: ReturnType<typeof dtypeFromOnnx>; shape: Dim[] }) => Value;
+}
+
 /**
  * Parse an ONNX model into a cortexcast Graph. Nodes are re-added through the builder, so every
  * node is shape-checked again: a corrupted or foreign model fails here with the node named.
  */
-export function readModel(bytes: Uint8Array): ReadModel {
+export function readModel(bytes: Uint8Array, opts: ReadOptions = {}): ReadModel {
   let m: Pb;
   try {
     m = ModelProto.toObject(ModelProto.decode(bytes), { longs: Number, bytes: Uint8Array as unknown as typeof String, defaults: false }) as Pb;
@@ -153,18 +162,21 @@ export function readModel(bytes: Uint8Array): ReadModel {
     g.initializer(String(t.name), readTensor(t), { exactName: true });
     inits.add(String(t.name));
   }
+  const alias = new Map<string, Value>();
   for (const v of gp.input ?? []) {
     if (inits.has(String(v.name))) continue; // older models list initializers as inputs too
     const info = readValueInfo(v);
-    g.input(info.name, info.dtype, info.shape);
+    if (opts.prelude) alias.set(info.name, opts.prelude(g, info));
+    else g.input(info.name, info.dtype, info.shape);
   }
+  const value = (name: string): Value => alias.get(name) ?? g.value(name);
   for (const n of (gp.node ?? []) as Pb[]) {
     const attrs: Record<string, Attr> = {};
     for (const a of n.attribute ?? []) attrs[String(a.name)] = readAttr(a);
-    const inputs = (n.input ?? []).map((name: string) => (name === '' ? undefined : g.value(name)));
+    const inputs = (n.input ?? []).map((name: string) => (name === '' ? undefined : value(name)));
     addNode(g, n, inputs, attrs);
   }
-  for (const o of gp.output ?? []) g.outputs.push(g.value(String(o.name)));
+  for (const o of gp.output ?? []) g.outputs.push(value(String(o.name)));
   const metadata: Record<string, string> = {};
   for (const p of m.metadataProps ?? []) metadata[String(p.key)] = String(p.value ?? '');
   return { graph: g, opset: g.opset, metadata, producer: String(m.producerName ?? '') };

@@ -1,0 +1,194 @@
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { fileURLToPath } from 'node:url';
+import { ccError, CortexcastError } from '../common/errors.js';
+import { VERSION } from '../common/version.js';
+import type { ServerConfig } from './config.js';
+import { decodeResponses, now, toGrey } from './frames.js';
+import type { ServerMetrics } from './metrics.js';
+import type { ModelRegistry, ServedModel } from './model-registry.js';
+import type { DecodeOutcome, DecodeScheduler } from './scheduler.js';
+import { tokenMatches } from './auth.js';
+import { UNARY_STATUS } from './grpc-service.js';
+
+export const V2_PROTO_PATH = fileURLToPath(new URL('../../proto/inference/grpc_predict_v2.proto', import.meta.url));
+
+/**
+ * Tensor names of every served model on the Open Inference Protocol, the same as in `export
+ * triton`'s models: raw responses in (the server applies the bundle's std scaling and transform,
+ * as for StreamFrames), the z-scored image and its grey levels out.
+ */
+export const V2_TENSORS = { input: 'responses', image: 'image', pixels: 'pixels' } as const;
+/** Rows one ModelInfer may carry. */
+export const V2_MAX_ROWS = 256;
+
+export function loadV2Proto(): { pkg: protoLoader.PackageDefinition; service: grpc.ServiceDefinition } {
+  const pkg = protoLoader.loadSync(V2_PROTO_PATH, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
+  const loaded = grpc.loadPackageDefinition(pkg) as unknown as { inference: { GRPCInferenceService: { service: grpc.ServiceDefinition } } };
+  return { pkg, service: loaded.inference.GRPCInferenceService.service };
+}
+
+interface InferInput {
+  name: string;
+  datatype: string;
+  shape: number[];
+  contents: { fp32_contents: number[] } | null;
+}
+
+interface InferRequest {
+  model_name: string;
+  model_version?: string;
+  id: string;
+  inputs: InferInput[];
+  outputs: { name: string }[];
+  raw_input_contents: Buffer[];
+}
+
+export interface V2Deps {
+  cfg: ServerConfig;
+  registry: ModelRegistry;
+  scheduler: DecodeScheduler;
+  metrics: ServerMetrics;
+  /** RUNNING: accepting work. */
+  isAccepting: () => boolean;
+  isLive: () => boolean;
+  log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+}
+
+const status = (code: grpc.status, details: string): grpc.ServiceError => Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+
+/** Only version "1" exists (a bundle is one version); empty means "the server's choice". */
+const versionOk = (v: string | undefined): boolean => v === undefined || v === '' || v === '1';
+
+/**
+ * inference.GRPCInferenceService on the cortexcast gRPC port: same auth, limits, scheduler and
+ * metrics as cortexcast's own Decoder service. ModelInfer takes FP32 `responses` of shape [N] or
+ * [B, N] (B <= 256), as raw_input_contents or typed fp32_contents, and answers `image` (FP32,
+ * [B, 1, H, W]) and `pixels` (UINT8, same shape) as raw_output_contents.
+ */
+export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation {
+  const authorised = (md: grpc.Metadata): boolean => {
+    const token = d.cfg.auth.token;
+    if (!token) return true;
+    const ok = tokenMatches(String(md.get('authorization')[0] ?? '').replace(/^Bearer\s+/i, ''), token);
+    if (!ok) d.metrics.framesRejected.inc({ reason: 'unauthenticated' });
+    return ok;
+  };
+  const model = (name: string, version: string | undefined): ServedModel => {
+    if (!versionOk(version)) throw ccError('CC_ERR_UNKNOWN_MODEL', `'${name}' version '${version}'`, 'version 1 of each model');
+    return d.registry.get(name);
+  };
+  /** Every handler: auth first; a thrown CortexcastError is the client's error, anything else a bug. */
+  const handler =
+    <Req>(name: string, h: (req: Req, call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>) => void) =>
+    (call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>): void => {
+      let answered = false;
+      const once: grpc.sendUnaryData<unknown> = (e, v) => {
+        if (!answered) {
+          answered = true;
+          cb(e, v);
+        }
+      };
+      if (!authorised(call.metadata)) return once(status(grpc.status.UNAUTHENTICATED, 'missing or wrong token (metadata authorization: Bearer <token>)'));
+      try {
+        h(call.request, call, once);
+      } catch (e) {
+        if (e instanceof CortexcastError) {
+          d.metrics.framesRejected.inc({ reason: e.code.replace(/^CC_ERR_/, '').toLowerCase() });
+          return once(status(e.code === 'CC_ERR_UNKNOWN_MODEL' ? grpc.status.NOT_FOUND : grpc.status.INVALID_ARGUMENT, e.message));
+        }
+        d.log('error', 'handler failed', { rpc: `inference.${name}`, error: (e as Error).stack ?? String(e) });
+        once(status(grpc.status.INTERNAL, `internal error in ${name}`));
+      }
+    };
+  const tensorMeta = (m: ServedModel) => ({
+    inputs: [{ name: V2_TENSORS.input, datatype: 'FP32', shape: [-1, m.neurons] }],
+    outputs: [
+      { name: V2_TENSORS.image, datatype: 'FP32', shape: [-1, 1, m.height, m.width] },
+      { name: V2_TENSORS.pixels, datatype: 'UINT8', shape: [-1, 1, m.height, m.width] },
+    ],
+  });
+
+  return {
+    ServerLive: handler('ServerLive', (_req, _call, cb) => cb(null, { live: d.isLive() })),
+    ServerReady: handler('ServerReady', (_req, _call, cb) => cb(null, { ready: d.isAccepting() && d.registry.broken().length === 0 })),
+    ModelReady: handler<{ name: string; version?: string }>('ModelReady', (req, _call, cb) => {
+      const ready = versionOk(req.version) && d.registry.has(req.name) && d.registry.get(req.name).pool.alive > 0 && d.isAccepting();
+      cb(null, { ready });
+    }),
+    ServerMetadata: handler('ServerMetadata', (_req, _call, cb) => cb(null, { name: 'cortexcast', version: VERSION, extensions: [] })),
+    ModelMetadata: handler<{ name: string; version?: string }>('ModelMetadata', (req, _call, cb) => {
+      const m = model(req.name, req.version);
+      const man = m.bundle.manifest;
+      cb(null, {
+        name: m.name,
+        versions: ['1'],
+        platform: 'onnxruntime_onnx',
+        ...tensorMeta(m),
+        properties: { kind: man.kind, provider: m.provider, pixel_mean: String(man.output.pixelMean), pixel_std: String(man.output.pixelStd), response_scaling: man.input.responseScaling, transform: man.input.transform },
+      });
+    }),
+    ModelInfer: handler<InferRequest>('ModelInfer', (req, call, cb) => {
+      if (!d.isAccepting()) return cb(status(grpc.status.UNAVAILABLE, 'server is shutting down'));
+      const m = model(req.model_name, req.model_version);
+      const rows = inputRows(req, m);
+      const wanted = req.outputs.length ? req.outputs.map((o) => o.name) : [V2_TENSORS.image, V2_TENSORS.pixels];
+      for (const w of wanted) if (w !== V2_TENSORS.image && w !== V2_TENSORS.pixels) throw ccError('CC_ERR_INFER_REQUEST', `unknown output '${w}' (outputs: image, pixels)`);
+      const deadline = call.getDeadline();
+      const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
+      const waitMs = Math.min(d.cfg.limits.maxDecodeWaitMs, Number.isFinite(deadlineMs) ? deadlineMs - Date.now() : Infinity);
+      const P = m.width * m.height;
+      const image = new Float32Array(rows.length * P);
+      let left = rows.length;
+      let failed = false;
+      const cancels: ((why: 'cancelled' | 'deadline') => void)[] = [];
+      const settle = (i: number) => (o: DecodeOutcome): void => {
+        if (failed) return;
+        if (o.status !== 'DECODED') {
+          failed = true;
+          const code = UNARY_STATUS[o.reason];
+          d.metrics.unaryDecodes.inc({ model: m.name, code: grpc.status[code] });
+          for (const c of cancels) c('cancelled');
+          return cb(status(code, `${o.reason}: ${o.detail}`));
+        }
+        image.set(o.values, i * P);
+        if (--left > 0) return;
+        d.metrics.unaryDecodes.inc({ model: m.name, code: 'OK' });
+        const shape = [rows.length, 1, m.height, m.width];
+        const outputs = wanted.map((name) => ({ name, datatype: name === V2_TENSORS.image ? 'FP32' : 'UINT8', shape }));
+        const raw = wanted.map((name) => (name === V2_TENSORS.image ? Buffer.from(image.buffer) : Buffer.from(toGrey(image, o.served.bundle))));
+        cb(null, { model_name: m.name, model_version: '1', id: req.id, outputs, raw_output_contents: raw });
+      };
+      const t0 = now();
+      rows.forEach((raw, i) => cancels.push(d.scheduler.submitUnary({ model: m.name, raw, ingestedMs: t0, settle: settle(i) }, waitMs)));
+      call.on('cancelled', () => {
+        const why = Date.now() >= deadlineMs - 2 ? 'deadline' : 'cancelled';
+        for (const c of cancels) c(why);
+      });
+    }),
+  };
+}
+
+/** The request's one FP32 input as validated rows of raw responses. */
+function inputRows(req: InferRequest, m: ServedModel): Float32Array[] {
+  if (req.inputs.length !== 1) throw ccError('CC_ERR_INFER_REQUEST', `expected 1 input tensor '${V2_TENSORS.input}', got ${req.inputs.length}`);
+  const input = req.inputs[0];
+  if (input.name !== V2_TENSORS.input) throw ccError('CC_ERR_INFER_REQUEST', `input is named '${input.name.slice(0, 64)}'; model ${m.name} takes '${V2_TENSORS.input}'`);
+  if (input.datatype !== 'FP32') throw ccError('CC_ERR_INFER_REQUEST', `input datatype ${input.datatype.slice(0, 16)}; '${V2_TENSORS.input}' is FP32`);
+  const shape = input.shape;
+  const rows = shape.length === 1 ? 1 : shape.length === 2 ? shape[0] : -1;
+  if (rows < 1 || shape[shape.length - 1] !== m.neurons || rows > V2_MAX_ROWS)
+    throw ccError('CC_ERR_INFER_REQUEST', `input shape [${shape.join(',')}]; model ${m.name} takes [${m.neurons}] or [B, ${m.neurons}] with 1 <= B <= ${V2_MAX_ROWS}`);
+  let bytes: Uint8Array;
+  if (req.raw_input_contents.length) {
+    if (input.contents && input.contents.fp32_contents.length) throw ccError('CC_ERR_INFER_REQUEST', 'both raw_input_contents and contents are set; use one');
+    if (req.raw_input_contents.length !== 1) throw ccError('CC_ERR_INFER_REQUEST', `raw_input_contents has ${req.raw_input_contents.length} entries for 1 input`);
+    bytes = req.raw_input_contents[0];
+  } else {
+    const values = input.contents?.fp32_contents ?? [];
+    bytes = new Uint8Array(Float32Array.from(values).buffer);
+  }
+  const n = m.neurons;
+  if (bytes.byteLength !== rows * n * 4) throw ccError('CC_ERR_INFER_REQUEST', `input holds ${bytes.byteLength} bytes; shape [${shape.join(',')}] FP32 needs ${rows * n * 4}`);
+  return Array.from({ length: rows }, (_, r) => decodeResponses(bytes.subarray(r * n * 4, (r + 1) * n * 4), m.name, n));
+}
