@@ -14,7 +14,7 @@ const packr = new Packr({ useRecords: false });
 const now = (): number => performance.timeOrigin + performance.now();
 const subs = new Map<string, Set<WebSocket>>();
 
-const { service } = loadProto();
+const { service } = loadProto(2 ** 20);
 const server = new grpc.Server({ 'grpc.max_receive_message_length': 2 ** 20 });
 server.addService(service, {
   StreamFrames(call: grpc.ServerDuplexStream<{ streamId: string; sequence: number; acquiredAtUs: number; responses: Buffer }, unknown>) {

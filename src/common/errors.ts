@@ -16,14 +16,14 @@ export const ERRORS = {
   CC_ERR_NEURON_COUNT: 'frame has %s neurons, model %s expects %s',
   CC_ERR_NOT_FINITE: 'frame has %s non-finite values (NaN or Inf), first at neuron %s',
   CC_ERR_RESPONSE_BYTES: 'responses are %s bytes, not a whole number of float32 values (model %s expects %s neurons = %s bytes)',
-  CC_ERR_STREAM_ID: 'stream_id %s: must be 1-128 printable ASCII characters without spaces',
+  CC_ERR_STREAM_ID: 'stream_id %s: %s',
   CC_ERR_STREAM_IN_USE: "stream_id '%s' belongs to another open call; one call owns a stream id until that call ends",
   CC_ERR_SEQUENCE: 'sequence %s: %s',
   CC_ERR_UNIT_IDS: "unit_ids differ from model %s's neuron order (%s units): %s",
   CC_ERR_STIMULUS: 'stimulus is %s bytes for %sx%s (at most 256x256, one byte per pixel)',
   CC_ERR_MALFORMED_FRAME: 'message is not a valid ResponseFrame (%s)',
   CC_ERR_INFER_REQUEST: 'Open Inference Protocol request: %s',
-  CC_ERR_MESSAGE_TOO_LARGE: 'message of %s bytes is over limits.maxMessageBytes (%s); the stream ends here',
+  CC_ERR_MESSAGE_TOO_LARGE: 'message of %s bytes is over %s (%s bytes)',
   CC_ERR_CONFIG: 'invalid configuration: %s',
   // training
   CC_ERR_TRAINING_DIVERGED: '%s training diverged at step %s (loss %s); lower the learning rate or check the data',
@@ -41,6 +41,12 @@ export class CortexcastError extends Error {
     this.name = 'CortexcastError';
   }
 }
+
+/**
+ * A client-chosen name inside a message, quoted and cut to `max` characters: error messages travel
+ * in gRPC trailers and logs, where an echoed 100 kB name would stall the connection or flood the log.
+ */
+export const quoted = (s: string, max = 64): string => (s.length > max ? `'${s.slice(0, max)}...' (${s.length} characters)` : `'${s}'`);
 
 /** Build the catalogued error `code`, filling its %s slots in order. */
 export function ccError(code: ErrorCode, ...args: (string | number)[]): CortexcastError {

@@ -53,6 +53,10 @@ export const configSchema = z
         maxSubscribers: z.number().int().min(1).max(10_000).default(64),
         /** A subscriber with more than this many bytes unsent skips frames until it catches up. */
         maxSubscriberBufferBytes: z.number().int().min(1024).default(2 ** 20),
+        /** Stream ids one StreamFrames call may own (each has its own frame queue). */
+        maxStreamIdsPerCall: z.number().int().min(1).max(10_000).default(16),
+        /** A unary request whose message has not fully arrived within this time is ended DEADLINE_EXCEEDED. */
+        requestTimeoutMs: z.number().int().min(100).default(10_000),
         /** Concurrent gRPC streams on one HTTP/2 connection; further calls wait (HTTP/2 SETTINGS). */
         maxStreamsPerConnection: z.number().int().min(1).max(1000).default(16),
         /** Open TCP connections on the gRPC port; more are closed at once. */

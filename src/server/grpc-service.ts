@@ -1,38 +1,29 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
-import { ccError, CortexcastError } from '../common/errors.js';
+import { ccError, CortexcastError, quoted } from '../common/errors.js';
 import type { ServerConfig } from './config.js';
 import { decodeResponses, decodeStimulus, now, toGrey, type DecodedFrame, type Stimulus } from './frames.js';
 import type { ServerMetrics } from './metrics.js';
 import { modelFacts, type ModelRegistry, type ServedModel } from './model-registry.js';
 import type { DecodeOutcome, DecodeScheduler, DropReason } from './scheduler.js';
 import { tokenMatches } from './auth.js';
+import { badMessageOf, guardDeserializers, RateLimitedLog, type TransportFailures } from './wire-guard.js';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/cortexcast/v1/decoder.proto', import.meta.url));
 
 const SERVICE = 'cortexcast.v1.Decoder';
-const STREAM_FRAMES_PATH = `/${SERVICE}/StreamFrames`;
+export const STREAM_FRAMES_PATH = `/${SERVICE}/StreamFrames`;
 
-/** 64-bit integers arrive as decimal strings (longs: String) so sequence numbers stay exact. */
-export function loadProto(): { pkg: protoLoader.PackageDefinition; service: grpc.ServiceDefinition } {
+/**
+ * 64-bit integers arrive as decimal strings (longs: String) so sequence numbers stay exact. Every
+ * method's deserializer checks size and protobuf validity (wire-guard), so a bad message is refused
+ * by the handler: one REJECTED ack on a stream, a status on a unary call.
+ */
+export function loadProto(maxMessageBytes: number): { pkg: protoLoader.PackageDefinition; service: grpc.ServiceDefinition } {
   const pkg = protoLoader.loadSync(PROTO_PATH, { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true });
   const loaded = grpc.loadPackageDefinition(pkg) as unknown as { cortexcast: { v1: { Decoder: { service: grpc.ServiceDefinition } } } };
-  const service = { ...loaded.cortexcast.v1.Decoder.service };
-  // Bytes that are not a ResponseFrame become a value the handler rejects with an ack, instead of
-  // grpc-js ending the whole stream with INTERNAL.
-  const frames = service.StreamFrames;
-  service.StreamFrames = {
-    ...frames,
-    requestDeserialize: (bytes: Buffer): unknown => {
-      try {
-        return frames.requestDeserialize(bytes);
-      } catch (e) {
-        return { malformed: (e as Error).message || 'undecodable protobuf' } satisfies MalformedMsg;
-      }
-    },
-  };
-  return { pkg, service };
+  return { pkg, service: guardDeserializers(loaded.cortexcast.v1.Decoder.service, maxMessageBytes) };
 }
 
 interface ResponseFrameMsg {
@@ -46,10 +37,6 @@ interface ResponseFrameMsg {
   stimulus: Buffer;
   stimulusWidth: number;
   stimulusHeight: number;
-}
-
-interface MalformedMsg {
-  malformed: string;
 }
 
 interface AckMsg {
@@ -78,7 +65,11 @@ const STREAM_ID = /^[\x21-\x7e]{1,128}$/;
 const CLOCK_PAST_MS = 60_000;
 const CLOCK_FUTURE_MS = 1_000;
 
-const status = (code: grpc.status, details: string): grpc.ServiceError => Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+/** Details travel in a trailer: kept short, whatever a message echoes. */
+export const status = (code: grpc.status, text: string): grpc.ServiceError => {
+  const details = text.length > 1024 ? `${text.slice(0, 1024)}...` : text;
+  return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+};
 
 /** A stream frame's error code as its metric label: CC_ERR_NOT_FINITE -> not_finite. */
 const reasonOf = (e: unknown): string => (e instanceof CortexcastError ? e.code.replace(/^CC_ERR_/, '').toLowerCase() : 'internal');
@@ -97,59 +88,6 @@ export const UNARY_STATUS: Record<DropReason, grpc.status> = {
   cancelled: grpc.status.CANCELLED,
 };
 
-/**
- * grpc-js ends a stream itself when a message is over the size limit, below the handler and past
- * every interceptor hook. This interceptor tags each StreamFrames call with an id (in its metadata)
- * and holds such a status back until the handler has written the acks of the frames that came
- * before the oversized one; the handler counts and logs it.
- */
-export class TransportFailures {
-  private hooks = new Map<string, (details: string, send: () => void) => void>();
-  private nextId = 1;
-  static readonly METADATA_KEY = 'x-cortexcast-call';
-
-  /** Called for every message over the size limit, on any method (count it, log it). */
-  constructor(private readonly onOversized: (method: string, details: string) => void) {}
-
-  readonly interceptor: grpc.ServerInterceptor = (method, call) => {
-    const streaming = method.path === STREAM_FRAMES_PATH;
-    const id = String(this.nextId++);
-    const sendStatus = call.sendStatus.bind(call);
-    let seen = false;
-    call.sendStatus = (s: Parameters<typeof call.sendStatus>[0]): void => {
-      if (s.code === grpc.status.RESOURCE_EXHAUSTED && /larger than max/.test(s.details)) {
-        // The decoder repeats the error on every later data frame: act on the first only.
-        if (seen) return;
-        seen = true;
-        const [, bytes = '?', limit = '?'] = /\((\d+) vs\.? (\d+)\)/.exec(s.details) ?? [];
-        const details = ccError('CC_ERR_MESSAGE_TOO_LARGE', bytes, limit).message;
-        this.onOversized(method.path, details);
-        const hook = streaming ? this.hooks.get(id) : undefined;
-        if (hook) return hook(details, () => sendStatus({ ...s, details }));
-        return sendStatus({ ...s, details });
-      }
-      sendStatus(s);
-    };
-    if (!streaming) return new grpc.ServerInterceptingCall(call);
-    return new grpc.ServerInterceptingCall(call, {
-      start: (next) =>
-        next({
-          onReceiveMetadata: (md, nextMd) => {
-            md.set(TransportFailures.METADATA_KEY, id);
-            nextMd(md);
-          },
-        }),
-    });
-  };
-
-  register(md: grpc.Metadata, hook: (details: string, send: () => void) => void): () => void {
-    const id = String(md.get(TransportFailures.METADATA_KEY)[0] ?? '');
-    if (!id) return () => undefined;
-    this.hooks.set(id, hook);
-    return () => this.hooks.delete(id);
-  }
-}
-
 /** The gRPC Decoder service: per-call auth, validation with precise statuses, every frame into the one scheduler. */
 export function decoderService(d: ServiceDeps, transport: TransportFailures): grpc.UntypedServiceImplementation {
   const authorised = (md: grpc.Metadata): boolean => {
@@ -161,6 +99,7 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
     return ok;
   };
   const modelInfo = (m: ServedModel): Record<string, unknown> => ({ ...modelFacts(m), bundlePath: m.bundle.dir, manifestJson: JSON.stringify(m.bundle.manifest) });
+  const warnings = new RateLimitedLog(d.log);
   /** Stream id -> the call that owns it, and the last sequence accepted on it. */
   const owners = new Map<string, { owner: object; lastSequence: bigint }>();
 
@@ -174,6 +113,11 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
         answered = true;
         cb(e, v);
       };
+      const bad = badMessageOf(call.request);
+      if (bad) {
+        d.metrics.framesRejected.inc({ reason: bad.kind === 'oversized' ? 'message_too_large' : 'malformed_frame' });
+        return once(status(bad.kind === 'oversized' ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.INVALID_ARGUMENT, bad.message));
+      }
       try {
         h(call, once);
       } catch (e) {
@@ -183,7 +127,7 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
     };
 
   return {
-    StreamFrames(call: grpc.ServerDuplexStream<ResponseFrameMsg | MalformedMsg, AckMsg>) {
+    StreamFrames(call: grpc.ServerDuplexStream<ResponseFrameMsg, AckMsg>) {
       if (!authorised(call.metadata)) {
         call.emit('error', status(grpc.status.UNAUTHENTICATED, 'missing or wrong token (metadata authorization: Bearer <token>)'));
         return;
@@ -256,10 +200,18 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
         if (!open) return;
         if (!call.write(a) && !paused) {
           paused = true;
-          // The rig is not idle while we hold its frames back.
+          // The rig is not idle while we hold its frames back; but one that never reads its acks
+          // would hold a stream slot forever: it gets streamIdleMs to start reading again.
           clearTimeout(idle);
+          const stalled = idleMs ? setTimeout(() => {
+            d.log('info', 'stream closed: acks unread', { peer, streams: [...owned], idleMs });
+            ending = true;
+            call.emit('error', status(grpc.status.UNAVAILABLE, `acks not read for ${idleMs} ms (limits.streamIdleMs): stream closed`));
+          }, idleMs) : undefined;
+          stalled?.unref();
           call.pause();
           call.once('drain', () => {
+            clearTimeout(stalled);
             paused = false;
             if (!open) return;
             call.resume();
@@ -307,21 +259,21 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
       /** Set once grpc-js refused an oversized message: no idle timer, and the call ends with that status. */
       let oversized = false;
 
-      const onFrame = (m: ResponseFrameMsg | MalformedMsg): void => {
+      const onFrame = (m: ResponseFrameMsg): void => {
         if (ending || !open) return;
         if (!oversized) touch();
         const ingestedMs = now();
-        if ('malformed' in m) {
-          const e = ccError('CC_ERR_MALFORMED_FRAME', m.malformed);
-          d.metrics.framesRejected.inc({ reason: reasonOf(e) });
-          d.log('warn', 'malformed frame rejected', { peer, error: m.malformed });
-          return ack({ sequence: '0', status: 'REJECTED', reason: e.message, decodeUs: 0, provider: '' });
+        const bad = badMessageOf(m);
+        if (bad) {
+          d.metrics.framesRejected.inc({ reason: bad.kind === 'oversized' ? 'message_too_large' : 'malformed_frame' });
+          warnings.warn(bad.kind, bad.kind === 'oversized' ? 'oversized frame rejected' : 'malformed frame rejected', { peer, error: bad.message });
+          return ack({ sequence: bad.sequence, status: 'REJECTED', reason: bad.message, decodeUs: 0, provider: '' });
         }
         const fail = (e: CortexcastError): void => {
           d.metrics.framesRejected.inc({ reason: reasonOf(e) });
           ack({ sequence: m.sequence, status: 'REJECTED', reason: e.message, decodeUs: 0, provider: '' });
         };
-        if (!STREAM_ID.test(m.streamId)) return fail(ccError('CC_ERR_STREAM_ID', m.streamId.length > 40 ? `'${m.streamId.slice(0, 40)}...'` : `'${m.streamId}'`));
+        if (!STREAM_ID.test(m.streamId)) return fail(ccError('CC_ERR_STREAM_ID', quoted(m.streamId, 40), 'must be 1-128 printable ASCII characters without spaces'));
         const owner = owners.get(m.streamId);
         if (owner && owner.owner !== self) return fail(ccError('CC_ERR_STREAM_IN_USE', m.streamId));
         const sequence = BigInt(m.sequence);
@@ -345,6 +297,8 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
           if (e instanceof CortexcastError) return fail(e);
           throw e;
         }
+        if (!owner && owned.size >= d.cfg.limits.maxStreamIdsPerCall)
+          return fail(ccError('CC_ERR_STREAM_ID', quoted(m.streamId, 40), `this call already owns ${owned.size} stream ids (limits.maxStreamIdsPerCall)`));
         if (!owner) {
           owners.set(m.streamId, { owner: self, lastSequence: sequence });
           owned.add(m.streamId);
@@ -397,14 +351,14 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
         });
       };
 
-      call.on('data', (m: ResponseFrameMsg | MalformedMsg) => {
+      call.on('data', (m: ResponseFrameMsg) => {
         try {
           onFrame(m);
           afterData?.();
         } catch (e) {
           d.log('error', 'frame handler failed', { peer, error: (e as Error).stack ?? String(e) });
           d.metrics.framesRejected.inc({ reason: 'internal' });
-          if (open && !('malformed' in m)) ack({ sequence: String(m.sequence ?? '0'), status: 'REJECTED', reason: 'internal error while validating the frame', decodeUs: 0, provider: '' });
+          if (open) ack({ sequence: String(m.sequence ?? '0'), status: 'REJECTED', reason: 'internal error while validating the frame', decodeUs: 0, provider: '' });
         }
       });
       call.on('end', () => {
@@ -470,7 +424,7 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
 
     GetModel: guardUnary('GetModel', (call: grpc.ServerUnaryCall<{ name: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       if (!authorised(call.metadata)) return cb(status(grpc.status.UNAUTHENTICATED, 'missing or wrong token'));
-      if (!d.registry.has(call.request.name)) return cb(status(grpc.status.NOT_FOUND, ccError('CC_ERR_UNKNOWN_MODEL', `'${call.request.name}'`, d.registry.all().map((m) => m.name).join(', ') || 'none').message));
+      if (!d.registry.has(call.request.name)) return cb(status(grpc.status.NOT_FOUND, ccError('CC_ERR_UNKNOWN_MODEL', quoted(call.request.name), d.registry.all().map((m) => m.name).join(', ') || 'none').message));
       cb(null, modelInfo(d.registry.get(call.request.name)));
     }),
 

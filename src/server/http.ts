@@ -31,8 +31,9 @@ export interface HttpDeps {
 /** A request target that is not a path (`//x:99999`, `http://[`, ...) is the client's error, never ours. */
 function parseTarget(raw: string | undefined): URL | undefined {
   try {
-    const u = new URL(raw ?? '/', 'http://x');
-    return raw?.startsWith('/') && !raw.startsWith('//') ? u : undefined;
+    // origin-form (/path?query), or absolute-form (http://host/path), which HTTP/1.1 servers must accept
+    if (raw && /^https?:\/\//i.test(raw)) return new URL(raw);
+    return raw?.startsWith('/') && !raw.startsWith('//') ? new URL(raw, 'http://x') : undefined;
   } catch {
     return undefined;
   }
@@ -85,8 +86,11 @@ function upgrade(d: HttpDeps, wss: WebSocketServer, req: IncomingMessage, socket
   }
   if (!d.accepting()) return refuse(socket, 503, 'Service Unavailable');
   const q = url.searchParams;
-  for (const key of ['stream', 'model'] as const)
-    if (q.has(key) && !q.get(key)) return refuse(socket, 400, 'Bad Request', `${key}= is empty: give a name, or * for all\n`);
+  for (const key of ['stream', 'model'] as const) {
+    const values = q.getAll(key);
+    if (values.length > 1) return refuse(socket, 400, 'Bad Request', `${key} is given ${values.length} times: give it once\n`);
+    if (values.length && !values[0]) return refuse(socket, 400, 'Bad Request', `${key}= is empty: give a name, or * for all\n`);
+  }
   const model = q.get('model') ?? '*';
   if (model !== '*' && !d.registry.has(model)) return refuse(socket, 404, 'Not Found', `unknown model '${model.slice(0, 64)}'\n`);
   const sub = { stream: q.get('stream') ?? '*', model, float: q.get('float') === '1' };

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
-import { ccError, CortexcastError } from '../common/errors.js';
+import { ccError, CortexcastError, quoted } from '../common/errors.js';
 import { VERSION } from '../common/version.js';
 import type { ServerConfig } from './config.js';
 import { decodeResponses, now, toGrey } from './frames.js';
@@ -9,7 +9,8 @@ import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry, ServedModel } from './model-registry.js';
 import type { DecodeOutcome, DecodeScheduler } from './scheduler.js';
 import { tokenMatches } from './auth.js';
-import { UNARY_STATUS } from './grpc-service.js';
+import { status, UNARY_STATUS } from './grpc-service.js';
+import { badMessageOf, guardDeserializers } from './wire-guard.js';
 
 export const V2_PROTO_PATH = fileURLToPath(new URL('../../proto/inference/grpc_predict_v2.proto', import.meta.url));
 
@@ -22,10 +23,10 @@ export const V2_TENSORS = { input: 'responses', image: 'image', pixels: 'pixels'
 /** Rows one ModelInfer may carry. */
 export const V2_MAX_ROWS = 256;
 
-export function loadV2Proto(): { pkg: protoLoader.PackageDefinition; service: grpc.ServiceDefinition } {
+export function loadV2Proto(maxMessageBytes: number): { pkg: protoLoader.PackageDefinition; service: grpc.ServiceDefinition } {
   const pkg = protoLoader.loadSync(V2_PROTO_PATH, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
   const loaded = grpc.loadPackageDefinition(pkg) as unknown as { inference: { GRPCInferenceService: { service: grpc.ServiceDefinition } } };
-  return { pkg, service: loaded.inference.GRPCInferenceService.service };
+  return { pkg, service: guardDeserializers(loaded.inference.GRPCInferenceService.service, maxMessageBytes) };
 }
 
 interface InferInput {
@@ -55,7 +56,6 @@ export interface V2Deps {
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
-const status = (code: grpc.status, details: string): grpc.ServiceError => Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
 
 /** Only version "1" exists (a bundle is one version); empty means "the server's choice". */
 const versionOk = (v: string | undefined): boolean => v === undefined || v === '' || v === '1';
@@ -75,7 +75,7 @@ export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation
     return ok;
   };
   const model = (name: string, version: string | undefined): ServedModel => {
-    if (!versionOk(version)) throw ccError('CC_ERR_UNKNOWN_MODEL', `'${name}' version '${version}'`, 'version 1 of each model');
+    if (!versionOk(version)) throw ccError('CC_ERR_UNKNOWN_MODEL', `${quoted(name)} version ${quoted(version ?? '', 16)}`, 'version 1 of each model');
     return d.registry.get(name);
   };
   /** Every handler: auth first; a thrown CortexcastError is the client's error, anything else a bug. */
@@ -90,6 +90,11 @@ export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation
         }
       };
       if (!authorised(call.metadata)) return once(status(grpc.status.UNAUTHENTICATED, 'missing or wrong token (metadata authorization: Bearer <token>)'));
+      const bad = badMessageOf(call.request);
+      if (bad) {
+        d.metrics.framesRejected.inc({ reason: bad.kind === 'oversized' ? 'message_too_large' : 'malformed_frame' });
+        return once(status(bad.kind === 'oversized' ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.INVALID_ARGUMENT, bad.message));
+      }
       try {
         h(call.request, call, once);
       } catch (e) {
@@ -133,7 +138,7 @@ export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation
       const m = model(req.model_name, req.model_version);
       const rows = inputRows(req, m);
       const wanted = req.outputs.length ? req.outputs.map((o) => o.name) : [V2_TENSORS.image, V2_TENSORS.pixels];
-      for (const w of wanted) if (w !== V2_TENSORS.image && w !== V2_TENSORS.pixels) throw ccError('CC_ERR_INFER_REQUEST', `unknown output '${w}' (outputs: image, pixels)`);
+      for (const w of wanted) if (w !== V2_TENSORS.image && w !== V2_TENSORS.pixels) throw ccError('CC_ERR_INFER_REQUEST', `unknown output ${quoted(w)} (outputs: image, pixels)`);
       const deadline = call.getDeadline();
       const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
       const waitMs = Math.min(d.cfg.limits.maxDecodeWaitMs, Number.isFinite(deadlineMs) ? deadlineMs - Date.now() : Infinity);
@@ -173,7 +178,7 @@ export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation
 function inputRows(req: InferRequest, m: ServedModel): Float32Array[] {
   if (req.inputs.length !== 1) throw ccError('CC_ERR_INFER_REQUEST', `expected 1 input tensor '${V2_TENSORS.input}', got ${req.inputs.length}`);
   const input = req.inputs[0];
-  if (input.name !== V2_TENSORS.input) throw ccError('CC_ERR_INFER_REQUEST', `input is named '${input.name.slice(0, 64)}'; model ${m.name} takes '${V2_TENSORS.input}'`);
+  if (input.name !== V2_TENSORS.input) throw ccError('CC_ERR_INFER_REQUEST', `input is named ${quoted(input.name)}; model ${m.name} takes '${V2_TENSORS.input}'`);
   if (input.datatype !== 'FP32') throw ccError('CC_ERR_INFER_REQUEST', `input datatype ${input.datatype.slice(0, 16)}; '${V2_TENSORS.input}' is FP32`);
   const shape = input.shape;
   const rows = shape.length === 1 ? 1 : shape.length === 2 ? shape[0] : -1;

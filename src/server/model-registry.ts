@@ -1,4 +1,4 @@
-import { ccError } from '../common/errors.js';
+import { ccError, quoted } from '../common/errors.js';
 import { assertDecoder, loadBundle, type DecoderBundle } from '../models/bundle.js';
 import type { ExecutionProvider } from '../models/ort.js';
 import type { ModelConfig, ServerConfig } from './config.js';
@@ -97,7 +97,7 @@ export class ModelRegistry {
 
   get(name: string): ServedModel {
     const m = this.models.get(name);
-    if (!m) throw ccError('CC_ERR_UNKNOWN_MODEL', `'${name}'`, [...this.models.keys()].join(', ') || 'none');
+    if (!m) throw ccError('CC_ERR_UNKNOWN_MODEL', quoted(name), [...this.models.keys()].join(', ') || 'none');
     return m;
   }
 

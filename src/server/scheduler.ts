@@ -206,7 +206,8 @@ export class DecodeScheduler {
     while (served.pool.idle > 0) {
       const batch: QueuedJob[] = [];
       const taken: Source[] = [];
-      for (const [key, q] of byStream) {
+      // A snapshot: moving a source to the back must not bring it round again in the same batch.
+      for (const [key, q] of [...byStream]) {
         if (batch.length >= this.cfg.maxBatch) break;
         if (q.inFlight || q.jobs.length === 0) continue;
         const n = q.ordered ? 1 : this.cfg.maxBatch - batch.length;

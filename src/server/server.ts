@@ -7,7 +7,9 @@ import type { Server as HttpServer } from 'node:http';
 import type { WebSocketServer } from 'ws';
 import type { ServerConfig } from './config.js';
 import { Fanout } from './fanout.js';
-import { decoderService, loadProto, TransportFailures } from './grpc-service.js';
+import { decoderService, loadProto, status, STREAM_FRAMES_PATH } from './grpc-service.js';
+import { tokenMatches } from './auth.js';
+import { RateLimitedLog, TransportFailures, transportLimit } from './wire-guard.js';
 import { inferenceV2Service, loadV2Proto } from './inference-v2.js';
 import { createHttpServer } from './http.js';
 import { ServerMetrics } from './metrics.js';
@@ -50,10 +52,11 @@ export class CortexcastServer {
   private netServer?: NetServer;
   private injector?: grpc.ConnectionInjector;
   private readonly sockets = new Set<Socket>();
-  private readonly transport = new TransportFailures((method, details) => {
-    this.metrics.framesRejected.inc({ reason: 'message_too_large' });
-    this.log('warn', 'message refused (RESOURCE_EXHAUSTED)', { method, error: details });
-  });
+  private readonly transport: TransportFailures;
+  private readonly warnings: RateLimitedLog;
+  /** The reload running now, and the one queued behind it (concurrent requests share it). */
+  private reloading?: Promise<void>;
+  private nextReload?: Promise<void>;
   private http?: { server: HttpServer; wss: WebSocketServer };
   private closing?: Promise<void>;
   grpcPort = 0;
@@ -71,8 +74,15 @@ export class CortexcastServer {
     this.scheduler = new DecodeScheduler(cfg, this.registry, this.metrics);
     this.scheduler.onSettleError = (e) => this.log('error', 'frame outcome handler failed', { error: (e as Error).stack ?? String(e) });
     const l = cfg.limits;
+    this.warnings = new RateLimitedLog(this.log);
+    this.transport = new TransportFailures(new Set([STREAM_FRAMES_PATH]), { transportBytes: transportLimit(l.maxMessageBytes), requestTimeoutMs: l.requestTimeoutMs }, (kind, method, details) => {
+      this.metrics.framesRejected.inc({ reason: kind === 'oversized' ? 'message_too_large' : kind === 'undecompressible' ? 'malformed_frame' : 'request_timeout' });
+      this.warnings.warn(kind, 'call ended by the transport', { method, error: details });
+    });
     this.grpcServer = new grpc.Server({
-      'grpc.max_receive_message_length': l.maxMessageBytes,
+      // Handlers refuse messages over maxMessageBytes one by one; the transport only ends calls
+      // whose messages are far larger (it cannot skip a message it did not read).
+      'grpc.max_receive_message_length': transportLimit(l.maxMessageBytes),
       'grpc.max_send_message_length': 16 * 2 ** 20,
       'grpc.max_concurrent_streams': l.maxStreamsPerConnection,
       'grpc.max_connection_idle_ms': l.connectionIdleMs,
@@ -88,7 +98,7 @@ export class CortexcastServer {
     await this.registry.loadAll();
     for (const m of this.registry.all()) this.log('info', 'model ready', { model: m.name, kind: m.bundle.manifest.kind, provider: m.provider, fallbacks: m.pool.fallbacks, workers: m.pool.size, neurons: m.neurons });
     this.refreshModelInfo();
-    const { pkg, service } = loadProto();
+    const { pkg, service } = loadProto(this.cfg.limits.maxMessageBytes);
     this.grpcServer.addService(
       service,
       decoderService(
@@ -106,7 +116,7 @@ export class CortexcastServer {
         this.transport,
       ),
     );
-    const v2 = loadV2Proto();
+    const v2 = loadV2Proto(this.cfg.limits.maxMessageBytes);
     this.grpcServer.addService(
       v2.service,
       inferenceV2Service({
@@ -120,7 +130,7 @@ export class CortexcastServer {
       }),
     );
     this.health.addToServer(this.grpcServer);
-    new ReflectionService({ ...pkg, ...v2.pkg }).addToServer(this.grpcServer);
+    this.addReflection(new ReflectionService({ ...pkg, ...v2.pkg }));
     const creds = this.cfg.tls
       ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(this.cfg.tls.cert), private_key: readFileSync(this.cfg.tls.key) }], false)
       : grpc.ServerCredentials.createInsecure();
@@ -152,11 +162,65 @@ export class CortexcastServer {
     return this;
   }
 
-  /** Reload every bundle; the new set replaces the old at once, streams stay connected. */
-  async reload(): Promise<void> {
-    if (this.state !== 'RUNNING') throw new Error(`cannot reload while ${this.state}`);
+  /**
+   * Server reflection (grpcurl, stock tools) behind the same token, and with backpressure: the
+   * library writes one response per request without waiting, so a client that sends requests and
+   * never reads would grow the server's memory; here reading stops until its responses drain.
+   */
+  private addReflection(reflection: ReflectionService): void {
+    const token = this.cfg.auth.token;
+    const proxy = {
+      addService: (def: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) => {
+        const guarded: grpc.UntypedServiceImplementation = {};
+        for (const [name, handler] of Object.entries(impl))
+          guarded[name] = (stream: grpc.ServerDuplexStream<unknown, unknown>) => {
+            if (token && !tokenMatches(String(stream.metadata.get('authorization')[0] ?? '').replace(/^Bearer\s+/i, ''), token)) {
+              this.metrics.framesRejected.inc({ reason: 'unauthenticated' });
+              stream.emit('error', status(grpc.status.UNAUTHENTICATED, 'missing or wrong token (metadata authorization: Bearer <token>)'));
+              return;
+            }
+            const write = stream.write.bind(stream) as (m: unknown) => boolean;
+            stream.write = ((m: unknown): boolean => {
+              const ok = write(m);
+              if (!ok && !stream.isPaused()) {
+                stream.pause();
+                stream.once('drain', () => stream.resume());
+              }
+              return ok;
+            }) as typeof stream.write;
+            (handler as (s: grpc.ServerDuplexStream<unknown, unknown>) => void)(stream);
+          };
+        this.grpcServer.addService(def, guarded);
+      },
+    };
+    reflection.addToServer(proxy as unknown as grpc.Server);
+  }
+
+  /**
+   * Reload every bundle; the new set replaces the old at once, streams stay connected. One reload
+   * runs at a time: requests during one share the next, which starts when it ends (so every caller
+   * gets the files as they were when it asked, and a flood of requests costs two loads, not N).
+   */
+  reload(): Promise<void> {
+    if (this.state !== 'RUNNING') return Promise.reject(new Error(`cannot reload while ${this.state}`));
+    if (!this.reloading) {
+      this.reloading = this.reloadOnce().finally(() => (this.reloading = undefined));
+      return this.reloading;
+    }
+    this.nextReload ??= this.reloading
+      .catch(() => undefined)
+      .then(() => {
+        this.nextReload = undefined;
+        return this.reload();
+      });
+    return this.nextReload;
+  }
+
+  private async reloadOnce(): Promise<void> {
     const t0 = Date.now();
     await this.registry.loadAll();
+    // A shutdown that began meanwhile owns the models now: it closes what this load opened.
+    if (this.state !== 'RUNNING') throw new Error(`reload finished while ${this.state}; the server is stopping`);
     this.refreshModelInfo();
     this.log('info', 'models reloaded', { models: this.registry.all().map((m) => m.name), ms: Date.now() - t0 });
   }
@@ -179,13 +243,16 @@ export class CortexcastServer {
       socket.destroy();
       return;
     }
-    socket.setTimeout(this.cfg.limits.handshakeTimeoutMs, () => {
+    // An absolute deadline, not an inactivity timer: a peer dripping one byte at a time gets no longer.
+    const handshake = setTimeout(() => {
       // The preface is 24 bytes; a peer that sent fewer is not an HTTP/2 client.
       if (socket.bytesRead < 24) {
         this.metrics.framesRejected.inc({ reason: 'handshake_timeout' });
         socket.destroy();
-      } else socket.setTimeout(0);
-    });
+      }
+    }, this.cfg.limits.handshakeTimeoutMs);
+    handshake.unref();
+    socket.once('close', () => clearTimeout(handshake));
     injector.injectConnection(socket);
   }
 
@@ -241,6 +308,8 @@ export class CortexcastServer {
       this.http.server.closeAllConnections();
       this.http.server.close();
     }
+    // A reload still loading would swap in pools after the close below: let it land first.
+    if (this.reloading) await Promise.race([this.reloading.catch(() => undefined), new Promise((r) => setTimeout(r, left()).unref())]);
     await this.registry.close(left());
     this.state = 'CLOSED';
     this.log('info', 'stopped', { drained });

@@ -100,8 +100,11 @@ describe('no input on any port ends the process', () => {
     conn.close();
   });
 
-  it('an empty stream= is refused instead of subscribing to everything', async () => {
+  it('an empty or repeated stream= is refused instead of subscribing to everything; absolute-form targets work', async () => {
     await expect(subscribe(http, { stream: '' }).hello).rejects.toThrow(/400/);
+    const up = (q: string): string => `GET /ws?${q} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+    expect(await rawExchange(server.httpPort, up('stream=a&stream='))).toMatch(/^HTTP\/1\.1 400[^]*given 2 times/);
+    expect(await rawExchange(server.httpPort, `GET http://127.0.0.1:${server.httpPort}/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)).toMatch(/^HTTP\/1\.1 200/);
   });
 });
 
@@ -284,6 +287,9 @@ describe('streams: ownership, acks, bad messages, idle, sequences', () => {
   });
 
   it('a client that reads acks slowly still gets one ack per frame: the server stops reading instead of skipping or buffering', async () => {
+    // Its own server: the idle limit of this block would end a stream held back 1.5 s.
+    const server = await startServer({ limits: { streamIdleMs: 5000 } });
+    const http = `http://127.0.0.1:${server.httpPort}`;
     const rig = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
     const acks: FrameAck[] = [];
     const s = rig.openStream((x) => acks.push(x));
@@ -303,7 +309,17 @@ describe('streams: ownership, acks, bad messages, idle, sequences', () => {
     expect(acks).toHaveLength(total);
     expect(new Set(acks.map((a) => a.sequence)).size).toBe(total);
     rig.close();
+    await server.close();
   }, 60_000);
+
+  it('a client that never reads its acks loses its stream after limits.streamIdleMs, freeing the slot', async () => {
+    const rig = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
+    const s = rig.openStream();
+    (s as unknown as { call: { pause(): void } }).call.pause();
+    for (let i = 1; i <= 6000; i++) s.send({ streamId: 'deaf', model: 'ridge', sequence: i, responses: new Float32Array(3) });
+    await until(async () => (await metric(http, /cortexcast_streams (\d+)/)) === 0, 5000);
+    rig.close();
+  });
 
   it('bytes that are not a ResponseFrame are rejected with an ack and counted; the stream goes on', async () => {
     const root = protobuf.loadSync(PROTO_PATH);
@@ -329,21 +345,45 @@ describe('streams: ownership, acks, bad messages, idle, sequences', () => {
     raw.close();
   });
 
-  it('an oversized message ends the stream RESOURCE_EXHAUSTED after the earlier frames got their acks; it is counted', async () => {
+  it('a message over limits.maxMessageBytes is rejected with its own sequence and the stream goes on; one over the transport limit ends the stream after the earlier acks', async () => {
     const acks: FrameAck[] = [];
     const s = conn.openStream((a) => acks.push(a));
     for (let i = 1; i <= 5; i++) s.send({ streamId: 'big2', model: 'ridge', sequence: i, responses: frame(i) });
     s.send({ streamId: 'big2', model: 'ridge', sequence: 6, responses: new Float32Array(400_000) });
-    await expect(s.done).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: `CC_ERR_MESSAGE_TOO_LARGE: message of 1600036 bytes is over limits.maxMessageBytes (${2 ** 20}); the stream ends here` });
-    expect(acks.map((a) => Number(a.sequence)).sort()).toEqual([1, 2, 3, 4, 5]);
+    s.send({ streamId: 'big2', model: 'ridge', sequence: 7, responses: frame(7) });
+    s.end();
+    await s.done;
+    expect(acks.map((a) => Number(a.sequence)).sort((x, y) => x - y)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(acks.find((a) => a.sequence === 6)).toMatchObject({ status: 'REJECTED', reason: `CC_ERR_MESSAGE_TOO_LARGE: message of 1600036 bytes is over limits.maxMessageBytes (${2 ** 20} bytes)` });
+    expect(acks.find((a) => a.sequence === 7)?.status).toBe('DECODED');
     expect(await metric(http, /cortexcast_frames_rejected_total\{reason="message_too_large"\} (\d+)/)).toBe(1);
-    // Half-closing right after the oversized message must not turn its status into OK.
+    const acks2: FrameAck[] = [];
+    const s2 = conn.openStream((a) => acks2.push(a));
+    for (let i = 1; i <= 5; i++) s2.send({ streamId: 'huge2', model: 'ridge', sequence: i, responses: frame(i) });
+    s2.send({ streamId: 'huge2', model: 'ridge', sequence: 6, responses: new Float32Array(1_000_000) });
+    await expect(s2.done).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/^CC_ERR_MESSAGE_TOO_LARGE: message of \d+ bytes is over the transport limit/) });
+    expect(acks2.map((a) => Number(a.sequence)).sort()).toEqual([1, 2, 3, 4, 5]);
+    // Half-closing right after a message over the transport limit must not turn its status into OK.
     for (let round = 0; round < 5; round++) {
-      const s2 = conn.openStream();
-      s2.send({ streamId: `big3-${round}`, model: 'ridge', sequence: 1, responses: new Float32Array(400_000) });
-      s2.end();
-      await expect(s2.done).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
+      const s3 = conn.openStream();
+      s3.send({ streamId: `big3-${round}`, model: 'ridge', sequence: 1, responses: new Float32Array(1_000_000) });
+      s3.end();
+      await expect(s3.done).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
     }
+  });
+
+  it('one call owns at most limits.maxStreamIdsPerCall ids; a long unknown model name is cut in the error', async () => {
+    const acks: FrameAck[] = [];
+    const s = conn.openStream((a) => acks.push(a));
+    for (let i = 0; i < 20; i++) s.send({ streamId: `many-${i}`, model: 'ridge', sequence: 1, responses: frame(i) });
+    s.send({ streamId: 'x', model: 'm'.repeat(100_000), sequence: 1, responses: frame(1) });
+    s.end();
+    await s.done;
+    const refused = acks.filter((a) => a.status === 'REJECTED');
+    expect(refused.length).toBe(5);
+    expect(refused[0].reason).toMatch(/^CC_ERR_STREAM_ID: stream_id 'many-\d+': this call already owns 16 stream ids \(limits.maxStreamIdsPerCall\)/);
+    await expect(conn.getModel('m'.repeat(100_000))).rejects.toMatchObject({ code: grpc.status.NOT_FOUND, details: expect.stringMatching(/\.\.\.' \(100000 characters\)/) });
+    expect((await conn.decode('ridge', frame(1))).pixels).toHaveLength(2304);
   });
 
   it('idle streams, silent TCP connections and call-less HTTP/2 connections are closed; the per-connection stream limit is advertised', async () => {
@@ -469,6 +509,104 @@ describe('rejections, clocks and HTTP auth', () => {
     expect(text).toMatch(/cortexcast_frames_rejected_total\{reason="unauthenticated"\} ([5-9]|\d\d)/);
     expect(() => loadServerConfig({ flags: { models: [{ path: bundleDir }], auth: { protectHttp: true } } })).toThrow(/protectHttp: needs auth.token/);
     bad.close();
+    await server.close();
+  });
+});
+
+describe('findings of the adversarial review', () => {
+  it('fifo: a batch never takes two frames of one stream, and a stream\'s frames decode in order', async () => {
+    const server = await startServer({ framePolicy: 'fifo', queueDepth: 64, workers: 1, maxBatch: 8 });
+    const http = `http://127.0.0.1:${server.httpPort}`;
+    const conn = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
+    const sub = subscribe(http, { stream: 'fifo' });
+    await sub.hello;
+    const it = sub[Symbol.asyncIterator]();
+    const s = conn.openStream();
+    for (let i = 1; i <= 40; i++) s.send({ streamId: 'fifo', model: 'ridge', sequence: i, responses: frame(i) });
+    s.end();
+    await s.done;
+    const seqs: number[] = [];
+    while (seqs.length < 40) seqs.push(Number((await it.next()).value.seq));
+    expect(seqs).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    const sum = await metric(http, /cortexcast_decode_batch_frames_sum\{model="ridge"\} (\d+)/);
+    const count = await metric(http, /cortexcast_decode_batch_frames_count\{model="ridge"\} (\d+)/);
+    expect(sum).toBe(count);
+    sub.close();
+    conn.close();
+    await server.close();
+  });
+
+  it('reloads requested at once share loads (at most two), and all answer', async () => {
+    const lines: string[] = [];
+    const cfg = loadServerConfig({ flags: { grpcPort: 0, httpPort: 0, models: [{ name: 'ridge', path: bundleDir }], shutdownGraceMs: 2000 } });
+    const server = await new CortexcastServer(cfg, (_level, msg) => lines.push(msg)).start();
+    const conn = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
+    const replies = await Promise.all(Array.from({ length: 8 }, () => conn.reloadModels()));
+    expect(replies.every((r) => r.models[0].name === 'ridge')).toBe(true);
+    expect(lines.filter((l) => l === 'models reloaded').length).toBeLessThanOrEqual(2);
+    // Malformed frames are each answered, but logged at most once a second.
+    const acks: FrameAck[] = [];
+    const raw = new grpc.Client(`127.0.0.1:${server.grpcPort}`, grpc.credentials.createInsecure());
+    const call = raw.makeBidiStreamRequest('/cortexcast.v1.Decoder/StreamFrames', (b: Buffer) => b, (b: Buffer) => b);
+    call.on('data', (a: FrameAck) => acks.push(a));
+    call.on('error', () => undefined);
+    const done = new Promise((r) => call.on('status', r));
+    for (let i = 0; i < 50; i++) call.write(Buffer.from([0x2a, 0x05, 0x01]));
+    call.end();
+    await done;
+    expect(acks).toHaveLength(50);
+    expect(lines.filter((l) => l === 'malformed frame rejected').length).toBe(1);
+    raw.close();
+    conn.close();
+    await server.close();
+  });
+
+  it('reflection needs the token when one is set; a unary request that never finishes arriving is ended', async () => {
+    const token = 'a-very-long-shared-token';
+    const server = await startServer({ auth: { token }, limits: { requestTimeoutMs: 300 } });
+    const session = http2Connect(`http://127.0.0.1:${server.grpcPort}`);
+    session.on('error', () => undefined);
+    const trailersOf = (path: string, body: Buffer, end: boolean): Promise<Record<string, unknown>> =>
+      new Promise((resolve) => {
+        const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' }, { endStream: false });
+        req.on('response', (h) => h['grpc-status'] !== undefined && resolve(h));
+        req.on('trailers', (h) => resolve(h));
+        req.on('error', () => undefined);
+        req.write(body);
+        if (end) req.end();
+      });
+    // A length-prefixed ListServices request, no token.
+    const listServices = Buffer.from([0, 0, 0, 0, 2, 0x3a, 0x00]);
+    const refl = await trailersOf('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo', listServices, true);
+    expect(refl['grpc-status']).toBe(String(grpc.status.UNAUTHENTICATED));
+    const t0 = Date.now();
+    const half = await trailersOf('/cortexcast.v1.Decoder/ListModels', Buffer.from([0, 0, 0, 0, 10]), false);
+    expect(half['grpc-status']).toBe(String(grpc.status.DEADLINE_EXCEEDED));
+    expect(Date.now() - t0).toBeLessThan(2000);
+    session.destroy();
+    await server.close();
+  });
+
+  it('a gzip message that inflates past the transport limit gets the cortexcast code; a handshake dripped a byte at a time is cut at the deadline', async () => {
+    const server = await startServer({ limits: { handshakeTimeoutMs: 400 } });
+    const http = `http://127.0.0.1:${server.httpPort}`;
+    const gz = new DecoderConnection(`127.0.0.1:${server.grpcPort}`, { channelOptions: { 'grpc.default_compression_algorithm': 2 } });
+    const s = gz.openStream();
+    s.send({ streamId: 'bomb', model: 'ridge', sequence: 1, responses: new Float32Array(1_000_000) });
+    await expect(s.done).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/^CC_ERR_MESSAGE_TOO_LARGE: .*transport limit/) });
+    expect(await metric(http, /cortexcast_frames_rejected_total\{reason="message_too_large"\} (\d+)/)).toBe(1);
+    gz.close();
+    const t0 = Date.now();
+    const closedAt = await new Promise<number>((resolve) => {
+      const sock = netConnect(server.grpcPort, '127.0.0.1');
+      sock.on('error', () => undefined);
+      const drip = setInterval(() => sock.writable && sock.write('P'), 100);
+      sock.on('close', () => {
+        clearInterval(drip);
+        resolve(Date.now() - t0);
+      });
+    });
+    expect(closedAt).toBeLessThan(1200);
     await server.close();
   });
 });

@@ -118,10 +118,17 @@ describe('streaming server', () => {
     sub.close();
   });
 
-  it('oversized messages end the stream with RESOURCE_EXHAUSTED; the server keeps serving', async () => {
-    const s = conn.openStream();
+  it('a message over limits.maxMessageBytes is rejected alone; one over the transport limit ends the stream RESOURCE_EXHAUSTED; the server keeps serving', async () => {
+    const acks: FrameAck[] = [];
+    const s = conn.openStream((a) => acks.push(a));
     s.send({ streamId: 'big', model: 'ridge', sequence: 1, responses: new Float32Array(400_000) });
-    await expect(s.done).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
+    s.end();
+    await s.done;
+    expect(acks).toMatchObject([{ sequence: 1, status: 'REJECTED', reason: expect.stringMatching(/^CC_ERR_MESSAGE_TOO_LARGE: message of \d+ bytes is over limits.maxMessageBytes/) }]);
+    const huge = conn.openStream();
+    huge.send({ streamId: 'huge', model: 'ridge', sequence: 1, responses: new Float32Array(1_000_000) });
+    await expect(huge.done).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/transport limit/) });
+    await expect(conn.decode('ridge', new Float32Array(400_000))).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/^CC_ERR_MESSAGE_TOO_LARGE/) });
     const r = await conn.decode('ridge', frame(5));
     expect(r.pixels).toHaveLength(36 * 64);
   });
