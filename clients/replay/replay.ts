@@ -1,6 +1,6 @@
 import { percentile } from '../../src/common/stats.js';
-import { resizeArea } from '../../src/training/data/image-ops.js';
-import { SensoriumDataset } from '../../src/training/data/sensorium.js';
+import { resizeArea } from '../../src/datasets/image-ops.js';
+import { SensoriumDataset } from '../../src/datasets/sensorium.js';
 import { DecoderConnection, InferenceV2Connection, type FrameAck, type FrameStream } from '../lib/index.js';
 
 /**

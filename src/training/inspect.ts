@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { columnMeanStd } from '../common/stats.js';
 import { responseScaleVector } from '../models/bundle.js';
-import { SensoriumDataset } from './data/sensorium.js';
+import { SensoriumDataset } from '../datasets/sensorium.js';
 import { histogramsSvg, reconstructionGrid, writeFile } from './report/figures.js';
 
 export interface InspectSummary {

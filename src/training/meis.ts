@@ -10,7 +10,7 @@ import { loadBundle } from '../models/bundle.js';
 import { gaussianKernel2d } from '../models/decoder-runner.js';
 import { createSession } from '../models/ort.js';
 import { Rng } from '../models/rng.js';
-import { SensoriumDataset } from './data/sensorium.js';
+import { SensoriumDataset } from '../datasets/sensorium.js';
 import { SimulatedTruth } from './data/simulated-truth.js';
 import { blurRadiusFor, buildImageStep, buildSelectedMeiStep, STEP_IMAGE, STEP_KERNEL, STEP_LR, STEP_NEURON, STEP_NEXT, STEP_SCORE } from './image-optimisation.js';
 import { pixCorr } from './metrics/image-metrics.js';

@@ -1,6 +1,6 @@
 import { buildRidgeGraph } from '../models/architectures/ridge.js';
 import type { Graph } from '../models/onnx/index.js';
-import type { PreparedData } from './data/preprocess.js';
+import type { PreparedData } from '../datasets/preprocess.js';
 import { cholesky, choleskySolve, Gemm } from './linalg.js';
 
 export interface RidgeResult {

@@ -5,8 +5,8 @@ import { applyResponseTransform, loadBundle, writeBundle, type Manifest } from '
 import { DecoderRunner, type IterativeSpec } from '../models/decoder-runner.js';
 import { writeModel } from '../models/onnx/index.js';
 import { createSession } from '../models/ort.js';
-import { readRawSplit } from './data/preprocess.js';
-import { SensoriumDataset } from './data/sensorium.js';
+import { readRawSplit } from '../datasets/preprocess.js';
+import { SensoriumDataset } from '../datasets/sensorium.js';
 import { FidComputer } from './metrics/fid.js';
 import { scoreImages } from './metrics/image-metrics.js';
 import { blurRadiusFor, buildImageStep, MAX_BLUR_RADIUS, STEP_IMAGE, STEP_KERNEL, STEP_LR, STEP_NEXT, STEP_TARGET } from './image-optimisation.js';

@@ -5,8 +5,8 @@ import { writeModel } from '../models/onnx/index.js';
 import { createSession, runOnce } from '../models/ort.js';
 import { tensor } from '../models/onnx/index.js';
 import { VERSION } from '../common/version.js';
-import { DEFAULT_PREPROCESS, prepareDataset, type PreprocessConfig } from './data/preprocess.js';
-import { SensoriumDataset } from './data/sensorium.js';
+import { DEFAULT_PREPROCESS, prepareDataset, type PreprocessConfig } from '../datasets/preprocess.js';
+import { SensoriumDataset } from '../datasets/sensorium.js';
 import { scoreImages } from './metrics/image-metrics.js';
 import { fitRidge } from './ridge.js';
 

@@ -11,7 +11,7 @@ import { trainRidge } from '../../src/training/train-ridge.js';
 import { decodeRows } from '../../src/training/evaluate.js';
 import { loadBundle } from '../../src/models/bundle.js';
 import { createSession } from '../../src/models/ort.js';
-import { SensoriumDataset } from '../../src/training/data/sensorium.js';
+import { SensoriumDataset } from '../../src/datasets/sensorium.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
 let data: string;

@@ -8,7 +8,7 @@ import { readModel, tensor, writeModel } from '../../src/models/onnx/index.js';
 import { createSession, runOnce } from '../../src/models/ort.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
-import { SensoriumDataset } from '../../src/training/data/sensorium.js';
+import { SensoriumDataset } from '../../src/datasets/sensorium.js';
 import { compareBundles } from '../../src/training/compare.js';
 import { decodeRows } from '../../src/training/evaluate.js';
 import { generateMeis, selectNeurons } from '../../src/training/meis.js';

@@ -13,7 +13,7 @@ import { createSession, runOnce } from '../../src/models/ort.js';
 import { Rng } from '../../src/models/rng.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
-import { SensoriumDataset } from '../../src/training/data/sensorium.js';
+import { SensoriumDataset } from '../../src/datasets/sensorium.js';
 import { decodeRows, evaluateBundle } from '../../src/training/evaluate.js';
 import { scoreImages } from '../../src/training/metrics/image-metrics.js';
 import { generateMeis, loadMeis, selectNeurons } from '../../src/training/meis.js';

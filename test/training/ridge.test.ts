@@ -8,7 +8,7 @@ import { evaluateBundle, decodeRows } from '../../src/training/evaluate.js';
 import { loadBundle, applyResponseTransform } from '../../src/models/bundle.js';
 import { readModel } from '../../src/models/onnx/index.js';
 import { createSession } from '../../src/models/ort.js';
-import { SensoriumDataset } from '../../src/training/data/sensorium.js';
+import { SensoriumDataset } from '../../src/datasets/sensorium.js';
 import { onnxCheck } from '../helpers/onnx-check.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 import { repoRoot } from '../helpers/paths.js';

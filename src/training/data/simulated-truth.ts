@@ -1,8 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNpy, npyNumbers } from '../../common/npy.js';
-import { resizeArea } from './image-ops.js';
-import type { SensoriumDataset } from './sensorium.js';
+import { resizeArea } from '../../datasets/image-ops.js';
+import type { SensoriumDataset } from '../../datasets/sensorium.js';
 import { NEURON_PARAM_KEYS, receptiveFields, stimulusContrast, V1Model, type NeuronParams, type SimulatorConfig } from './simulator.js';
 
 /**

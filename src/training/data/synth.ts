@@ -5,7 +5,7 @@ import { progress } from '../../common/progress.js';
 import { Rng } from '../../models/rng.js';
 import { writeNpy } from '../../common/npy.js';
 import { cropPhoto, loadPhoto, PHOTOS, type CropSpec, type GreyPhoto, type PhotoName } from './photos.js';
-import { resizeArea } from './image-ops.js';
+import { resizeArea } from '../../datasets/image-ops.js';
 import { DEFAULT_SIMULATOR, NEURON_PARAM_KEYS, poisson, stimulusContrast, V1Model, type SimulatorConfig } from './simulator.js';
 
 export const IMAGE_H = 144;

@@ -2,7 +2,7 @@ import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import type ort from 'onnxruntime-node';
 import { tensor } from '../../models/onnx/index.js';
 import { createSession, runOnce } from '../../models/ort.js';
-import { minMax } from '../data/image-ops.js';
+import { minMax } from '../../datasets/image-ops.js';
 import { FID_INPUT, inceptionModel, type FidFeatures } from './inception.js';
 
 /**

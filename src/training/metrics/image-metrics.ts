@@ -1,4 +1,4 @@
-import { minMax } from '../data/image-ops.js';
+import { minMax } from '../../datasets/image-ops.js';
 
 /**
  * Image metrics exactly as REFERENCE.md defines them for Table I. SSIM matches scikit-image's

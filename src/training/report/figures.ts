@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { PNG } from 'pngjs';
-import { minMax } from '../data/image-ops.js';
+import { minMax } from '../../datasets/image-ops.js';
 
 export interface GridRow {
   label: string;

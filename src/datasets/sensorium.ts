@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { ccError } from '../../common/errors.js';
-import { npyNumbers, readNpy, readNpyHeader, type NpyArray } from '../../common/npy.js';
+import { ccError } from '../common/errors.js';
+import { npyNumbers, readNpy, readNpyHeader, type NpyArray } from '../common/npy.js';
 
 export type Tier = 'train' | 'validation' | 'test' | 'final_test';
 

@@ -1,7 +1,7 @@
-import { ccError } from '../../common/errors.js';
-import { progress } from '../../common/progress.js';
-import { columnMeanStd } from '../../common/stats.js';
-import { applyResponseTransform, responseScaleVector, type ResponseScaling } from '../../models/bundle.js';
+import { ccError } from '../common/errors.js';
+import { progress } from '../common/progress.js';
+import { columnMeanStd } from '../common/stats.js';
+import { applyResponseTransform, responseScaleVector, type ResponseScaling } from '../common/scaling.js';
 import { resizeArea } from './image-ops.js';
 import type { SensoriumDataset } from './sensorium.js';
 

@@ -3,14 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { SensoriumDataset } from '../../../src/training/data/sensorium.js';
-import { prepareDataset, DEFAULT_PREPROCESS } from '../../../src/training/data/preprocess.js';
-import { resizeArea } from '../../../src/training/data/image-ops.js';
-import { readNpy } from '../../../src/common/npy.js';
-import { SYNTH_PRESETS } from '../../../src/training/data/synth.js';
-import { drawNeurons, receptiveFields, DEFAULT_SIMULATOR } from '../../../src/training/data/simulator.js';
-import { inspectDataset } from '../../../src/training/inspect.js';
-import { tinyDataset } from '../../helpers/tiny-dataset.js';
+import { SensoriumDataset } from '../../src/datasets/sensorium.js';
+import { prepareDataset, DEFAULT_PREPROCESS } from '../../src/datasets/preprocess.js';
+import { resizeArea } from '../../src/datasets/image-ops.js';
+import { readNpy } from '../../src/common/npy.js';
+import { SYNTH_PRESETS } from '../../src/training/data/synth.js';
+import { drawNeurons, receptiveFields, DEFAULT_SIMULATOR } from '../../src/training/data/simulator.js';
+import { inspectDataset } from '../../src/training/inspect.js';
+import { tinyDataset } from '../helpers/tiny-dataset.js';
 
 let dir: string;
 beforeAll(async () => {
