@@ -6,6 +6,14 @@ import { VERSION } from './common/version.js';
 import type { ServerConfigInput } from './server/config.js';
 // Commands load their modules when they run: `serve` never pays for image decoding or training code.
 
+/** '90s', '30m', '2h', '1h30m' or plain seconds -> seconds. */
+const duration = (name: string) => (v: string): number => {
+  const m = /^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$/.exec(v.trim());
+  const s = m ? Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0) : NaN;
+  if (!m || !(s > 0)) throw new InvalidArgumentError(`${name} must be a duration such as 90s, 30m, 2h or 1h30m`);
+  return s;
+};
+
 const int = (name: string) => (v: string): number => {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive integer`);
@@ -134,7 +142,8 @@ for (const kind of ['cnn', 'gan'] as const) {
     .option('--lr <x>', 'AdamW learning rate', Number, 3e-4)
     .option('--weight-decay <x>', 'AdamW weight decay', Number, 3e-2)
     .option('--validate-every <n>', 'validate every n steps (default: every epoch)', int('validate-every'))
-    .option('--max-steps <n>', 'stop after n steps (a time budget)', int('max-steps'))
+    .option('--max-steps <n>', 'stop after n steps', int('max-steps'))
+    .option('--budget <time>', 'wall-clock budget (90s, 30m, 2h): stop when it is spent, keep the best validated bundle, say so in the run folder', duration('budget'))
     .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
     .option('--resume', 'continue from the run folder\'s checkpoint')
     .option('--seed <n>', 'random seed', int('seed'), 1);
@@ -159,6 +168,7 @@ for (const kind of ['cnn', 'gan'] as const) {
       weightDecay: o.weightDecay,
       validateEvery: o.validateEvery,
       maxSteps: o.maxSteps,
+      budgetSeconds: o.budget,
       maxTrain: o.maxTrain,
       resume: o.resume,
       seed: o.seed,
@@ -394,6 +404,11 @@ program
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CortexcastError) {
     console.error(`error: ${e.message}`);
+    process.exit(2);
+  }
+  // A graph that cannot be built from the given options (shapes, profiles) is the user's to fix too.
+  if (e instanceof Error && e.name === 'GraphError') {
+    console.error(`error: CC_ERR_GRAPH: model graph: ${e.message}`);
     process.exit(2);
   }
   console.error(e);

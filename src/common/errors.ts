@@ -25,6 +25,11 @@ export const ERRORS = {
   CC_ERR_INFER_REQUEST: 'Open Inference Protocol request: %s',
   CC_ERR_MESSAGE_TOO_LARGE: 'message of %s bytes is over %s (%s bytes)',
   CC_ERR_CONFIG: 'invalid configuration: %s',
+  CC_ERR_OPTION: 'invalid option: %s',
+  CC_ERR_MEIS: 'MEI folder %s: %s',
+  CC_ERR_CHECKPOINT: 'checkpoint %s: %s',
+  CC_ERR_PROVIDER: 'no execution provider could load the model (%s)',
+  CC_ERR_GRAPH: 'model graph: %s',
   // training
   CC_ERR_TRAINING_DIVERGED: '%s training diverged at step %s (loss %s); lower the learning rate or check the data',
   CC_ERR_WRONG_KIND: 'bundle %s is a %s bundle; %s',

@@ -30,7 +30,7 @@ export function parseInstances(spec: string): InstanceGroup[] {
     const [kind, count = '1'] = part.trim().split(':');
     const n = Number(count);
     if ((kind !== 'gpu' && kind !== 'cpu' && kind !== 'auto') || !Number.isInteger(n) || n < 1)
-      throw ccError('CC_ERR_CONFIG', `--instances: '${part}' is not kind:count with kind gpu, cpu or auto and count >= 1`);
+      throw ccError('CC_ERR_OPTION', `--instances: '${part}' is not kind:count with kind gpu, cpu or auto and count >= 1`);
     return { kind, count: n };
   });
 }
@@ -116,9 +116,9 @@ export function exportTriton(bundleDir: string, repoDir: string, opts: Partial<T
   assertDecoder(b.manifest, b.dir);
   if (b.manifest.iterative)
     throw ccError('CC_ERR_WRONG_KIND', b.dir, b.manifest.kind, 'an iterative decoder runs an optimisation loop per frame, which a Triton onnxruntime model cannot hold; serve it with cortexcast');
-  if (!Number.isInteger(o.maxBatch) || o.maxBatch < 1) throw ccError('CC_ERR_CONFIG', `--max-batch must be a positive integer, got ${o.maxBatch}`);
+  if (!Number.isInteger(o.maxBatch) || o.maxBatch < 1) throw ccError('CC_ERR_OPTION', `--max-batch must be a positive integer, got ${o.maxBatch}`);
   const name = o.name ?? b.manifest.name;
-  if (!NAME.test(name)) throw ccError('CC_ERR_CONFIG', `model name '${name}': Triton model names here are 1-64 of A-Z a-z 0-9 . _ -`);
+  if (!NAME.test(name)) throw ccError('CC_ERR_OPTION', `model name '${name}': Triton model names here are 1-64 of A-Z a-z 0-9 . _ -`);
   const dir = join(repoDir, name);
   mkdirSync(join(dir, '1'), { recursive: true });
   writeFileSync(join(dir, '1', 'model.onnx'), tritonGraph(b));

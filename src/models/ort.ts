@@ -1,4 +1,5 @@
 import ort from 'onnxruntime-node';
+import { ccError } from '../common/errors.js';
 import { writeModel } from './onnx/serialize.js';
 import type { Graph } from './onnx/graph.js';
 import type { TensorData, TypedArray } from './onnx/tensor.js';
@@ -61,7 +62,7 @@ export async function createSession(model: Uint8Array | string | Graph, opts: Se
       fallbacks.push(`${provider}: ${(e as Error).message.split('\n')[0]}`);
     }
   }
-  throw new Error(`no execution provider could load the model (${fallbacks.join('; ')})`);
+  throw ccError('CC_ERR_PROVIDER', fallbacks.join('; '));
 }
 
 export const toOrt = (t: TensorData): ort.Tensor => new ort.Tensor(t.dtype === 'bool' ? 'bool' : t.dtype, t.data as TypedArray, t.dims as number[]);

@@ -19,8 +19,13 @@ export function maeLoss(ctx: LayerContext, pred: Value, target: Value): Value {
 
 /** PyTorch's PoissonNLLLoss(log_input=False): mean(pred - target * log(pred + 1e-8)). */
 export function poissonLoss(ctx: LayerContext, pred: Value, target: Value): Value {
+  return mean(ctx, poissonNll(ctx, pred, target));
+}
+
+/** Element-wise Poisson negative log-likelihood, pred - target * log(pred + 1e-8) (the encoder sums it). */
+export function poissonNll(ctx: LayerContext, pred: Value, target: Value): Value {
   const { g } = ctx;
-  return mean(ctx, g.op('Sub', [pred, g.op('Mul', [target, g.op('Log', [g.op('Add', [pred, scalar(g, 'eps', 1e-8)])])])]));
+  return g.op('Sub', [pred, g.op('Mul', [target, g.op('Log', [g.op('Add', [pred, scalar(g, 'eps', 1e-8)])])])]);
 }
 
 /** Per-image min-max scaling to [0, 1] (eps 1e-8), as the report's metrics do, differentiably. */

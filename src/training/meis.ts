@@ -16,6 +16,19 @@ import { blurRadiusFor, buildImageStep, buildSelectedMeiStep, STEP_IMAGE, STEP_K
 import { pixCorr } from './metrics/image-metrics.js';
 import { reconstructionGrid, writeFile } from './report/figures.js';
 import { NEURON_CORRELATION_FILE } from './train-encoder.js';
+import { z } from 'zod';
+import { readJsonFile } from '../common/json-file.js';
+
+/** meis.json: written at the start (complete: false) and rewritten when every chunk is done. */
+const MEIS_JSON = z
+  .object({
+    key: z.string().optional(),
+    complete: z.boolean(),
+    height: z.number().int().positive().optional(),
+    width: z.number().int().positive().optional(),
+  })
+  .passthrough()
+  .refine((m) => !m.complete || (m.height !== undefined && m.width !== undefined), { message: 'a complete MEI set needs height and width' });
 
 export interface MeiSettings {
   steps: number;
@@ -72,13 +85,13 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
   const total = enc.manifest.input.neurons;
   const neurons = o.neurons ?? [...Array(total).keys()];
   const bad = neurons.find((i) => !Number.isInteger(i) || i < 0 || i >= total);
-  if (bad !== undefined) throw ccError('CC_ERR_CONFIG', `neuron index ${bad} is outside 0..${total - 1}`);
+  if (bad !== undefined) throw ccError('CC_ERR_OPTION', `neuron index ${bad} is outside 0..${total - 1}`);
   mkdirSync(join(o.out, CHUNK_DIR), { recursive: true });
   const settingsFile = join(o.out, 'meis.json');
   const settingsKey = JSON.stringify({ encoder: enc.manifest.onnx.sha256, settings: s, neurons });
   if (existsSync(settingsFile)) {
-    const prev = JSON.parse(readFileSync(settingsFile, 'utf8')) as { key?: string };
-    if (prev.key && prev.key !== settingsKey) throw ccError('CC_ERR_CONFIG', `${o.out} holds MEIs made with other settings or another encoder; use a new --out`);
+    const prev = readJsonFile(settingsFile, MEIS_JSON, 'CC_ERR_MEIS', o.out);
+    if (prev.key && prev.key !== settingsKey) throw ccError('CC_ERR_MEIS', o.out, 'it holds MEIs made with other settings or another encoder; use a new --out');
   }
   writeFileSync(settingsFile, JSON.stringify({ key: settingsKey, complete: false }, null, 1));
 
@@ -181,11 +194,11 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
 export function selectNeurons(encoderDir: string, spec: string): number[] | undefined {
   if (spec === 'all') return undefined;
   const m = /^(first|top):(\d+)$/.exec(spec);
-  if (!m) throw ccError('CC_ERR_CONFIG', `neuron selection '${spec}' (use all, first:N or top:N)`);
+  if (!m) throw ccError('CC_ERR_OPTION', `neuron selection '${spec}' (use all, first:N or top:N)`);
   const k = Number(m[2]);
   const enc = loadBundle(encoderDir);
   const total = enc.manifest.input.neurons;
-  if (k < 1 || k > total) throw ccError('CC_ERR_CONFIG', `${spec}: the encoder has ${total} neurons`);
+  if (k < 1 || k > total) throw ccError('CC_ERR_OPTION', `${spec}: the encoder has ${total} neurons`);
   if (m[1] === 'first') return [...Array(k).keys()];
   const f = join(enc.dir, NEURON_CORRELATION_FILE);
   if (!existsSync(f)) throw ccError('CC_ERR_BUNDLE', enc.dir, `${NEURON_CORRELATION_FILE} is missing (needed for top:N)`);
@@ -196,12 +209,12 @@ export function selectNeurons(encoderDir: string, spec: string): number[] | unde
 /** Load MEIs written by generateMeis. */
 export function loadMeis(dir: string): { meis: Float32Array; neuronIndex: number[]; height: number; width: number } {
   const f = join(dir, 'meis.json');
-  if (!existsSync(f)) throw ccError('CC_ERR_DATASET_MISSING', dir, 'no meis.json (run cortexcast meis first)');
-  const meta = JSON.parse(readFileSync(f, 'utf8')) as { complete: boolean; height: number; width: number };
-  if (!meta.complete) throw ccError('CC_ERR_DATASET_MISSING', dir, 'MEI generation did not finish; run cortexcast meis again to resume');
+  if (!existsSync(f)) throw ccError('CC_ERR_MEIS', dir, 'no meis.json (run cortexcast meis first)');
+  const meta = readJsonFile(f, MEIS_JSON, 'CC_ERR_MEIS', dir);
+  if (!meta.complete) throw ccError('CC_ERR_MEIS', dir, 'MEI generation did not finish; run cortexcast meis again to resume');
   const a = readNpy(join(dir, 'meis.npy'));
   const idx = readNpy(join(dir, 'neuron_index.npy'));
-  return { meis: a.data as Float32Array, neuronIndex: Array.from(idx.data as BigInt64Array, Number), height: meta.height, width: meta.width };
+  return { meis: a.data as Float32Array, neuronIndex: Array.from(idx.data as BigInt64Array, Number), height: meta.height!, width: meta.width! };
 }
 
 /** Per-neuron correlation of MEIs with the simulator's true receptive fields (undefined off-grid). */

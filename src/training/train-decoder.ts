@@ -42,6 +42,11 @@ export interface TrainDecoderOptions {
   validateEvery?: number;
   /** Stop after this many steps in all (time-boxed runs, tests). */
   maxSteps?: number;
+  /**
+   * Wall-clock budget of this invocation, seconds: stop before the step that would start after it is
+   * spent, validate what was trained, keep the best bundle, and write why it stopped to stop.json.
+   */
+  budgetSeconds?: number;
   resume?: boolean;
   maxTrain?: number;
   seed?: number;
@@ -107,8 +112,8 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   const seed = o.seed ?? 1;
   const transform: ResponseTransform = o.transform ? 'log10clamp' : 'none';
   const dataDirs = Array.isArray(o.data) ? o.data : [o.data];
-  if (!dataDirs.length) throw ccError('CC_ERR_CONFIG', 'no --data folder given');
-  if (o.kind === 'cnn' && dataDirs.length > 1) throw ccError('CC_ERR_CONFIG', 'the CNN trains on one session; multi-session (B-All) training is the GAN\'s');
+  if (!dataDirs.length) throw ccError('CC_ERR_OPTION', 'no --data folder given');
+  if (o.kind === 'cnn' && dataDirs.length > 1) throw ccError('CC_ERR_OPTION', 'the CNN trains on one session; multi-session (B-All) training is the GAN\'s');
   const S = dataDirs.length;
   const names = sessionNames(dataDirs);
   const sessions: Session[] = dataDirs.map((dir, k) => {
@@ -122,16 +127,16 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
 
   let ganCfg: GanConfig | undefined;
   if (o.kind === 'gan') {
-    if (profile === 'appendix') throw ccError('CC_ERR_CONFIG', "profile 'appendix' is the CNN's; the GAN has 'paper' and 'small'");
+    if (profile === 'appendix') throw ccError('CC_ERR_OPTION', "profile 'appendix' is the CNN's; the GAN has 'paper' and 'small'");
     ganCfg = { ...GAN_PROFILES[profile], readin: o.readin ?? 'mei', coordinates: !!o.coordinates };
     if (ganCfg.readin !== 'fc') {
       const meiDirs = o.meis === undefined ? [] : Array.isArray(o.meis) ? o.meis : [o.meis];
-      if (!meiDirs.length) throw ccError('CC_ERR_CONFIG', `the GAN with ${ganCfg.readin === 'mei' ? 'MEI' : 'grid'} readin needs --meis <folder> (cortexcast meis${ganCfg.readin === 'grid' ? '; its neurons are used, not its MEIs' : ''})`);
-      if (meiDirs.length !== S) throw ccError('CC_ERR_CONFIG', `${S} sessions but ${meiDirs.length} MEI folders (one per session, in the same order)`);
+      if (!meiDirs.length) throw ccError('CC_ERR_OPTION', `the GAN with ${ganCfg.readin === 'mei' ? 'MEI' : 'grid'} readin needs --meis <folder> (cortexcast meis${ganCfg.readin === 'grid' ? '; its neurons are used, not its MEIs' : ''})`);
+      if (meiDirs.length !== S) throw ccError('CC_ERR_OPTION', `${S} sessions but ${meiDirs.length} MEI folders (one per session, in the same order)`);
       sessions.forEach((sess, k) => {
         const m = loadMeis(meiDirs[k]);
-        if (m.height !== H || m.width !== W) throw ccError('CC_ERR_CONFIG', `MEIs are ${m.height}x${m.width}, the decoder's images ${H}x${W}`);
-        if (m.neuronIndex.some((i) => i >= sess.data.neurons)) throw ccError('CC_ERR_CONFIG', `MEIs in ${meiDirs[k]} index neurons beyond session ${sess.ds.dir}'s ${sess.data.neurons}`);
+        if (m.height !== H || m.width !== W) throw ccError('CC_ERR_MEIS', meiDirs[k], `MEIs are ${m.height}x${m.width}, the decoder's images ${H}x${W}`);
+        if (m.neuronIndex.some((i) => i >= sess.data.neurons)) throw ccError('CC_ERR_MEIS', meiDirs[k], `MEIs index neurons beyond session ${sess.ds.dir}'s ${sess.data.neurons}`);
         sess.mei = { meis: m.meis, neuronIndex: m.neuronIndex };
         if (ganCfg!.coordinates) {
           if (!sess.ds.coordinates) throw ccError('CC_ERR_DATASET_MISSING', sess.ds.dir, 'the coordinates ablation needs meta/neurons/cell_motor_coordinates.npy');
@@ -310,6 +315,8 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   };
 
   let stopped = false;
+  let stopReason: 'epochs' | 'max-steps' | 'budget' = 'epochs';
+  const firstStep = G.step;
   for (let epoch = startEpoch; epoch <= epochs && !stopped; epoch++) {
     orders.forEach((ord) => rng.shuffle(ord));
     const bar = progress(`${o.kind} epoch ${epoch}/${epochs}`, stepsPerEpoch, { quiet: o.quiet, extra: 'loss {loss} {ms} ms/step' });
@@ -318,6 +325,13 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     for (let s = 0; s < stepsPerEpoch; s++) {
       if (o.maxSteps !== undefined && G.step >= o.maxSteps) {
         stopped = true;
+        stopReason = 'max-steps';
+        break;
+      }
+      // At least one step per invocation, so a budget spent on setup still makes progress.
+      if (o.budgetSeconds !== undefined && G.step > firstStep && (Date.now() - t0) / 1000 >= o.budgetSeconds) {
+        stopped = true;
+        stopReason = 'budget';
         break;
       }
       const feeds: Record<string, TensorData> = { target: tensor('float32', [S * batch, 1, H, W], yb) };
@@ -352,7 +366,10 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     if (steps && !o.validateEvery) await validate(epoch, lossSum / steps);
     else if (steps && stopped && (!history.length || history[history.length - 1].step !== G.step)) await validate(epoch, lossSum / steps);
   }
-  if (!best) throw ccError('CC_ERR_CONFIG', 'training ran no steps (check --epochs / --max-steps)');
+  if (!best) throw ccError('CC_ERR_OPTION', 'training ran no steps (check --epochs / --max-steps / --budget)');
+  const stop = { reason: stopReason, step: G.step, seconds: (Date.now() - t0) / 1000, budgetSeconds: o.budgetSeconds, maxSteps: o.maxSteps, bestEpoch: best.epoch, bestStep: best.step, bestValidationFid: best.fid };
+  writeFileSync(join(run, 'stop.json'), JSON.stringify(stop, null, 1));
+  if (stopReason !== 'epochs') log(`${o.kind}: stopped by ${stopReason === 'budget' ? `the ${o.budgetSeconds} s budget` : `--max-steps ${o.maxSteps}`} at step ${G.step}; the bundle holds the best validated step (${best.step}); --resume continues`);
   // Test-tier Table I row of each exported (best) bundle.
   const manifests: Manifest[] = [];
   for (const sess of sessions) {

@@ -28,6 +28,7 @@ import { histogramsSvg, writeFile } from './report/figures.js';
 import { energyStaPositions } from './readout-init.js';
 import { ReduceOnPlateau } from './schedule.js';
 import { buildEvalGraph, TrainingSession, type TrainingSpec } from './trainer.js';
+import { poissonNll } from './losses.js';
 
 /** Written beside an encoder bundle: per-neuron validation correlation, float32 [neurons]. */
 export const NEURON_CORRELATION_FILE = 'neuron_correlation.npy';
@@ -140,7 +141,7 @@ function fractionExplainable(obs: Float32Array, pred: Float32Array, groups: numb
 export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: EncoderSessionResult[]; seconds: number; epochs: number; history: Record<string, number>[] }> {
   const t0 = Date.now();
   const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
-  if (!o.data.length) throw ccError('CC_ERR_CONFIG', 'train encoder needs at least one --data folder');
+  if (!o.data.length) throw ccError('CC_ERR_OPTION', 'train encoder needs at least one --data folder');
   const cfg: EncoderConfig = { ...ENCODER_PROFILES[o.profile ?? 'small'], ...o.config };
   const batch = o.batch ?? 32;
   const seed = o.seed ?? 1;
@@ -291,7 +292,7 @@ function encoderObjective(ctx: LayerContext, outputs: Value[], sessions: { neuro
   outputs.forEach((pred, k) => {
     const t = g.input(`target_${k}`, 'float32', [batch, sessions[k].neurons]);
     targets.push(t);
-    const nll = g.op('Sub', [pred, g.op('Mul', [t, g.op('Log', [g.op('Add', [pred, scalar(g, 'eps', 1e-8)])])])]);
+    const nll = poissonNll(ctx, pred, t);
     const s = reduce(ctx, 'ReduceSum', nll, [0, 1], false);
     const m = reduce(ctx, 'ReduceMean', nll, [0, 1], false);
     poissonSum = poissonSum ? g.op('Add', [poissonSum, s]) : s;

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { readNpy, writeNpy } from '../common/npy.js';
@@ -9,6 +9,21 @@ import { Rng } from '../models/rng.js';
 import { buildGradients } from './autodiff/engine.js';
 import { groupOf, stateNames, updateNodes, type OptimizerConfig, type ParamGroup } from './optim.js';
 import { constantLr, type LrSchedule } from './schedule.js';
+import { z } from 'zod';
+import { ccError } from '../common/errors.js';
+import { readJsonFile } from '../common/json-file.js';
+
+/** checkpoint.json as saveCheckpoint writes it; resume refuses anything else with the field named. */
+const CHECKPOINT_JSON = z
+  .object({
+    format: z.literal('cortexcast-checkpoint'),
+    formatVersion: z.number().int().min(1).max(1),
+    step: z.number().int().min(0),
+    seed: z.number(),
+    tensors: z.record(z.string(), z.string()),
+    extra: z.record(z.string(), z.unknown()),
+  })
+  .passthrough();
 
 /** What a model is, independent of mode: called once for the training graph and once for export. */
 export type ModelBuilder = (ctx: LayerContext, batch: number | 'batch') => { inputs: Value[]; output: Value };
@@ -426,21 +441,19 @@ export class TrainingSession {
   /** Restore a checkpoint written by saveCheckpoint for the same spec; returns its `extra`. */
   loadCheckpoint(dir: string): Record<string, unknown> {
     const p = join(dir, 'checkpoint.json');
-    if (!existsSync(p)) throw new Error(`no checkpoint.json in ${dir}`);
-    const meta = JSON.parse(readFileSync(p, 'utf8')) as { format: string; step: number; seed: number; tensors: Record<string, string>; extra: Record<string, unknown> };
-    if (meta.format !== 'cortexcast-checkpoint') throw new Error(`${p} is not a cortexcast checkpoint`);
-    if (meta.seed !== this.spec.seed) throw new Error(`checkpoint seed ${meta.seed} differs from this run's seed ${this.spec.seed}`);
+    const meta = readJsonFile(p, CHECKPOINT_JSON, 'CC_ERR_CHECKPOINT', dir);
+    if (meta.seed !== this.spec.seed) throw ccError('CC_ERR_CHECKPOINT', dir, `its seed ${meta.seed} differs from this run's seed ${this.spec.seed}`);
     for (const [k, buf] of this.hostState) {
       const f = meta.tensors[k];
-      if (!f) throw new Error(`checkpoint ${dir} lacks tensor '${k}' (a different model?)`);
+      if (!f) throw ccError('CC_ERR_CHECKPOINT', dir, `it lacks tensor '${k}' (a different model?)`);
       buf.set(readNpy(join(dir, f)).data as Float32Array);
     }
     for (const k of [...this.compiled.stateTensors, ...this.compiled.hostParams]) {
       const f = meta.tensors[k];
-      if (!f) throw new Error(`checkpoint ${dir} lacks tensor '${k}' (a different model?)`);
+      if (!f) throw ccError('CC_ERR_CHECKPOINT', dir, `it lacks tensor '${k}' (a different model?)`);
       const a = readNpy(join(dir, f));
       const cur = this.state.get(k)!;
-      if (a.shape.join(',') !== cur.dims.join(',')) throw new Error(`checkpoint tensor '${k}' is [${a.shape}], model has [${cur.dims}]`);
+      if (a.shape.join(',') !== cur.dims.join(',')) throw ccError('CC_ERR_CHECKPOINT', dir, `tensor '${k}' is [${a.shape}], the model's is [${cur.dims}]`);
       (this.state.get(k)!.data as Float32Array).set(a.data as Float32Array);
     }
     this.step = meta.step;

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import protobuf from 'protobufjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DecoderConnection, subscribe, type FrameAck, type FrameMessage } from '../../clients/lib/index.js';
+import { DecoderConnection, InferenceV2Connection, subscribe, type FrameAck, type FrameMessage } from '../../clients/lib/index.js';
 import { loadServerConfig, type ServerConfigInput } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
 import { PROTO_PATH } from '../../src/server/grpc-service.js';
@@ -502,6 +502,14 @@ describe('rejections, clocks and HTTP auth', () => {
     const bad = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
     await expect(bad.decode('ridge', frame(1))).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
     await expect(bad.listModels()).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    // The Open Inference Protocol service sits behind the same token.
+    const v2 = new InferenceV2Connection(`127.0.0.1:${server.grpcPort}`);
+    await expect(v2.infer('ridge', [frame(1)])).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    await expect(v2.modelMetadata('ridge')).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    v2.close();
+    const v2ok = new InferenceV2Connection(`127.0.0.1:${server.grpcPort}`, { token });
+    expect((await v2ok.infer('ridge', [frame(1)])).image).toHaveLength(2304);
+    v2ok.close();
     for (const p of ['/metrics', '/healthz', '/api/models']) expect((await fetch(`${http}${p}`)).status).toBe(401);
     const auth = { headers: { authorization: `Bearer ${token}` } };
     expect((await fetch(`${http}/healthz`, auth)).status).toBe(200);

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -124,7 +124,14 @@ describe('training engine', () => {
     expect(resumed).toEqual(cont);
     const meta = JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8'));
     expect(Object.keys(meta.tensors).some((k: string) => k.endsWith('::adam_v'))).toBe(true);
-    await expect(TrainingSession.create({ ...spec, seed: 7 }).then((c) => c.loadCheckpoint(dir))).rejects.toThrow(/seed 6 differs/);
+    await expect(TrainingSession.create({ ...spec, seed: 7 }).then((c) => c.loadCheckpoint(dir))).rejects.toThrow(/^CC_ERR_CHECKPOINT: .*seed 6 differs/);
+    // A hand-edited or cut checkpoint.json fails on load with the file and the field named.
+    writeFileSync(join(dir, 'checkpoint.json'), JSON.stringify({ ...meta, step: 'three' }));
+    expect(() => b.loadCheckpoint(dir)).toThrow(/^CC_ERR_CHECKPOINT: checkpoint .*checkpoint\.json: step: Expected number, received string/);
+    writeFileSync(join(dir, 'checkpoint.json'), '{"format": "cortexcast-checkpoint", ');
+    expect(() => b.loadCheckpoint(dir)).toThrow(/^CC_ERR_CHECKPOINT: .*is not valid JSON/);
+    writeFileSync(join(dir, 'checkpoint.json'), JSON.stringify({ ...meta, format: 'other' }));
+    expect(() => b.loadCheckpoint(dir)).toThrow(/format: Invalid literal value/);
   });
 
   it.each(['adamw', 'sgd'] as const)('host-side updates of large parameters (%s) follow the in-graph optimizer', async (kind) => {

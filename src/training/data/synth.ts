@@ -99,7 +99,7 @@ export async function synthesize(dir: string, cfg: SynthConfig, opts: { quiet?: 
     validation: cfg.validationPhotos,
     test: cfg.testPhotos,
   };
-  if (cfg.validationPhotos.some((p) => cfg.testPhotos.includes(p))) throw ccError('CC_ERR_CONFIG', 'a photo cannot feed both validation and test');
+  if (cfg.validationPhotos.some((p) => cfg.testPhotos.includes(p))) throw ccError('CC_ERR_OPTION', 'a photo cannot feed both validation and test');
 
   // Plan every trial: which photo and crop, which tier, which image id (repeats share one).
   const plans: TrialPlan[] = [];
