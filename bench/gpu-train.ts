@@ -11,8 +11,8 @@ import { scalar } from '../src/models/layers.js';
 import { tensor, writeModel } from '../src/models/onnx/index.js';
 import { createSession, runOnce, type ExecutionProvider } from '../src/models/ort.js';
 import { percentile } from '../src/common/stats.js';
-import { logSsimLoss, lsganLoss, mseLoss } from '../src/training/losses.js';
-import { TrainingSession, type TrainingSpec } from '../src/training/trainer.js';
+import { logSsimLoss, lsganLoss, mseLoss } from '../src/training/engine/losses.js';
+import { TrainingSession, type TrainingSpec } from '../src/training/engine/trainer.js';
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`);

@@ -17,8 +17,8 @@ import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { cnnDecoder, CNN_PROFILES } from '../src/models/architectures/cnn.js';
 import { tensor } from '../src/models/onnx/index.js';
-import { mseLoss } from '../src/training/losses.js';
-import { TrainingSession } from '../src/training/trainer.js';
+import { mseLoss } from '../src/training/engine/losses.js';
+import { TrainingSession } from '../src/training/engine/trainer.js';
 import { percentile } from '../src/common/stats.js';
 
 const arg = (name: string, fallback: string): string => {

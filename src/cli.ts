@@ -62,7 +62,7 @@ program
   .requiredOption('--data <dir>', 'dataset folder (SENSORIUM layout)')
   .option('--out <dir>', 'where to write the figures (default <data>/inspect)')
   .action(async (o) => {
-    const { inspectDataset } = await import('./training/inspect.js');
+    const { inspectDataset } = await import('./training/eval/inspect.js');
     const s = inspectDataset(o.data, o.out ?? join(o.data, 'inspect'));
     console.log(JSON.stringify(s, null, 2));
   });
@@ -77,7 +77,7 @@ train
   .addOption(new Option('--image-size <hxw>', 'decoded image size').choices(['36x64', '64x64']).default('36x64'))
   .option('--alphas <list>', 'comma-separated regularisation multiples to try')
   .action(async (o) => {
-    const { trainRidge } = await import('./training/train-ridge.js');
+    const { trainRidge } = await import('./training/ridge/train-ridge.js');
     const [h, w] = (o.imageSize as string).split('x').map(Number);
     const r = await trainRidge({
       data: o.data,
@@ -104,7 +104,7 @@ train
   .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
   .option('--seed <n>', 'random seed', int('seed'), 1)
   .action(async (o) => {
-    const { trainEncoder } = await import('./training/train-encoder.js');
+    const { trainEncoder } = await import('./training/encoder/train-encoder.js');
     const r = await trainEncoder({
       data: o.data,
       out: o.out,
@@ -155,7 +155,7 @@ for (const kind of ['cnn', 'gan'] as const) {
       .option('--transform', 'ablation T: log10(clamp(r, 1e-3)) on responses')
       .option('--coordinates', 'ablation C: neuron coordinates into the context MLP');
   cmd.action(async (o) => {
-    const { trainDecoder } = await import('./training/train-decoder.js');
+    const { trainDecoder } = await import('./training/decoders/train-decoder.js');
     const r = await trainDecoder({
       kind,
       data: o.data.length === 1 ? o.data[0] : o.data,
@@ -192,7 +192,7 @@ train
   .addOption(new Option('--grid <name>', 'search space: paper (REFERENCE.md; hours on a CPU) or quick').choices(['quick', 'paper']).default('quick'))
   .option('--search-images <n>', 'validation images scored in the search', int('search-images'), 40)
   .action(async (o) => {
-    const { trainInvenc, INVENC_GRIDS } = await import('./training/train-invenc.js');
+    const { trainInvenc, INVENC_GRIDS } = await import('./training/encoder/train-invenc.js');
     const r = await trainInvenc({ encoder: o.encoder, out: o.out, data: o.data, grid: INVENC_GRIDS[o.grid as 'quick' | 'paper'], searchImages: o.searchImages });
     console.log(`bundle ${o.out}: ${r.manifest.name}, steps ${r.best.steps}, lr ${r.best.lr}, blur sigma ${r.best.blurSigma}; validation FID ${r.best.fid.toFixed(3)} SSIM ${r.best.ssim.toFixed(3)}; ${r.seconds.toFixed(1)} s`);
   });
@@ -208,7 +208,7 @@ program
   .option('--batch <n>', 'neurons optimised together', int('batch'), 64)
   .option('--neurons <spec>', "which neurons: 'all', 'first:N', or 'top:N' (best validation correlation of the encoder)", 'all')
   .action(async (o) => {
-    const { generateMeis, selectNeurons } = await import('./training/meis.js');
+    const { generateMeis, selectNeurons } = await import('./training/encoder/meis.js');
     const r = await generateMeis({ encoder: o.encoder, out: o.out, steps: o.steps, lr: o.lr, blurSigma: o.blur, batch: o.batch, neurons: selectNeurons(o.encoder, o.neurons) });
     console.log(`${r.neurons.length} MEIs in ${o.out} (${r.seconds.toFixed(1)} s)${r.rfCorrelation ? `; MEI/RF correlation ${r.rfCorrelation.all.toFixed(3)}` : ''}`);
   });
@@ -224,7 +224,7 @@ program
   .option('--json', 'print metrics as JSON')
   .option('--no-save', 'do not record the metrics in the bundle manifest')
   .action(async (o) => {
-    const { evaluateBundle } = await import('./training/evaluate.js');
+    const { evaluateBundle } = await import('./training/eval/evaluate.js');
     const { reconstructionGrid, writeFile } = await import('./training/report/figures.js');
     const { updateBundleMetrics } = await import('./models/bundle.js');
     const fid = Number(o.fid) as 0 | 64 | 2048;
@@ -267,7 +267,7 @@ program
   .option('--images <n>', 'test images in the figure', int('images'), 10)
   .option('--json', 'print the rows as JSON')
   .action(async (o) => {
-    const { compareBundles } = await import('./training/compare.js');
+    const { compareBundles } = await import('./training/eval/compare.js');
     const r = await compareBundles(o.model, o.data, { figure: o.figure, images: o.images });
     if (o.json) console.log(JSON.stringify(r.rows, null, 1));
     else console.log(r.table);

@@ -5,8 +5,8 @@ import { loadBundle, updateBundleMetrics, type DecoderBundle } from './models/bu
 import { loadServerConfig } from './server/config.js';
 import { CortexcastServer } from './server/server.js';
 import { synthesize, SYNTH_PRESETS } from './training/data/synth.js';
-import { evaluateBundle } from './training/evaluate.js';
-import { trainRidge } from './training/train-ridge.js';
+import { evaluateBundle } from './training/eval/evaluate.js';
+import { trainRidge } from './training/ridge/train-ridge.js';
 
 /**
  * `npm start`: the live demo. Makes (once, then cached) the small simulated dataset and a ridge

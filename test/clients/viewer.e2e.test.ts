@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replay } from '../../clients/replay/replay.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
-import { trainRidge } from '../../src/training/train-ridge.js';
+import { trainRidge } from '../../src/training/ridge/train-ridge.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 import { repoRoot } from '../helpers/paths.js';
 import { mkdtempSync } from 'node:fs';

@@ -9,7 +9,7 @@ import { resizeArea } from '../../src/datasets/image-ops.js';
 import { readNpy } from '../../src/common/npy.js';
 import { SYNTH_PRESETS } from '../../src/training/data/synth.js';
 import { drawNeurons, receptiveFields, DEFAULT_SIMULATOR } from '../../src/training/data/simulator.js';
-import { inspectDataset } from '../../src/training/inspect.js';
+import { inspectDataset } from '../../src/training/eval/inspect.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
 let dir: string;

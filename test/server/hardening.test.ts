@@ -11,7 +11,7 @@ import { DecoderConnection, InferenceV2Connection, subscribe, type FrameAck, typ
 import { loadServerConfig, type ServerConfigInput } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
 import { PROTO_PATH } from '../../src/server/grpc-service.js';
-import { trainRidge } from '../../src/training/train-ridge.js';
+import { trainRidge } from '../../src/training/ridge/train-ridge.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 

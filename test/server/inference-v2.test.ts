@@ -8,7 +8,7 @@ import { DecoderConnection, InferenceV2Connection } from '../../clients/lib/inde
 import { encodeNpy } from '../../src/common/npy.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
-import { trainRidge } from '../../src/training/train-ridge.js';
+import { trainRidge } from '../../src/training/ridge/train-ridge.js';
 import { repoRoot } from '../helpers/paths.js';
 import { PY, protocPython, pythonGrpc } from '../helpers/python.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';

@@ -8,7 +8,7 @@ import { DecoderConnection, subscribe } from '../../clients/lib/index.js';
 import { replay } from '../../clients/replay/replay.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
-import { trainRidge } from '../../src/training/train-ridge.js';
+import { trainRidge } from '../../src/training/ridge/train-ridge.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 

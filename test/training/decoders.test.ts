@@ -9,11 +9,11 @@ import { createSession, runOnce } from '../../src/models/ort.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
 import { SensoriumDataset } from '../../src/datasets/sensorium.js';
-import { compareBundles } from '../../src/training/compare.js';
-import { decodeRows } from '../../src/training/evaluate.js';
-import { generateMeis, selectNeurons } from '../../src/training/meis.js';
-import { trainDecoder, type TrainDecoderResult } from '../../src/training/train-decoder.js';
-import { trainEncoder } from '../../src/training/train-encoder.js';
+import { compareBundles } from '../../src/training/eval/compare.js';
+import { decodeRows } from '../../src/training/eval/evaluate.js';
+import { generateMeis, selectNeurons } from '../../src/training/encoder/meis.js';
+import { trainDecoder, type TrainDecoderResult } from '../../src/training/decoders/train-decoder.js';
+import { trainEncoder } from '../../src/training/encoder/train-encoder.js';
 import { onnxCheck } from '../helpers/onnx-check.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 

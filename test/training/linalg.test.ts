@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cholesky, choleskySolve, Gemm } from '../../src/training/linalg.js';
+import { cholesky, choleskySolve, Gemm } from '../../src/training/engine/linalg.js';
 import { randn, matmul } from '../helpers/reference.js';
 
 describe('blocked Cholesky on ONNX Runtime GEMMs', () => {

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { mseMinMax, pixCorr, ssim, ssimLoss, ssimMinMax, logSsimLoss } from '../../src/training/metrics/image-metrics.js';
-import { frechetDistance, FidComputer, resizeBilinearTf1 } from '../../src/training/metrics/fid.js';
-import { buildInceptionGraph } from '../../src/training/metrics/inception.js';
+import { mseMinMax, pixCorr, ssim, ssimLoss, ssimMinMax, logSsimLoss } from '../../src/training/eval/metrics/image-metrics.js';
+import { frechetDistance, FidComputer, resizeBilinearTf1 } from '../../src/training/eval/metrics/fid.js';
+import { buildInceptionGraph } from '../../src/training/eval/metrics/inception.js';
 import { sharedDir } from '../helpers/paths.js';
 import { randn } from '../helpers/reference.js';
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeNpy } from '../../src/common/npy.js';
 import { Rng } from '../../src/models/rng.js';
-import { trainDecoder } from '../../src/training/train-decoder.js';
+import { trainDecoder } from '../../src/training/decoders/train-decoder.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
 /**

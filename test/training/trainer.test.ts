@@ -6,10 +6,10 @@ import { batchNorm, conv2d, dropout, linear, relu, type LayerContext } from '../
 import { newGraph, tensor, writeModel, type TensorData } from '../../src/models/onnx/index.js';
 import { createSession, runOnce } from '../../src/models/ort.js';
 import { Rng } from '../../src/models/rng.js';
-import { logSsimLoss, maeLoss, mseLoss, poissonLoss, ssimValue } from '../../src/training/losses.js';
-import { ssimMinMax, logSsimLoss as logSsimNumber } from '../../src/training/metrics/image-metrics.js';
-import { TrainingSession, type ModelBuilder, type TrainingSpec } from '../../src/training/trainer.js';
-import { ReduceOnPlateau, cosineLr } from '../../src/training/schedule.js';
+import { logSsimLoss, maeLoss, mseLoss, poissonLoss, ssimValue } from '../../src/training/engine/losses.js';
+import { ssimMinMax, logSsimLoss as logSsimNumber } from '../../src/training/eval/metrics/image-metrics.js';
+import { TrainingSession, type ModelBuilder, type TrainingSpec } from '../../src/training/engine/trainer.js';
+import { ReduceOnPlateau, cosineLr } from '../../src/training/engine/schedule.js';
 import { randn } from '../helpers/reference.js';
 import { sharedDir } from '../helpers/paths.js';
 

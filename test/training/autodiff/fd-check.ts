@@ -1,7 +1,7 @@
 import type ort from 'onnxruntime-node';
 import { newGraph, tensor, type DType, type Graph, type Value, type TensorData } from '../../../src/models/onnx/index.js';
 import { createSession, runOnce } from '../../../src/models/ort.js';
-import { buildGradients } from '../../../src/training/autodiff/engine.js';
+import { buildGradients } from '../../../src/training/engine/autodiff/engine.js';
 import { randn } from '../../helpers/reference.js';
 
 export type Init = 'normal' | 'positive' | 'awayFromZero';

@@ -2,8 +2,8 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tensor, type Graph, type Value } from '../../../src/models/onnx/index.js';
-import { GRAD_RULES } from '../../../src/training/autodiff/rules/index.js';
-import { buildGradients } from '../../../src/training/autodiff/engine.js';
+import { GRAD_RULES } from '../../../src/training/engine/autodiff/rules/index.js';
+import { buildGradients } from '../../../src/training/engine/autodiff/engine.js';
 import { newGraph } from '../../../src/models/onnx/index.js';
 import { repoRoot } from '../../helpers/paths.js';
 import { fdCheck, type InputSpec } from './fd-check.js';
@@ -129,7 +129,7 @@ describe('every gradient rule agrees with central finite differences', () => {
   });
 
   it('every rule file holds rules whose opType is a known op', () => {
-    const dir = join(repoRoot, 'src/training/autodiff/rules');
+    const dir = join(repoRoot, 'src/training/engine/autodiff/rules');
     const files = readdirSync(dir).filter((f) => f.endsWith('.ts') && f !== 'index.ts' && !f.endsWith('-util.ts'));
     expect(files.length).toBeGreaterThanOrEqual(30);
     const g = newGraph('t');
