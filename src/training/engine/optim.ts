@@ -32,8 +32,20 @@ export interface OptimizerConfig {
 export const groupOf = (groups: readonly ParamGroup[], name: string): number =>
   groups.findIndex((gr) => (typeof gr.match === 'string' ? name.startsWith(gr.match) : gr.match.test(name)));
 
-/** Names of the optimizer state tensors of parameter `p`. */
-export const stateNames = (kind: OptimizerConfig['kind'], p: string): string[] => (kind === 'adamw' ? [`${p}::adam_m`, `${p}::adam_v`] : [`${p}::momentum`]);
+/** Every optimizer setting filled in: the one place that says what the defaults are. */
+export interface ResolvedOptimizer {
+  kind: 'adamw' | 'sgd';
+  beta1: number;
+  beta2: number;
+  eps: number;
+  momentum: number;
+}
+
+export const DEFAULT_OPTIMIZER: ResolvedOptimizer = { kind: 'adamw', beta1: 0.9, beta2: 0.999, eps: 1e-8, momentum: 0.9 };
+
+export const resolveOptimizer = (o?: OptimizerConfig): ResolvedOptimizer => ({ ...DEFAULT_OPTIMIZER, ...Object.fromEntries(Object.entries(o ?? {}).filter(([, v]) => v !== undefined)) });
+
+export { optimizerStateNames as stateNames } from './names.js';
 
 export interface UpdateNodes {
   param: Value;
@@ -48,7 +60,7 @@ export interface UpdateNodes {
  */
 export function updateNodes(
   g: Graph,
-  cfg: OptimizerConfig,
+  cfg: ResolvedOptimizer,
   p: Value,
   grad: Value,
   state: Value[],
@@ -62,14 +74,12 @@ export function updateNodes(
   const gc = group.clamp !== undefined ? g.op('Clip', [grad, c('clamp_lo', -group.clamp), c('clamp_hi', group.clamp)]) : grad;
   const wd = group.weightDecay ?? 0;
   if (cfg.kind === 'sgd') {
-    const mu = cfg.momentum ?? 0.9;
+    const mu = cfg.momentum;
     const withDecay = wd ? g.op('Add', [gc, g.op('Mul', [p, c('wd', wd)])]) : gc;
     const buf = g.op('Add', [g.op('Mul', [state[0], c('mu', mu)]), withDecay], {}, { name: names.state[0] });
     return { param: g.op('Sub', [p, g.op('Mul', [lr, buf])], {}, { name: names.param }), state: [buf] };
   }
-  const b1 = cfg.beta1 ?? 0.9;
-  const b2 = cfg.beta2 ?? 0.999;
-  const eps = cfg.eps ?? 1e-8;
+  const { beta1: b1, beta2: b2, eps } = cfg;
   const one = c('one', 1);
   const m = g.op('Add', [g.op('Mul', [state[0], c('b1', b1)]), g.op('Mul', [gc, c('one_minus_b1', 1 - b1)])], {}, { name: names.state[0] });
   const v = g.op('Add', [g.op('Mul', [state[1], c('b2', b2)]), g.op('Mul', [g.op('Mul', [gc, gc]), c('one_minus_b2', 1 - b2)])], {}, { name: names.state[1] });
