@@ -176,7 +176,8 @@
   }
 
   $('model').onchange = () => { const ws = state.ws; state.ws = null; if (ws) ws.close(); state.lastSeq.clear(); connect(); };
-  $('stream').onchange = () => state.lastSeq.clear();
+  // The figures then describe the chosen stream only.
+  $('stream').onchange = () => { state.lastSeq.clear(); state.lat = []; state.times = []; };
   setInterval(refresh, 250);
   loadModels().then(connect, () => setTimeout(() => location.reload(), 2000));
 })();

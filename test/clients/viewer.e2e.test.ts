@@ -2,6 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replay } from '../../clients/replay/replay.js';
+import { DecoderConnection } from '../../clients/lib/index.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
 import { trainRidge } from '../../src/training/ridge/train-ridge.js';
@@ -61,6 +62,23 @@ describe.skipIf(!CHROMIUM)('viewer in headless Chromium', () => {
       expect(await page.textContent('#e2e')).toMatch(/ms/);
       expect(await page.textContent('#server')).toMatch(/^\d+\.\d ms \/ \d+\.\d ms$/);
       expect(errors).toEqual([]);
+      // A rig whose clock runs 10 s ahead: the server-measured stages still show, rig-to-browser does not.
+      const conn = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
+      const skew = conn.openStream();
+      let seq = 0;
+      const timer = setInterval(() => skew.send({ streamId: 'skew', model: 'ridge', sequence: ++seq, responses: new Float32Array(200).fill(0.5), acquiredAtUs: (Date.now() + 10_000) * 1000 }), 33);
+      try {
+        await page.waitForFunction(() => [...(document.getElementById('stream') as HTMLSelectElement).options].some((o) => o.value === 'skew'), undefined, { timeout: 10_000 });
+        await page.selectOption('#stream', 'skew');
+        await page.waitForFunction(() => document.getElementById('e2e')!.textContent === 'n/a (clocks disagree)', undefined, { timeout: 5000 });
+        expect(await page.textContent('#server')).toMatch(/^\d+\.\d ms \/ \d+\.\d ms$/);
+        await page.selectOption('#stream', 'e2e');
+        await page.waitForFunction(() => /ms/.test(document.getElementById('e2e')!.textContent ?? ''), undefined, { timeout: 5000 });
+      } finally {
+        clearInterval(timer);
+        skew.end();
+        conn.close();
+      }
       const out = join(repoRoot, '.cache');
       mkdirSync(out, { recursive: true });
       await page.screenshot({ path: join(out, 'viewer-e2e.png') });
