@@ -11,9 +11,8 @@ import { CortexcastServer } from '../../src/server/server.js';
 import { SensoriumDataset } from '../../src/datasets/sensorium.js';
 import { compareBundles } from '../../src/training/eval/compare.js';
 import { decodeRows } from '../../src/training/eval/evaluate.js';
-import { generateMeis, selectNeurons } from '../../src/training/encoder/meis.js';
 import { trainDecoder, type TrainDecoderResult } from '../../src/training/decoders/train-decoder.js';
-import { trainEncoder } from '../../src/training/encoder/train-encoder.js';
+import { meiFixture } from '../helpers/meis.js';
 import { onnxCheck } from '../helpers/onnx-check.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
@@ -82,10 +81,9 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
   }, 240_000);
 
   it('GAN with MEI readin: generator and discriminator alternate, loss falls; export equals eval pass; served', async () => {
-    const enc = join(work, 'encoder');
-    await trainEncoder({ data: [data], out: enc, epochs: 2, batch: 16, quiet: true, log: quiet });
+    // A fixture of 24 MEIs: the encoder -> MEIs path has its own tests (encoder.test.ts).
     const meis = join(work, 'meis');
-    await generateMeis({ encoder: enc, out: meis, neurons: selectNeurons(enc, 'top:24'), steps: 20, batch: 24, quiet: true, log: quiet });
+    meiFixture(meis, 24, 36, 64);
     const out = join(work, 'gan');
     const r = await trainDecoder({ kind: 'gan', data, out, meis, epochs: 3, quiet: true, log: quiet });
     expect(r.history).toHaveLength(3);
