@@ -7,6 +7,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { Unpackr } from 'msgpackr';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import { exactInteger } from '../../src/common/uint64.js';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/cortexcast/v1/decoder.proto', import.meta.url));
 export const V2_PROTO_PATH = fileURLToPath(new URL('../../proto/inference/grpc_predict_v2.proto', import.meta.url));
@@ -80,10 +81,7 @@ const toBytes = (a: Float32Array): Buffer => Buffer.from(a.buffer, a.byteOffset,
 const UINT64_MAX = 2n ** 64n - 1n;
 
 /** A decimal uint64 from the wire -> number when exact, else BigInt. */
-export const toSequence = (s: string | number): Sequence => {
-  const n = Number(s);
-  return Number.isSafeInteger(n) ? n : BigInt(s);
-};
+export const toSequence = (s: string | number): Sequence => exactInteger(s);
 
 /** A sequence for the wire: a whole number in 1 .. 2^64 - 1, as a decimal string (never rounded). */
 function wireSequence(s: Sequence): string {

@@ -86,8 +86,7 @@ export async function replay(o: ReplayOptions): Promise<ReplayStats> {
   const rate = o.rate ?? 30;
   const streamId = o.streamId ?? 'replay';
   const [sw, sh] = o.stimulusSize ?? [64, 36];
-  const stats: ReplayStats = { sent: 0, decoded: 0, dropped: 0, rejected: 0, lost: 0, reconnects: 0, jitterP50: 0, jitterP99: 0, jitterMax: 0, elapsedS: 0 };
-  const jitter: number[] = [];
+  const { stats, jitter, t0, summary } = replayLedger(false);
   const onAck = (a: FrameAck): void => {
     if (a.status === 'DECODED') stats.decoded++;
     else if (a.status === 'DROPPED') stats.dropped++;
@@ -117,7 +116,6 @@ export async function replay(o: ReplayOptions): Promise<ReplayStats> {
     });
     return true;
   };
-  const t0 = performance.now();
   const period = rate > 0 ? 1000 / rate : 0;
   let k = 0;
   outer: for (let pass = 0; ; pass++) {
@@ -151,10 +149,23 @@ export async function replay(o: ReplayOptions): Promise<ReplayStats> {
   await Promise.race([stream?.done.catch(() => undefined), sleep(2000)]);
   conn?.close();
   return summary();
+}
 
-  function summary(): ReplayStats {
-    return { ...stats, jitterP50: pct(jitter, 50), jitterP99: pct(jitter, 99), jitterMax: jitter.length ? Math.max(...jitter) : 0, elapsedS: (performance.now() - t0) / 1000 };
-  }
+/** One replay's counters, send jitter and (v2) round trips; `t0` is its schedule's origin. */
+function replayLedger(roundTrips: boolean): { stats: ReplayStats; jitter: number[]; rtt: number[]; t0: number; summary: () => ReplayStats } {
+  const stats: ReplayStats = { sent: 0, decoded: 0, dropped: 0, rejected: 0, lost: 0, reconnects: 0, jitterP50: 0, jitterP99: 0, jitterMax: 0, elapsedS: 0 };
+  const jitter: number[] = [];
+  const rtt: number[] = [];
+  const t0 = performance.now();
+  const summary = (): ReplayStats => ({
+    ...stats,
+    jitterP50: pct(jitter, 50),
+    jitterP99: pct(jitter, 99),
+    jitterMax: jitter.length ? Math.max(...jitter) : 0,
+    elapsedS: (performance.now() - t0) / 1000,
+    ...(roundTrips ? { rttP50: pct(rtt, 50), rttP99: pct(rtt, 99) } : {}),
+  });
+  return { stats, jitter, rtt, t0, summary };
 }
 
 /** One ModelInfer per due frame; at most maxInFlight outstanding, a frame due beyond that is dropped. */
@@ -164,20 +175,8 @@ async function replayV2(o: ReplayOptions): Promise<ReplayStats> {
   const period = rate > 0 ? 1000 / rate : 0;
   const maxInFlight = o.maxInFlight ?? 4;
   const conn = new InferenceV2Connection(o.server, { token: o.token });
-  const stats: ReplayStats = { sent: 0, decoded: 0, dropped: 0, rejected: 0, lost: 0, reconnects: 0, jitterP50: 0, jitterP99: 0, jitterMax: 0, elapsedS: 0 };
-  const jitter: number[] = [];
-  const rtt: number[] = [];
   const inFlight = new Set<Promise<void>>();
-  const t0 = performance.now();
-  const summary = (): ReplayStats => ({
-    ...stats,
-    jitterP50: pct(jitter, 50),
-    jitterP99: pct(jitter, 99),
-    jitterMax: jitter.length ? Math.max(...jitter) : 0,
-    elapsedS: (performance.now() - t0) / 1000,
-    rttP50: pct(rtt, 50),
-    rttP99: pct(rtt, 99),
-  });
+  const { stats, jitter, rtt, t0, summary } = replayLedger(true);
   let k = 0;
   outer: for (;;) {
     for (const i of trials) {

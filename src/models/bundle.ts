@@ -93,6 +93,13 @@ export interface DecoderBundle {
   stdScale: Float32Array;
 }
 
+/**
+ * The tensor names a decoder has outside cortexcast's own protocol, on the Open Inference Protocol
+ * endpoint and in `export triton` models alike, so one client talks to both: raw responses in, the
+ * z-scored image and its grey levels out.
+ */
+export const SERVING_TENSORS = { input: 'responses', image: 'image', pixels: 'pixels' } as const;
+
 export interface WriteBundleInput {
   name: string;
   kind: DecoderKind;

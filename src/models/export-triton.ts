@@ -1,11 +1,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ccError } from '../common/errors.js';
-import { loadBundle, assertDecoder, type DecoderBundle } from './bundle.js';
+import { loadBundle, assertDecoder, SERVING_TENSORS, type DecoderBundle } from './bundle.js';
 import { readModel, tensor, writeModel, type Graph, type Value } from './onnx/index.js';
 
-/** The tensor names cortexcast's Open Inference Protocol endpoint uses too: one client for both. */
-export const TRITON_TENSORS = { input: 'responses', image: 'image', pixels: 'pixels' } as const;
+const TRITON_TENSORS = SERVING_TENSORS;
 
 export interface InstanceGroup {
   kind: 'gpu' | 'cpu' | 'auto';

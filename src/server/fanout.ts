@@ -2,6 +2,7 @@ import { Packr } from 'msgpackr';
 import type WebSocket from 'ws';
 import type { DecodedFrame } from './frames.js';
 import { now } from './frames.js';
+import { exactInteger } from '../common/uint64.js';
 import type { ServerConfig } from './config.js';
 import type { ServerMetrics } from './metrics.js';
 
@@ -33,11 +34,6 @@ interface Subscriber extends Subscription {
   alive: boolean;
 }
 
-/** uint64 sequence (decimal string) -> a number where that is exact, else a BigInt (msgpack uint64). */
-const wireSequence = (s: string): number | bigint => {
-  const n = Number(s);
-  return Number.isSafeInteger(n) ? n : BigInt(s);
-};
 
 const packr = new Packr({ useRecords: false });
 
@@ -99,7 +95,7 @@ export class Fanout {
         type: 'frame',
         stream: f.streamId,
         model: f.model,
-        seq: wireSequence(f.sequence),
+        seq: exactInteger(f.sequence),
         imageId: f.imageId,
         stimulus: f.stimulus,
         provider: f.provider,

@@ -6,7 +6,7 @@ import { dirname, extname, join, normalize } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
-import { tokenMatches } from './auth.js';
+import { bearer, tokenMatches } from './auth.js';
 import type { ServerConfig } from './config.js';
 import { encodeMessage, type Fanout } from './fanout.js';
 import type { ServerMetrics } from './metrics.js';
@@ -39,7 +39,7 @@ function parseTarget(raw: string | undefined): URL | undefined {
   }
 }
 
-const tokenOf = (req: IncomingMessage, url: URL): string => String(req.headers.authorization ?? '').replace(/^Bearer\s+/i, '') || url.searchParams.get('token') || '';
+const tokenOf = (req: IncomingMessage, url: URL): string => bearer(req.headers.authorization) || url.searchParams.get('token') || '';
 
 const refuse = (socket: Duplex, code: number, text: string, body = ''): void => {
   if (socket.writable) socket.end(`HTTP/1.1 ${code} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);

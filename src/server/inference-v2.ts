@@ -1,25 +1,21 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
-import { ccError, CortexcastError, quoted } from '../common/errors.js';
+import { ccError, quoted } from '../common/errors.js';
 import { VERSION } from '../common/version.js';
 import type { ServerConfig } from './config.js';
 import { decodeResponses, now, toGrey } from './frames.js';
 import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry, ServedModel } from './model-registry.js';
 import type { DecodeOutcome, DecodeScheduler } from './scheduler.js';
-import { tokenMatches } from './auth.js';
-import { status, UNARY_STATUS } from './grpc-service.js';
-import { badMessageOf, guardDeserializers } from './wire-guard.js';
+import { dropStatus, guardUnary, status, unaryWait } from './unary.js';
+import { guardDeserializers } from './wire-guard.js';
+import { SERVING_TENSORS } from '../models/bundle.js';
 
 export const V2_PROTO_PATH = fileURLToPath(new URL('../../proto/inference/grpc_predict_v2.proto', import.meta.url));
 
-/**
- * Tensor names of every served model on the Open Inference Protocol, the same as in `export
- * triton`'s models: raw responses in (the server applies the bundle's std scaling and transform,
- * as for StreamFrames), the z-scored image and its grey levels out.
- */
-export const V2_TENSORS = { input: 'responses', image: 'image', pixels: 'pixels' } as const;
+/** The served tensor names (the server applies the bundle's std scaling and transform to `responses`, as for StreamFrames). */
+const V2_TENSORS = SERVING_TENSORS;
 /** Rows one ModelInfer may carry. */
 export const V2_MAX_ROWS = 256;
 
@@ -53,6 +49,8 @@ export interface V2Deps {
   /** RUNNING: accepting work. */
   isAccepting: () => boolean;
   isLive: () => boolean;
+  /** Taking work with every model's workers alive (what /healthz reports). */
+  isReady: () => boolean;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -67,45 +65,15 @@ const versionOk = (v: string | undefined): boolean => v === undefined || v === '
  * [B, 1, H, W]) and `pixels` (UINT8, same shape) as raw_output_contents.
  */
 export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation {
-  const authorised = (md: grpc.Metadata): boolean => {
-    const token = d.cfg.auth.token;
-    if (!token) return true;
-    const ok = tokenMatches(String(md.get('authorization')[0] ?? '').replace(/^Bearer\s+/i, ''), token);
-    if (!ok) d.metrics.framesRejected.inc({ reason: 'unauthenticated' });
-    return ok;
-  };
+  const unary = { token: d.cfg.auth.token, metrics: d.metrics, log: d.log };
   const model = (name: string, version: string | undefined): ServedModel => {
     if (!versionOk(version)) throw ccError('CC_ERR_UNKNOWN_MODEL', `${quoted(name)} version ${quoted(version ?? '', 16)}`, 'version 1 of each model');
     return d.registry.get(name);
   };
-  /** Every handler: auth first; a thrown CortexcastError is the client's error, anything else a bug. */
+  /** guardUnary (auth, message checks, errors) around a handler that reads the request. */
   const handler =
     <Req>(name: string, h: (req: Req, call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>) => void) =>
-    (call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>): void => {
-      let answered = false;
-      const once: grpc.sendUnaryData<unknown> = (e, v) => {
-        if (!answered) {
-          answered = true;
-          cb(e, v);
-        }
-      };
-      if (!authorised(call.metadata)) return once(status(grpc.status.UNAUTHENTICATED, 'missing or wrong token (metadata authorization: Bearer <token>)'));
-      const bad = badMessageOf(call.request);
-      if (bad) {
-        d.metrics.framesRejected.inc({ reason: bad.kind === 'oversized' ? 'message_too_large' : 'malformed_frame' });
-        return once(status(bad.kind === 'oversized' ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.INVALID_ARGUMENT, bad.message));
-      }
-      try {
-        h(call.request, call, once);
-      } catch (e) {
-        if (e instanceof CortexcastError) {
-          d.metrics.framesRejected.inc({ reason: e.code.replace(/^CC_ERR_/, '').toLowerCase() });
-          return once(status(e.code === 'CC_ERR_UNKNOWN_MODEL' ? grpc.status.NOT_FOUND : grpc.status.INVALID_ARGUMENT, e.message));
-        }
-        d.log('error', 'handler failed', { rpc: `inference.${name}`, error: (e as Error).stack ?? String(e) });
-        once(status(grpc.status.INTERNAL, `internal error in ${name}`));
-      }
-    };
+      guardUnary<Req, unknown>(unary, `inference.${name}`, (call, cb) => h(call.request, call, cb));
   const tensorMeta = (m: ServedModel) => ({
     inputs: [{ name: V2_TENSORS.input, datatype: 'FP32', shape: [-1, m.neurons] }],
     outputs: [
@@ -116,7 +84,7 @@ export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation
 
   return {
     ServerLive: handler('ServerLive', (_req, _call, cb) => cb(null, { live: d.isLive() })),
-    ServerReady: handler('ServerReady', (_req, _call, cb) => cb(null, { ready: d.isAccepting() && d.registry.broken().length === 0 })),
+    ServerReady: handler('ServerReady', (_req, _call, cb) => cb(null, { ready: d.isReady() })),
     ModelReady: handler<{ name: string; version?: string }>('ModelReady', (req, _call, cb) => {
       const ready = versionOk(req.version) && d.registry.has(req.name) && d.registry.get(req.name).pool.alive > 0 && d.isAccepting();
       cb(null, { ready });
@@ -139,9 +107,7 @@ export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation
       const rows = inputRows(req, m);
       const wanted = req.outputs.length ? req.outputs.map((o) => o.name) : [V2_TENSORS.image, V2_TENSORS.pixels];
       for (const w of wanted) if (w !== V2_TENSORS.image && w !== V2_TENSORS.pixels) throw ccError('CC_ERR_INFER_REQUEST', `unknown output ${quoted(w)} (outputs: image, pixels)`);
-      const deadline = call.getDeadline();
-      const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
-      const waitMs = Math.min(d.cfg.limits.maxDecodeWaitMs, Number.isFinite(deadlineMs) ? deadlineMs - Date.now() : Infinity);
+      const { waitMs, cancelReason } = unaryWait(call, d.cfg.limits.maxDecodeWaitMs);
       const P = m.width * m.height;
       const image = new Float32Array(rows.length * P);
       let left = rows.length;
@@ -151,10 +117,8 @@ export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation
         if (failed) return;
         if (o.status !== 'DECODED') {
           failed = true;
-          const code = UNARY_STATUS[o.reason];
-          d.metrics.unaryDecodes.inc({ model: m.name, code: grpc.status[code] });
           for (const c of cancels) c('cancelled');
-          return cb(status(code, `${o.reason}: ${o.detail}`));
+          return cb(dropStatus(d.metrics, m.name, o));
         }
         image.set(o.values, i * P);
         if (--left > 0) return;
@@ -165,9 +129,10 @@ export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation
         cb(null, { model_name: m.name, model_version: '1', id: req.id, outputs, raw_output_contents: raw });
       };
       const t0 = now();
-      rows.forEach((raw, i) => cancels.push(d.scheduler.submitUnary({ model: m.name, raw, ingestedMs: t0, settle: settle(i) }, waitMs)));
+      // Once one row has failed the call is answered: the rest are not submitted.
+      for (let i = 0; i < rows.length && !failed; i++) cancels.push(d.scheduler.submitUnary({ model: m.name, raw: rows[i], ingestedMs: t0, settle: settle(i) }, waitMs));
       call.on('cancelled', () => {
-        const why = Date.now() >= deadlineMs - 2 ? 'deadline' : 'cancelled';
+        const why = cancelReason();
         for (const c of cancels) c(why);
       });
     }),

@@ -5,7 +5,8 @@ import { decodeResponses, decodeStimulus, now, toGrey, type DecodedFrame, type S
 import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry, ServedModel } from './model-registry.js';
 import type { DecodeOutcome, DecodeScheduler } from './scheduler.js';
-import { badMessageOf, type RateLimitedLog } from './wire-guard.js';
+import { reasonOf, status } from './unary.js';
+import { BAD_MESSAGE_REASON, badMessageOf, type RateLimitedLog } from './wire-guard.js';
 
 export interface ResponseFrameMsg {
   streamId: string;
@@ -58,14 +59,6 @@ const STREAM_ID = /^[\x21-\x7e]{1,128}$/;
 /** acquired_at_us further than this from the server's clock is a clock problem, not latency. */
 const CLOCK_PAST_MS = 60_000;
 const CLOCK_FUTURE_MS = 1_000;
-
-export const reasonOf = (e: unknown): string => (e instanceof CortexcastError ? e.code.replace(/^CC_ERR_/, '').toLowerCase() : 'internal');
-
-/** Details travel in a trailer: kept short, whatever a message echoes. */
-export const status = (code: grpc.status, text: string): grpc.ServiceError => {
-  const details = text.length > 1024 ? `${text.slice(0, 1024)}...` : text;
-  return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
-};
 
 /**
  * One StreamFrames call, from its first frame to its status. The contract it keeps: exactly one final
@@ -150,7 +143,7 @@ export class IngestCall {
     if (!this.oversized) this.touch();
     const bad = badMessageOf(m);
     if (bad) {
-      this.d.metrics.framesRejected.inc({ reason: bad.kind === 'oversized' ? 'message_too_large' : 'malformed_frame' });
+      this.d.metrics.framesRejected.inc({ reason: BAD_MESSAGE_REASON[bad.kind] });
       this.d.warnings.warn(bad.kind, bad.kind === 'oversized' ? 'oversized frame rejected' : 'malformed frame rejected', { peer: this.peer, error: bad.message });
       return this.ack({ sequence: bad.sequence, status: 'REJECTED', reason: bad.message, decodeUs: 0, provider: '' });
     }

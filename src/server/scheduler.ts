@@ -21,7 +21,7 @@ export type DropReason =
   | 'cancelled';
 
 export type DecodeOutcome =
-  | { status: 'DECODED'; values: Float32Array; served: ServedModel; startMs: number; endMs: number; batch: number }
+  | { status: 'DECODED'; values: Float32Array; served: ServedModel; startMs: number; endMs: number }
   | { status: 'DROPPED'; reason: DropReason; detail: string };
 
 /** One frame's worth of work from any source (a stream frame or a unary Decode call). */
@@ -76,10 +76,6 @@ export class DecodeScheduler {
     private readonly registry: ModelRegistry,
     private readonly metrics: ServerMetrics,
   ) {}
-
-  get isAccepting(): boolean {
-    return this.accepting;
-  }
 
   /** A stream frame. The frame policy may supersede older frames of the same stream. */
   submitFrame(streamId: string, job: DecodeJob): void {
@@ -245,7 +241,7 @@ export class DecodeScheduler {
         this.metrics.batchSize.observe({ model }, batch.length);
         batch.forEach((j, i) => {
           this.metrics.queueWait.observe({ model }, Math.max(0, r.startMs - j.ingestedMs) / 1000);
-          this.finish(j, { status: 'DECODED', values: r.output.subarray(i * P, (i + 1) * P), served, startMs: r.startMs, endMs: r.endMs, batch: batch.length });
+          this.finish(j, { status: 'DECODED', values: r.output.subarray(i * P, (i + 1) * P), served, startMs: r.startMs, endMs: r.endMs });
         });
       })
       .catch((e: Error) => {

@@ -7,8 +7,9 @@ import type { Server as HttpServer } from 'node:http';
 import type { WebSocketServer } from 'ws';
 import type { ServerConfig } from './config.js';
 import { Fanout } from './fanout.js';
-import { decoderService, loadProto, status, STREAM_FRAMES_PATH } from './grpc-service.js';
-import { tokenMatches } from './auth.js';
+import { decoderService, loadProto, STREAM_FRAMES_PATH } from './grpc-service.js';
+import { metadataAuthorised, UNAUTHENTICATED_DETAILS } from './auth.js';
+import { status } from './unary.js';
 import { RateLimitedLog, TransportFailures, transportLimit } from './wire-guard.js';
 import { inferenceV2Service, loadV2Proto } from './inference-v2.js';
 import { createHttpServer } from './http.js';
@@ -126,6 +127,7 @@ export class CortexcastServer {
         metrics: this.metrics,
         isAccepting: () => this.state === 'RUNNING',
         isLive: () => this.state === 'RUNNING' || this.state === 'DRAINING',
+        isReady: () => this.isServing(),
         log: this.log,
       }),
     );
@@ -147,7 +149,7 @@ export class CortexcastServer {
       metrics: this.metrics,
       status: () => {
         const broken = this.registry.broken();
-        return { serving: this.state === 'RUNNING' && broken.length === 0, state: this.state, ...(broken.length ? { broken } : {}) };
+        return { serving: this.isServing(), state: this.state, ...(broken.length ? { broken } : {}) };
       },
       accepting: () => this.state === 'RUNNING',
       log: this.log,
@@ -174,9 +176,9 @@ export class CortexcastServer {
         const guarded: grpc.UntypedServiceImplementation = {};
         for (const [name, handler] of Object.entries(impl))
           guarded[name] = (stream: grpc.ServerDuplexStream<unknown, unknown>) => {
-            if (token && !tokenMatches(String(stream.metadata.get('authorization')[0] ?? '').replace(/^Bearer\s+/i, ''), token)) {
+            if (!metadataAuthorised(stream.metadata, token)) {
               this.metrics.framesRejected.inc({ reason: 'unauthenticated' });
-              stream.emit('error', status(grpc.status.UNAUTHENTICATED, 'missing or wrong token (metadata authorization: Bearer <token>)'));
+              stream.emit('error', status(grpc.status.UNAUTHENTICATED, UNAUTHENTICATED_DETAILS));
               return;
             }
             const write = stream.write.bind(stream) as (m: unknown) => boolean;
@@ -225,6 +227,11 @@ export class CortexcastServer {
     this.log('info', 'models reloaded', { models: this.registry.all().map((m) => m.name), ms: Date.now() - t0 });
   }
 
+  /** Taking work, and every model has a live inference worker: /healthz, ServerReady, cortexcast_serving. */
+  private isServing(): boolean {
+    return this.state === 'RUNNING' && this.registry.broken().length === 0;
+  }
+
   private refreshModelInfo(): void {
     this.metrics.modelInfo.reset();
     for (const m of this.registry.all()) this.metrics.modelInfo.set({ model: m.name, provider: m.provider, kind: m.bundle.manifest.kind }, 1);
@@ -257,7 +264,7 @@ export class CortexcastServer {
   }
 
   private refreshGauges(): void {
-    this.metrics.serving.set(this.state === 'RUNNING' && this.registry.broken().length === 0 ? 1 : 0);
+    this.metrics.serving.set(this.isServing() ? 1 : 0);
     for (const m of this.registry.all()) {
       this.metrics.queueDepth.set({ model: m.name }, this.scheduler.queueDepth(m.name));
       this.metrics.workerBusy.set({ model: m.name }, m.pool.busy / m.pool.size);

@@ -18,6 +18,9 @@ export interface BadMessage {
 }
 
 export const BAD_MESSAGE = Symbol('cortexcast bad message');
+
+/** Each kind's label in cortexcast_frames_rejected_total{reason}. */
+export const BAD_MESSAGE_REASON: Record<BadMessage['kind'], string> = { oversized: 'message_too_large', malformed: 'malformed_frame' };
 type Guarded = { [BAD_MESSAGE]: BadMessage };
 
 export function badMessageOf(req: unknown): BadMessage | undefined {
