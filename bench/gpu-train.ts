@@ -34,7 +34,7 @@ function spec(model: 'cnn' | 'gan', profile: 'paper' | 'small', provider: Execut
     seed: 1,
     providers: [provider],
     model: (ctx, b) => {
-      const m = model === 'cnn' ? cnnDecoder(ctx, neurons, b, CNN_PROFILES[profile]) : ganGenerator(ctx, neurons, b, GAN_PROFILES[profile], meis);
+      const m = model === 'cnn' ? cnnDecoder(ctx, neurons, b, CNN_PROFILES[profile]) : ganGenerator(ctx, b, GAN_PROFILES[profile], { neurons, mei: meis });
       return { inputs: [m.input], output: m.output };
     },
     objective: (ctx, out) => {

@@ -20,6 +20,18 @@ const int = (name: string) => (v: string): number => {
   return n;
 };
 
+const positive = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive number`);
+  return n;
+};
+
+const fraction = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`${name} must be a number from 0 to 1`);
+  return n;
+};
+
 const program = new Command('cortexcast')
   .version(VERSION)
   .description('Decode images from mouse V1 activity: simulate or read recordings, train decoders, evaluate and serve them.')
@@ -38,6 +50,8 @@ program
   .option('--test-images <n>', 'test images', int('test-images'))
   .option('--repeats <n>', 'repeats per test image', int('repeats'))
   .option('--seed <n>', 'random seed', int('seed'))
+  .option('--complex-fraction <x>', 'fraction of complex (energy) cells, the rest simple (default 0.6)', fraction('complex-fraction'))
+  .option('--rf-sigma <px>', 'median receptive-field size, Gaussian sigma in simulation pixels (default 2.6)', positive('rf-sigma'))
   .option('--force', 'overwrite a non-empty output folder')
   .action(async (o) => {
     const { synthesize, SYNTH_PRESETS } = await import('./training/data/synth.js');
@@ -49,7 +63,13 @@ program
       validationTrials: o.validation ?? base.validationTrials,
       testImages: o.testImages ?? base.testImages,
       repeats: o.repeats ?? base.repeats,
-      simulator: { ...base.simulator, neurons: o.neurons ?? base.simulator.neurons, seed: o.seed ?? base.simulator.seed },
+      simulator: {
+        ...base.simulator,
+        neurons: o.neurons ?? base.simulator.neurons,
+        seed: o.seed ?? base.simulator.seed,
+        complexFraction: o.complexFraction ?? base.simulator.complexFraction,
+        rfSigmaMedian: o.rfSigma ?? base.simulator.rfSigmaMedian,
+      },
     };
     const out = resolve(o.out ?? join('data', `synth-${preset}`));
     const r = await synthesize(out, cfg, { force: o.force });
@@ -102,6 +122,10 @@ train
   .option('--lr <x>', 'Adam learning rate', Number, 5e-3)
   .option('--patience <n>', 'early stopping: epochs without a better validation correlation', int('patience'), 5)
   .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
+  .option('--run <dir>', 'run folder: config, metrics.csv/json, curves.svg, checkpoint, stop.json (default <out>/run)')
+  .option('--max-steps <n>', 'stop after n steps', int('max-steps'))
+  .option('--budget <time>', 'wall-clock budget (90s, 30m, 2h): stop when it is spent, keep the best validated bundle, say so in the run folder', duration('budget'))
+  .option('--resume', "continue from the run folder's checkpoint")
   .option('--seed <n>', 'random seed', int('seed'), 1)
   .action(async (o) => {
     const { trainEncoder } = await import('./training/encoder/train-encoder.js');
@@ -115,6 +139,10 @@ train
       lr: o.lr,
       patience: o.patience,
       maxTrain: o.maxTrain,
+      run: o.run,
+      maxSteps: o.maxSteps,
+      budgetSeconds: o.budget,
+      resume: o.resume,
       seed: o.seed,
     });
     for (const s of r.sessions) console.log(`bundle ${s.dir}: ${s.manifest.name} ${JSON.stringify(s.scores)}`);
@@ -146,6 +174,11 @@ for (const kind of ['cnn', 'gan'] as const) {
     .option('--budget <time>', 'wall-clock budget (90s, 30m, 2h): stop when it is spent, keep the best validated bundle, say so in the run folder', duration('budget'))
     .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
     .option('--resume', 'continue from the run folder\'s checkpoint')
+    .option('--encoder-pairs <dir>', 'encoder bundle of the same session: mix encoder-labelled new images (crops and flips of train stimuli) into every batch')
+    .option('--pairs-fraction <x>', 'fraction of each batch made of encoder pairs', Number, 0.5)
+    .addOption(new Option('--select <metric>', 'validation metric that picks the exported checkpoint').choices(['fid', 'ssiml', 'mse']).default('fid'))
+    .option('--patience <n>', 'stop after n validations without a better --select metric', int('patience'))
+    .addOption(new Option('--anchor <kind>', 'ridge: learn a gated correction on top of the closed-form ridge fit (step 0 is ridge); none: the report\'s decoder alone').choices(['ridge', 'none']).default('none'))
     .option('--seed <n>', 'random seed', int('seed'), 1);
   if (kind === 'gan')
     cmd
@@ -177,6 +210,11 @@ for (const kind of ['cnn', 'gan'] as const) {
       readin: o.readin,
       transform: o.transform,
       coordinates: o.coordinates,
+      anchor: o.anchor,
+      select: o.select,
+      patience: o.patience,
+      encoderPairs: o.encoderPairs,
+      pairsFraction: o.pairsFraction,
     });
     console.log(`bundle${r.bundles.length > 1 ? 's' : ''} ${r.bundles.join(', ')}: ${r.manifest.name}, best epoch ${r.best.epoch} (validation FID ${r.best.fid.toFixed(3)}), ${r.steps} steps in ${r.seconds.toFixed(0)} s; run folder ${r.run}`);
     for (const m of r.manifests) console.log(`test ${m.name}: ${JSON.stringify(m.metrics.test)}`);

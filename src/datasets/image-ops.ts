@@ -52,3 +52,30 @@ export function minMax(x: ArrayLike<number>, out = new Float64Array(x.length)): 
   for (let i = 0; i < x.length; i++) out[i] = (x[i] - lo) / d;
   return out;
 }
+
+/**
+ * A [ch, cw] window of a grey image at (top, left), optionally mirrored left-right, resampled
+ * bilinearly to [oh, ow] (upsampling: the window is at most the image). Window coordinates may be
+ * fractional.
+ */
+export function cropResize(src: ArrayLike<number>, h: number, w: number, c: { top: number; left: number; height: number; width: number; flip: boolean }, oh: number, ow: number, out = new Float32Array(oh * ow)): Float32Array {
+  const sy = c.height / oh;
+  const sx = c.width / ow;
+  for (let oy = 0; oy < oh; oy++) {
+    const y = Math.min(h - 1, Math.max(0, c.top + (oy + 0.5) * sy - 0.5));
+    const y0 = Math.floor(y);
+    const y1 = Math.min(h - 1, y0 + 1);
+    const fy = y - y0;
+    for (let ox = 0; ox < ow; ox++) {
+      const ix = c.flip ? ow - 1 - ox : ox;
+      const x = Math.min(w - 1, Math.max(0, c.left + (ix + 0.5) * sx - 0.5));
+      const x0 = Math.floor(x);
+      const x1 = Math.min(w - 1, x0 + 1);
+      const fx = x - x0;
+      const top = src[y0 * w + x0] * (1 - fx) + src[y0 * w + x1] * fx;
+      const bottom = src[y1 * w + x0] * (1 - fx) + src[y1 * w + x1] * fx;
+      out[oy * ow + ox] = top * (1 - fy) + bottom * fy;
+    }
+  }
+  return out;
+}

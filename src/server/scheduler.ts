@@ -1,6 +1,5 @@
 import { applyResponseTransform } from '../models/bundle.js';
 import type { ServerConfig } from './config.js';
-import { now } from './frames.js';
 import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry, ServedModel } from './model-registry.js';
 

@@ -27,7 +27,7 @@ describe('architectures build with the shapes REFERENCE.md gives', () => {
   it.each(['paper', 'small'] as const)('GAN %s: MEI readin + core -> [B, 1, 36, 64]; discriminator -> [B, 1]', (p) => {
     const ctx = ctxFor('train');
     const K = 4;
-    const m = ganGenerator(ctx, 10, 2, GAN_PROFILES[p], { meis: new Float32Array(K * 36 * 64), neuronIndex: [0, 3, 5, 9] });
+    const m = ganGenerator(ctx, 2, GAN_PROFILES[p], { neurons: 10, mei: { meis: new Float32Array(K * 36 * 64), neuronIndex: [0, 3, 5, 9] } });
     expect(m.output.shape).toEqual([2, 1, 36, 64]);
     expect(ganDiscriminator(ctx, m.output, GAN_PROFILES[p]).shape).toEqual([2, 1]);
     // The readin mixes neurons to the readin width.
@@ -37,7 +37,7 @@ describe('architectures build with the shapes REFERENCE.md gives', () => {
   it('a GAN generator with few MEI neurons decodes a batch in ONNX Runtime (per-neuron rows are batch x K)', async () => {
     const ctx = ctxFor();
     const K = 8;
-    const m = ganGenerator(ctx, 30, 'batch', GAN_PROFILES.small, { meis: new Float32Array(K * 36 * 64).fill(0.1), neuronIndex: [...Array(K).keys()] });
+    const m = ganGenerator(ctx, 'batch', GAN_PROFILES.small, { neurons: 30, mei: { meis: new Float32Array(K * 36 * 64).fill(0.1), neuronIndex: [...Array(K).keys()] } });
     ctx.g.output(m.output, 'image');
     const { session } = await createSession(ctx.g);
     for (const rows of [1, 40]) {
@@ -48,7 +48,7 @@ describe('architectures build with the shapes REFERENCE.md gives', () => {
 
   it('the grid readin is the grid network alone: no MEI tensor in the graph', () => {
     const ctx = ctxFor();
-    const m = ganGenerator(ctx, 10, 'batch', { ...GAN_PROFILES.small, readin: 'grid' }, { meis: new Float32Array(0), neuronIndex: [1, 2] });
+    const m = ganGenerator(ctx, 'batch', { ...GAN_PROFILES.small, readin: 'grid' }, { neurons: 10, mei: { meis: new Float32Array(0), neuronIndex: [1, 2] } });
     expect(m.output.shape).toEqual(['batch', 1, 36, 64]);
     expect([...ctx.g.initializers.keys()].some((k) => k.endsWith('/meis'))).toBe(false);
     expect(ctx.g.initializers.get('readin/mix/weight')!.tensor.dims).toEqual([32, 2, 1, 1]);

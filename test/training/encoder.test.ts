@@ -2,7 +2,6 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { DecoderConnection } from '../../clients/lib/index.js';
 import { bilinearSample } from '../../src/models/architectures/encoder.js';
 import { loadBundle } from '../../src/models/bundle.js';
 import { gaussianKernel2d, startImage } from '../../src/models/decoder-runner.js';
@@ -14,11 +13,14 @@ import { Rng } from '../../src/models/rng.js';
 import { loadServerConfig } from '../../src/server/config.js';
 import { CortexcastServer } from '../../src/server/server.js';
 import { SensoriumDataset } from '../../src/datasets/sensorium.js';
-import { decodeRows, evaluateBundle } from '../../src/training/eval/evaluate.js';
+import { evaluateBundle } from '../../src/training/eval/evaluate.js';
 import { scoreImages } from '../../src/training/eval/metrics/image-metrics.js';
 import { generateMeis, loadMeis, selectNeurons } from '../../src/training/encoder/meis.js';
 import { trainEncoder } from '../../src/training/encoder/train-encoder.js';
 import { trainInvenc } from '../../src/training/encoder/train-invenc.js';
+import { EncoderPairs } from '../../src/training/decoders/encoder-pairs.js';
+import { cropResize } from '../../src/datasets/image-ops.js';
+import { DEFAULT_PREPROCESS, prepareDataset } from '../../src/datasets/preprocess.js';
 import { onnxCheck } from '../helpers/onnx-check.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 import { fdCheck } from './autodiff/fd-check.js';
@@ -73,10 +75,36 @@ describe('encoder, MEIs and the inverted encoder on a tiny simulated session', (
     trained = await trainEncoder({ data: [data], out: encoderDir, epochs: 4, batch: 16, quiet: true, log: () => undefined });
   }, 240_000);
 
+  it('encoder pairs: new images are windows of train stimuli; responses are the prediction plus the source trial residual', async () => {
+    const d = prepareDataset(SensoriumDataset.open(data), DEFAULT_PREPROCESS, { quiet: true });
+    const P = d.height * d.width;
+    // The full window unmirrored is the image itself; mirrored, its left-right flip.
+    const img = d.train.images.subarray(0, P);
+    expect(Array.from(cropResize(img, d.height, d.width, { top: 0, left: 0, height: d.height, width: d.width, flip: false }, d.height, d.width)).every((v, i) => Math.abs(v - img[i]) < 1e-5)).toBe(true);
+    const flipped = cropResize(img, d.height, d.width, { top: 0, left: 0, height: d.height, width: d.width, flip: true }, d.height, d.width);
+    expect(Math.abs(flipped[5] - img[d.width - 1 - 5])).toBeLessThan(1e-5);
+    const pairs = await EncoderPairs.create(encoderDir, d);
+    const rows = [0, 1, 2, 3, 4, 5, 6, 7];
+    const responses = new Float32Array(rows.length * d.neurons);
+    const images = new Float32Array(rows.length * P);
+    await pairs.fill(rows, rows, new Rng(3), responses, images);
+    expect(responses.every((v) => v >= 0 && Number.isFinite(v))).toBe(true);
+    // Each made image resembles its source stimulus (a window of it, maybe mirrored) more than the other sources.
+    const own = rows.map((r) => {
+      const a = images.subarray(r * P, (r + 1) * P);
+      const best = (src: Float32Array): number => Math.max(pearson(a, src), pearson(a, Float32Array.from(src, (_, i) => src[Math.floor(i / d.width) * d.width + d.width - 1 - (i % d.width)])));
+      return { self: best(d.train.images.subarray(r * P, (r + 1) * P)), other: best(d.train.images.subarray(((r + 1) % 8) * P, (((r + 1) % 8) + 1) * P)) };
+    });
+    expect(own.filter((o) => o.self > o.other).length).toBeGreaterThanOrEqual(6);
+    // A dataset with other neurons is refused with the reason.
+    const fewer = { ...d, neurons: d.neurons - 1, unitIds: d.unitIds.slice(1) };
+    await expect(EncoderPairs.create(encoderDir, fewer)).rejects.toThrow(/CC_ERR_OPTION.*predicts other neurons/);
+  });
+
   it('training lowers the Poisson loss and beats a mean predictor on validation correlation', () => {
     const h = trained.history;
     expect(h.length).toBeGreaterThanOrEqual(2);
-    expect(h[h.length - 1].trainPoisson).toBeLessThan(h[0].trainPoisson);
+    expect(h[h.length - 1].trainLoss).toBeLessThan(h[0].trainLoss);
     // A mean predictor has correlation 0 with every neuron.
     const s = trained.sessions[0].scores;
     expect(s.validationCorrelation).toBeGreaterThan(0.1);
@@ -130,7 +158,7 @@ describe('encoder, MEIs and the inverted encoder on a tiny simulated session', (
     await expect(generateMeis({ encoder: encoderDir, out, neurons, steps: 61, batch: 6, quiet: true, log: () => undefined })).rejects.toThrow(/other settings/);
   }, 120_000);
 
-  it('inversion improves SSIM over its start image; the iterative bundle decodes the same offline and in the server', async () => {
+  it('inversion improves SSIM over its start image (served: test/server/served-equals-offline.test.ts)', async () => {
     const out = join(work, 'invenc');
     const r = await trainInvenc({ encoder: encoderDir, out, grid: { steps: [10, 30], lr: [1000], blurSigma: [1] }, searchImages: 12, log: () => undefined });
     expect(r.search).toHaveLength(2);
@@ -147,25 +175,6 @@ describe('encoder, MEIs and the inverted encoder on a tiny simulated session', (
     expect(ev.metrics.ssim).toBeGreaterThan(base.ssim + 0.02);
     expect(ev.metrics.pixcorr).toBeGreaterThan(base.pixcorr + 0.1);
 
-    const server = await new CortexcastServer(
-      loadServerConfig({ flags: { grpcPort: 0, httpPort: 0, models: [{ name: 'invenc', path: out }], iterativeSteps: 5 } }),
-      () => undefined,
-    ).start();
-    const conn = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
-    try {
-      const ds = SensoriumDataset.open(data);
-      const raw = ds.trial(ds.indices('test')[0]).responses;
-      const served = await conn.decode('invenc', raw);
-      const offline = await decodeRows((await createSession(b.model)).session, { ...b, manifest: { ...b.manifest, iterative: { ...b.manifest.iterative!, steps: 5 } } }, raw, 1);
-      let diff = 0;
-      for (let i = 0; i < offline.length; i++) diff = Math.max(diff, Math.abs(offline[i] - served.values[i]));
-      expect(diff).toBeLessThan(1e-4);
-      const { models } = await conn.listModels();
-      expect(models.find((m) => m.name === 'invenc')).toMatchObject({ kind: 'invenc' });
-    } finally {
-      conn.close();
-      await server.close();
-    }
     expect(JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')).training.config.search).toHaveLength(2);
   }, 180_000);
 
@@ -191,3 +200,21 @@ describe('encoder, MEIs and the inverted encoder on a tiny simulated session', (
     expect(r.sessions.every((s) => Number.isFinite(s.scores.validationCorrelation))).toBe(true);
   }, 120_000);
 });
+
+function pearson(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let ma = 0;
+  let mb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ma += a[i] / a.length;
+    mb += b[i] / a.length;
+  }
+  let ab = 0;
+  let aa = 0;
+  let bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ab += (a[i] - ma) * (b[i] - mb);
+    aa += (a[i] - ma) ** 2;
+    bb += (b[i] - mb) ** 2;
+  }
+  return ab / Math.sqrt(aa * bb);
+}

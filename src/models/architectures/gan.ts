@@ -1,6 +1,6 @@
 import { batchNorm, conv2d, convTranspose2d, dropout, int64s, leakyRelu, linear, relu, reshape, sigmoid, type LayerContext } from '../layers.js';
 import { GraphError, tensor, type Value } from '../onnx/index.js';
-import { DECODER_INPUT } from './ridge.js';
+import { DECODER_INPUT, gatedResidual, ridgeImage, type RidgeAnchor } from './ridge.js';
 
 /**
  * The report's GAN decoder (REFERENCE.md "GAN decoder with MEI readin"): a readin that turns the
@@ -158,34 +158,57 @@ function generatorCore(ctx: LayerContext, x: Value, cfg: GanConfig): Value {
 }
 
 /**
+ * Readin features of one session, plus (with a ridge anchor) the ridge estimate as one more channel,
+ * so the core refines a linear reconstruction instead of drawing one from MEI maps alone.
+ */
+function sessionFeatures(ctx: LayerContext, input: Value, cfg: GanConfig, s: GanSessionInput, scope: string): { features: Value; base?: Value } {
+  const features = readin(ctx, input, cfg, s.mei, scope);
+  if (!s.anchor) return { features };
+  const base = ridgeImage(ctx, input, s.anchor, `${scope}_anchor`);
+  return { features: ctx.g.op('Concat', [features, base], { axis: 1 }), base };
+}
+
+/** What the generator knows about one session: its neuron count, MEIs and optional ridge anchor. */
+export interface GanSessionInput {
+  neurons: number;
+  mei?: MeiReadinInput;
+  /** Ridge-anchored generator: output = ridge estimate + gate * core(readin, ridge estimate). */
+  anchor?: RidgeAnchor;
+}
+
+/**
  * The generator of one session: responses [B, neurons] -> z-scored image [B, 1, H, W]. `session`
  * names the readin of session k of a multi-session model, so it exports alone with the shared core.
  */
 export function ganGenerator(
   ctx: LayerContext,
-  neurons: number,
   batch: number | 'batch',
   cfg: GanConfig,
-  mei?: MeiReadinInput,
+  s: GanSessionInput,
   session: { index: number; count: number } = { index: 0, count: 1 },
 ): { input: Value; output: Value } {
-  const input = ctx.g.input(DECODER_INPUT, 'float32', [batch, neurons]);
-  return { input, output: generatorCore(ctx, readin(ctx, input, cfg, mei, ganReadinName(session.index, session.count)), cfg) };
+  const input = ctx.g.input(DECODER_INPUT, 'float32', [batch, s.neurons]);
+  const { features, base } = sessionFeatures(ctx, input, cfg, s, ganReadinName(session.index, session.count));
+  const out = generatorCore(ctx, features, cfg);
+  return { input, output: base ? gatedResidual(ctx, base, out) : out };
 }
 
 /**
  * B-All: one readin per session (input `responses_<k>`), the sessions' readin outputs concatenated
  * on the batch axis (session k's rows at k * batch) through one shared core.
  */
-export function multiSessionGenerator(ctx: LayerContext, batch: number, sessions: { neurons: number; mei?: MeiReadinInput }[], cfg: GanConfig): { inputs: Value[]; output: Value } {
+export function multiSessionGenerator(ctx: LayerContext, batch: number, sessions: GanSessionInput[], cfg: GanConfig): { inputs: Value[]; output: Value } {
   const { g } = ctx;
   if (sessions.length === 1) {
-    const m = ganGenerator(ctx, sessions[0].neurons, batch, cfg, sessions[0].mei);
+    const m = ganGenerator(ctx, batch, cfg, sessions[0]);
     return { inputs: [m.input], output: m.output };
   }
+  if (new Set(sessions.map((s) => !!s.anchor)).size > 1) throw new GraphError('B-All: either every session has a ridge anchor or none has');
   const inputs = sessions.map((s, k) => g.input(`${DECODER_INPUT}_${k}`, 'float32', [batch, s.neurons]));
-  const features = inputs.map((x, k) => readin(ctx, x, cfg, sessions[k].mei, ganReadinName(k, sessions.length)));
-  return { inputs, output: generatorCore(ctx, g.op('Concat', features, { axis: 0 }), cfg) };
+  const parts = inputs.map((x, k) => sessionFeatures(ctx, x, cfg, sessions[k], ganReadinName(k, sessions.length)));
+  const out = generatorCore(ctx, g.op('Concat', parts.map((p) => p.features), { axis: 0 }), cfg);
+  if (!sessions[0].anchor) return { inputs, output: out };
+  return { inputs, output: gatedResidual(ctx, g.op('Concat', parts.map((p) => p.base!), { axis: 0 }), out) };
 }
 
 /**

@@ -1,5 +1,5 @@
-import { newGraph, tensor, type Graph } from '../onnx/index.js';
-import { int64s } from '../layers.js';
+import { GraphError, newGraph, tensor, type Graph, type Value } from '../onnx/index.js';
+import { int64s, param, reshape, type LayerContext } from '../layers.js';
 
 export const DECODER_INPUT = 'responses';
 export const DECODER_OUTPUT = 'image';
@@ -16,4 +16,38 @@ export function buildRidgeGraph(weights: Float32Array, bias: Float32Array, neuro
   const flat = g.op('Add', [g.op('MatMul', [x, w]), b]);
   g.output(g.op('Reshape', [flat, int64s(g, 'image_shape', [-1, 1, height, width])]), DECODER_OUTPUT);
   return g;
+}
+
+/** A fitted ridge decoder as a frozen part of a deep decoder: weights [neurons, H*W], bias [H*W]. */
+export interface RidgeAnchor {
+  weights: Float32Array;
+  bias: Float32Array;
+  height: number;
+  width: number;
+}
+
+/**
+ * The ridge estimate [B, 1, H, W] of responses [B, neurons], its weights constants of the graph
+ * (not trained): the linear part of the decoder stays the closed-form optimum.
+ */
+export function ridgeImage(ctx: LayerContext, responses: Value, anchor: RidgeAnchor, scope = 'anchor'): Value {
+  const { g } = ctx;
+  const neurons = responses.shape[1];
+  const P = anchor.height * anchor.width;
+  if (typeof neurons !== 'number' || anchor.weights.length !== neurons * P || anchor.bias.length !== P)
+    throw new GraphError(`ridge anchor: ${anchor.weights.length} weights and ${anchor.bias.length} biases do not fit ${neurons} neurons x ${anchor.height}x${anchor.width} pixels`);
+  return g.scope(scope, () => {
+    const w = g.initializer('weight', tensor('float32', [neurons, P], anchor.weights));
+    const b = g.initializer('bias', tensor('float32', [P], anchor.bias));
+    return reshape(ctx, g.op('Add', [g.op('MatMul', [responses, w]), b]), [-1, 1, anchor.height, anchor.width]);
+  });
+}
+
+/**
+ * base + gate * correction with a trainable scalar gate that starts at 0, so the untrained decoder
+ * is exactly `base` (the ridge estimate) and training only has to learn what the linear fit misses.
+ * Adam's updates do not scale with the gate, so the correction trains from the first step.
+ */
+export function gatedResidual(ctx: LayerContext, base: Value, correction: Value, scope = 'residual'): Value {
+  return ctx.g.scope(scope, () => ctx.g.op('Add', [base, ctx.g.op('Mul', [correction, param(ctx, 'gate', tensor('float32', [1], [0]))])]));
 }

@@ -86,6 +86,7 @@ export interface SynthResult {
  * Write a complete simulated recording in the SENSORIUM 2022 layout, so the real loader is what every
  * test and demo reads. Trials of all tiers are interleaved in a shuffled session order.
  */
+// Over 80 lines: the dataset writer walks the SENSORIUM layout file by file, in the order a reader checks it.
 export async function synthesize(dir: string, cfg: SynthConfig, opts: { quiet?: boolean; force?: boolean } = {}): Promise<SynthResult> {
   const t0 = Date.now();
   if (existsSync(dir) && readdirSync(dir).length && !opts.force) throw ccError('CC_ERR_DATASET_MISSING', dir, 'output folder exists and is not empty (use --force to overwrite)');

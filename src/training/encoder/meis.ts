@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { ccError } from '../../common/errors.js';
@@ -69,10 +69,35 @@ export interface MeiResult {
 
 const CHUNK_DIR = 'chunks';
 
+/** The encoder's architecture as its manifest records it (training.config.encoder), checked field by field. */
+const ENCODER_CONFIG = z
+  .object({
+    hidden: z.number().int().positive(),
+    layers: z.number().int().min(0),
+    firstKernel: z.number().int().positive(),
+    hiddenKernel: z.number().int().positive(),
+    separable: z.boolean(),
+    readout: z.enum(['gaussian', 'factorized']),
+    initMu: z.number(),
+    initSigma: z.number(),
+    height: z.number().int().positive(),
+    width: z.number().int().positive(),
+  })
+  .strict();
+
+function encoderConfigOf(config: Record<string, unknown>, dir: string): EncoderConfig {
+  const r = ENCODER_CONFIG.safeParse(config.encoder);
+  if (!r.success) throw ccError('CC_ERR_BUNDLE', dir, `manifest.json training.config.encoder: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
 /**
  * Most exciting inputs by gradient ascent through a frozen encoder bundle, `batch` neurons at a time.
  * Each finished chunk is written at once (chunks/<first>.npy), so an interrupted run resumes where it
  * stopped; the final files are meis.npy [n, H, W], unit_ids.npy, activation.npy and meis.json.
+ *
+ * One pipeline read top to bottom (settings check, step graph, chunk loop, final files), kept as one
+ * function over 80 lines so the resume logic and the files it writes stay side by side.
  */
 export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
   const t0 = Date.now();
@@ -96,7 +121,7 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
   writeFileSync(settingsFile, JSON.stringify({ key: settingsKey, complete: false }, null, 1));
 
   const radius = blurRadiusFor(s.blurSigma);
-  const cfg = (enc.manifest.training.config as { encoder?: EncoderConfig }).encoder;
+  const cfg = encoderConfigOf(enc.manifest.training.config, enc.dir);
   // Gaussian readouts: a step that reads out only each image's own neuron (the last chunk is padded).
   const selected = cfg?.readout === 'gaussian' && o.fast !== false;
   const graph = selected ? buildSelectedMeiStep(enc.model, cfg, s.batch, { meiStd: s.std, blurRadius: radius }) : buildImageStep(enc.model, 'mei', { meiStd: s.std, blurRadius: radius });

@@ -1,10 +1,8 @@
 import { join } from 'node:path';
-import ort from 'onnxruntime-node';
+import type ort from 'onnxruntime-node';
 import { ccError } from '../../common/errors.js';
-import { progress } from '../../common/progress.js';
 import { columnCorrelation, columnMeanStd, mean } from '../../common/stats.js';
 import { writeNpy } from '../../common/npy.js';
-import { VERSION } from '../../common/version.js';
 import {
   ENCODER_INPUT,
   ENCODER_OUTPUT,
@@ -16,11 +14,12 @@ import {
   readoutName,
   type EncoderConfig,
 } from '../../models/architectures/encoder.js';
-import { writeBundle, type Manifest } from '../../models/bundle.js';
+import { loadBundle, updateBundleMetrics, type Manifest } from '../../models/bundle.js';
+import { dataSides, writeTrainedBundle } from '../run/export.js';
+import { runTraining, type Recipe, type RunRecord } from '../run/loop.js';
 import { reduce, scalar, type LayerContext } from '../../models/layers.js';
-import { tensor, writeModel, type TensorData, type Value } from '../../models/onnx/index.js';
+import { tensor, type TensorData, type Value } from '../../models/onnx/index.js';
 import { createSession, runOnce } from '../../models/ort.js';
-import { Rng } from '../../models/rng.js';
 import { DEFAULT_PREPROCESS, prepareDataset, readRawSplit, type PreparedData } from '../../datasets/preprocess.js';
 import { SensoriumDataset, sessionNames } from '../../datasets/sensorium.js';
 import { SimulatedTruth } from '../data/simulated-truth.js';
@@ -55,6 +54,12 @@ export interface TrainEncoderOptions {
   seed?: number;
   maxTrain?: number;
   threads?: number;
+  /** Run folder (default <out>/run): metrics, curves, checkpoint, stop.json. */
+  run?: string;
+  maxSteps?: number;
+  /** Wall-clock budget of this invocation, seconds (the best validated epoch is kept). */
+  budgetSeconds?: number;
+  resume?: boolean;
   quiet?: boolean;
   log?: (s: string) => void;
 }
@@ -136,19 +141,52 @@ function fractionExplainable(obs: Float32Array, pred: Float32Array, groups: numb
  * Train an encoder on one or more sessions (REFERENCE.md "Encoder"): Poisson loss summed over neurons
  * and images, L1 on readout weights, Laplace smoothness on the first conv, Adam, reduce-on-plateau on
  * validation correlation and early stopping; the best epoch's parameters are exported, one encoder
- * bundle per session (kind `encoder`).
+ * bundle per session (kind `encoder`), and scored on the test tier.
  */
-export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: EncoderSessionResult[]; seconds: number; epochs: number; history: Record<string, number>[] }> {
+export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: EncoderSessionResult[]; seconds: number; epochs: number; history: RunRecord[] }> {
   const t0 = Date.now();
   const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
   if (!o.data.length) throw ccError('CC_ERR_OPTION', 'train encoder needs at least one --data folder');
   const cfg: EncoderConfig = { ...ENCODER_PROFILES[o.profile ?? 'small'], ...o.config };
-  const batch = o.batch ?? 32;
-  const seed = o.seed ?? 1;
-  const l1 = o.l1 ?? 0.0076;
-  const laplace = o.laplace ?? 6.38;
   const dsets = o.data.map((d) => SensoriumDataset.open(d));
   const prepared: PreparedData[] = dsets.map((ds) => prepareDataset(ds, { ...DEFAULT_PREPROCESS, imageSize: [cfg.height, cfg.width] }, { quiet: o.quiet, maxTrain: o.maxTrain }));
+  const names = sessionNames(o.data);
+  const bundles = prepared.map((_, k) => (prepared.length > 1 ? join(o.out, names[k]) : o.out));
+  const { recipe, best } = await encoderRecipe(o, cfg, dsets, prepared, bundles, t0, log);
+  const seed = o.seed ?? 1;
+  const { history } = await runTraining(recipe, {
+    run: o.run ?? join(o.out, 'run'),
+    epochs: o.epochs ?? 30,
+    maxSteps: o.maxSteps,
+    budgetSeconds: o.budgetSeconds,
+    patience: o.patience ?? 5,
+    resume: o.resume,
+    shuffleSeed: (startEpoch) => seed * 31 + 7 + (startEpoch - 1),
+    startedAt: t0,
+    quiet: o.quiet,
+    log,
+  });
+  const results: EncoderSessionResult[] = [];
+  for (let k = 0; k < prepared.length; k++) {
+    const { session } = await createSession(loadBundle(bundles[k]).model, { intraOpThreads: o.threads });
+    const scores = await scoreEncoder(session, dsets[k], prepared[k], cfg);
+    updateBundleMetrics(bundles[k], { test: numericScores(scores) });
+    const manifest = loadBundle(bundles[k]).manifest;
+    writeFile(join(bundles[k], 'correlations.svg'), histogramsSvg(`encoder ${manifest.name}: per-neuron test correlation`, [{ label: 'single trial', values: scores.perNeuronSingle }, { label: 'noise-free (simulated)', values: scores.perNeuronNoiseFree ?? [] }].filter((x) => x.values.length)));
+    log(`encoder ${bundles[k]}: test correlation single trial ${scores.testCorrelationSingleTrial.toFixed(3)}, averaged ${scores.testCorrelationAveraged.toFixed(3)}${scores.testCorrelationNoiseFree !== undefined ? `, noise-free ${scores.testCorrelationNoiseFree.toFixed(3)}` : ''}${scores.fractionExplainableVariance !== undefined ? `, FEV ${scores.fractionExplainableVariance.toFixed(3)} (${scores.fevNeurons} neurons)` : ''}`);
+    results.push({ dir: bundles[k], manifest, scores: { ...(numericScores(scores) as unknown as EncoderScores), validationCorrelation: best.correlation } });
+  }
+  return { sessions: results, seconds: (Date.now() - t0) / 1000, epochs: history.length, history };
+}
+
+/** The encoder as a recipe: Poisson step with sampled readout noise; validation correlation per neuron; plateau schedule. */
+// Over 80 lines: one closure holds the recipe's state (session, schedule, buffers); its methods are short.
+async function encoderRecipe(o: TrainEncoderOptions, cfg: EncoderConfig, dsets: SensoriumDataset[], prepared: PreparedData[], bundles: string[], t0: number, log: (s: string) => void) {
+  const batch = o.batch ?? 32;
+  const seed = o.seed ?? 1;
+  const lr = o.lr ?? 5e-3;
+  const l1 = o.l1 ?? 0.0076;
+  const laplace = o.laplace ?? 6.38;
   const positionInit = o.positionInit ?? 'sta';
   const sessions: { neurons: number; meanResponse: Float32Array; initialPositions?: Float32Array }[] = [];
   for (const p of prepared) {
@@ -161,9 +199,6 @@ export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: 
   }
   const S = sessions.length;
   const P = cfg.height * cfg.width;
-  let noiseNames: string[] = [];
-  // The training graph has one output per session; the objective (built right after) scores them all.
-  let outputs: Value[] = [];
   const spec: TrainingSpec = {
     name: 'encoder',
     outputName: ENCODER_OUTPUT,
@@ -172,116 +207,92 @@ export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: 
     threads: o.threads,
     model: (ctx, b) => {
       const m = multiSessionEncoder(ctx, b as number, sessions, cfg);
-      noiseNames = m.noises.flatMap((v) => (v ? [v.name] : []));
-      outputs = m.outputs;
-      return { inputs: [m.input], output: m.outputs[0] };
+      const stepInputs = Object.fromEntries(m.noises.flatMap((v, k) => (v ? [[`noise_${k}`, v] as const] : [])));
+      return { inputs: [m.input], output: m.outputs[0], outputs: m.outputs, stepInputs };
     },
-    objective: (ctx) => encoderObjective(ctx, outputs, sessions, batch, { l1, laplace }),
-    groups: [{ match: '', lr: o.lr ?? 5e-3 }],
+    objective: (ctx, _output, model) => encoderObjective(ctx, model.outputs!, sessions, batch, { l1, laplace }),
+    groups: [{ match: '', lr }],
     optimizer: { kind: 'adamw' },
   };
   const ts = await TrainingSession.create(spec);
   const schedule = new ReduceOnPlateau({ mode: 'max', decay: 0.3, patience: 2, minFactor: 1e-3 });
   ts.schedule = schedule;
-  const rng = new Rng(seed * 31 + 7);
-  const maxCount = Math.max(...prepared.map((p) => p.train.count));
-  const stepsPerEpoch = Math.max(1, Math.floor(maxCount / batch));
-  const epochs = o.epochs ?? 30;
-  const patience = o.patience ?? 5;
   log(`encoder: ${cfg.readout} readout, core ${cfg.hidden} ch x ${cfg.layers + 1} layers${cfg.separable ? ' (depth-separable)' : ''}, ${S} session(s), ${ts.parameterCount.toLocaleString()} parameters, batch ${batch}`);
-
   const image = new Float32Array(S * batch * P);
   const targets = prepared.map((p) => new Float32Array(batch * p.neurons));
   const noises = prepared.map((p) => new Float32Array(batch * p.neurons * 2));
-  const orders = prepared.map((p) => [...Array(p.train.count).keys()]);
-  const history: Record<string, number>[] = [];
-  let best = { corr: -Infinity, epoch: 0, tensors: ts.modelTensors(), perNeuron: [] as Float32Array[] };
-  let epoch = 0;
-  for (epoch = 1; epoch <= epochs; epoch++) {
-    orders.forEach((ord) => rng.shuffle(ord));
-    const bar = progress(`encoder epoch ${epoch}/${epochs}`, stepsPerEpoch, { quiet: o.quiet, extra: 'loss {loss} {ms} ms/step' });
-    let lossSum = 0;
-    for (let s = 0; s < stepsPerEpoch; s++) {
+  const config = { model: 'encoder', encoder: cfg, positionInit, sessions: o.data, batch, lr, l1, laplace, seed };
+  const best = { correlation: NaN, perNeuron: [] as Float32Array[] };
+  let lastPerNeuron: Float32Array[] = [];
+  const recipe: Recipe = {
+    name: 'encoder',
+    trainCounts: prepared.map((p) => p.train.count),
+    batch,
+    config,
+    selection: { metric: 'correlation', mode: 'max' },
+    curves: [{ key: 'correlation', label: 'correlation' }],
+    get steps() {
+      return ts.step;
+    },
+    step: async (rows, rng) => {
       prepared.forEach((p, k) => {
         const n = p.neurons;
-        for (let b = 0; b < batch; b++) {
-          const row = orders[k][(s * batch + b) % p.train.count];
+        rows[k].forEach((row, b) => {
           image.set(p.train.images.subarray(row * P, (row + 1) * P), (k * batch + b) * P);
           targets[k].set(p.train.responses.subarray(row * n, (row + 1) * n), b * n);
-        }
+        });
         const nz = noises[k];
         for (let i = 0; i < nz.length; i++) nz[i] = rng.normal();
       });
       const feeds: Record<string, TensorData> = { [ENCODER_INPUT]: tensor('float32', [S * batch, 1, cfg.height, cfg.width], image) };
       prepared.forEach((p, k) => {
         feeds[`target_${k}`] = tensor('float32', [batch, p.neurons], targets[k]);
-        if (noiseNames[k]) feeds[noiseNames[k]] = tensor('float32', [batch, p.neurons, 2], noises[k]);
+        const noise = ts.stepInputNames[`noise_${k}`];
+        if (noise) feeds[noise] = tensor('float32', [batch, p.neurons, 2], noises[k]);
       });
       const r = await ts.trainStep(feeds);
-      if (!Number.isFinite(r.loss)) throw ccError('CC_ERR_TRAINING_DIVERGED', 'encoder', ts.step, r.loss);
-      lossSum += r.metrics.poisson;
-      bar.tick(1, { loss: r.metrics.poisson.toFixed(4), ms: r.ms.toFixed(0) });
-    }
-    bar.stop();
-    const tensors = ts.modelTensors();
-    const perNeuron: Float32Array[] = [];
-    for (let k = 0; k < S; k++) {
-      const session = await exportSession(spec, cfg, tensors, k, S, prepared[k].neurons);
-      const pred = await predictResponses(session, prepared[k].validation.images, prepared[k].validation.count, cfg.height, cfg.width);
-      perNeuron.push(columnCorrelation(pred, prepared[k].validation.responses, prepared[k].validation.count, prepared[k].neurons));
-    }
-    const corr = mean(perNeuron.map(mean));
-    schedule.report(corr);
-    history.push({ epoch, trainPoisson: lossSum / stepsPerEpoch, validationCorrelation: corr, lrFactor: schedule.factor(), seconds: (Date.now() - t0) / 1000 });
-    log(`encoder epoch ${epoch}: train poisson ${(lossSum / stepsPerEpoch).toFixed(4)}, validation correlation ${corr.toFixed(4)}${corr > best.corr ? ' (best)' : ''}, lr x${schedule.factor().toPrecision(2)}`);
-    if (corr > best.corr) best = { corr, epoch, tensors, perNeuron };
-    else if (epoch - best.epoch >= patience) {
-      log(`encoder: stopping early, no better validation correlation for ${patience} epochs`);
-      break;
-    }
-  }
-  const trainSeconds = (Date.now() - t0) / 1000;
-
-  const results: EncoderSessionResult[] = [];
-  const names = sessionNames(o.data);
-  for (let k = 0; k < S; k++) {
-    const ds = dsets[k];
-    const p = prepared[k];
-    const g = buildEvalGraph(sessionSpec(spec, cfg, k, S, p.neurons), best.tensors, false).graph;
-    const model = writeModel(g, { docString: 'cortexcast encoder: z-scored image -> std-scaled responses' });
-    const { session } = await createSession(model, { intraOpThreads: o.threads });
-    const scores = await scoreEncoder(session, ds, p, cfg);
-    const dir = S > 1 ? join(o.out, names[k]) : o.out;
-    const manifest = writeBundle(dir, {
-      name: `encoder-${p.neurons}n`,
-      kind: 'encoder',
-      model,
-      inputName: ENCODER_INPUT,
-      outputName: ENCODER_OUTPUT,
-      opset: g.opset,
-      unitIds: p.unitIds,
-      stdScale: p.prep.responseScale,
-      responseScaling: p.prep.config.responseScaling,
-      height: cfg.height,
-      width: cfg.width,
-      pixelMean: p.prep.imageMean,
-      pixelStd: p.prep.imageStd,
-      training: {
-        dataset: ds.dir,
-        config: { model: 'encoder', encoder: cfg, positionInit, sessions: o.data, batch, lr: o.lr ?? 5e-3, l1, laplace, epochs: history.length, bestEpoch: best.epoch, seed, history },
-        seconds: trainSeconds,
-      },
-      metrics: { validation: { correlation: best.corr }, test: numericScores(scores) },
-      version: VERSION,
-      onnxruntime: ort.env.versions.node ?? 'unknown',
-    });
-    // Per-neuron validation correlation: `meis --neurons top:N` and readins pick neurons by it.
-    writeNpy(join(dir, NEURON_CORRELATION_FILE), best.perNeuron[k]);
-    writeFile(join(dir, 'correlations.svg'), histogramsSvg(`encoder ${manifest.name}: per-neuron test correlation`, [{ label: 'single trial', values: scores.perNeuronSingle }, { label: 'noise-free (simulated)', values: scores.perNeuronNoiseFree ?? [] }].filter((s) => s.values.length)));
-    log(`encoder ${dir}: test correlation single trial ${scores.testCorrelationSingleTrial.toFixed(3)}, averaged ${scores.testCorrelationAveraged.toFixed(3)}${scores.testCorrelationNoiseFree !== undefined ? `, noise-free ${scores.testCorrelationNoiseFree.toFixed(3)}` : ''}${scores.fractionExplainableVariance !== undefined ? `, FEV ${scores.fractionExplainableVariance.toFixed(3)} (${scores.fevNeurons} neurons)` : ''}`);
-    results.push({ dir, manifest, scores: { ...(numericScores(scores) as unknown as EncoderScores), validationCorrelation: best.corr } });
-  }
-  return { sessions: results, seconds: (Date.now() - t0) / 1000, epochs: history.length, history };
+      return { loss: r.loss, shown: r.metrics.poisson, ms: r.ms };
+    },
+    validate: async () => {
+      const tensors = ts.modelTensors();
+      lastPerNeuron = [];
+      for (let k = 0; k < S; k++) {
+        const session = await exportSession(spec, cfg, tensors, k, S, prepared[k].neurons);
+        const pred = await predictResponses(session, prepared[k].validation.images, prepared[k].validation.count, cfg.height, cfg.width);
+        lastPerNeuron.push(columnCorrelation(pred, prepared[k].validation.responses, prepared[k].validation.count, prepared[k].neurons));
+      }
+      return { scores: { correlation: mean(lastPerNeuron.map(mean)), lrFactor: schedule.factor() } };
+    },
+    afterValidation: (rec) => schedule.report(rec.correlation),
+    exportBest: async (rec) => {
+      best.correlation = rec.correlation;
+      best.perNeuron = lastPerNeuron;
+      const tensors = ts.modelTensors();
+      for (let k = 0; k < S; k++) {
+        const p = prepared[k];
+        const graph = buildEvalGraph(sessionSpec(spec, cfg, k, S, p.neurons), tensors, false).graph;
+        writeTrainedBundle(bundles[k], {
+          name: `encoder-${p.neurons}n`,
+          kind: 'encoder',
+          graph,
+          docString: 'cortexcast encoder: z-scored image -> std-scaled responses',
+          inputName: ENCODER_INPUT,
+          outputName: ENCODER_OUTPUT,
+          ...dataSides(p),
+          training: { dataset: dsets[k].dir, config: { ...config, bestEpoch: rec.epoch, bestStep: rec.step }, seconds: (Date.now() - t0) / 1000 },
+          metrics: { validation: { correlation: rec.correlation } },
+        });
+        // Per-neuron validation correlation: `meis --neurons top:N` and readins pick neurons by it.
+        writeNpy(join(bundles[k], NEURON_CORRELATION_FILE), lastPerNeuron[k]);
+      }
+    },
+    saveCheckpoint: (dir) => ts.saveCheckpoint(join(dir, 'encoder'), { schedule: schedule.state() }),
+    loadCheckpoint: (dir) => {
+      const extra = ts.loadCheckpoint(join(dir, 'encoder')) as { schedule?: ReturnType<ReduceOnPlateau['state']> };
+      if (extra.schedule) schedule.restore(extra.schedule);
+    },
+  };
+  return { recipe, best };
 }
 
 function encoderObjective(ctx: LayerContext, outputs: Value[], sessions: { neurons: number }[], batch: number, w: { l1: number; laplace: number }): ReturnType<TrainingSpec['objective']> {

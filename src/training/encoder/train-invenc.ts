@@ -1,7 +1,6 @@
-import ort from 'onnxruntime-node';
 import { ccError } from '../../common/errors.js';
-import { VERSION } from '../../common/version.js';
-import { applyResponseTransform, loadBundle, writeBundle, type Manifest } from '../../models/bundle.js';
+import { applyResponseTransform, loadBundle, type Manifest } from '../../models/bundle.js';
+import { writeTrainedBundle } from '../run/export.js';
 import { DecoderRunner, type IterativeSpec } from '../../models/decoder-runner.js';
 import { writeModel } from '../../models/onnx/index.js';
 import { createSession } from '../../models/ort.js';
@@ -52,6 +51,8 @@ export interface SearchPoint {
  * scored on validation images by FID (every step count of the grid is read off one run per (lr,
  * sigma)). The bundle holds the encoder's one-step gradient graph (kind `invenc`, iterative).
  */
+const INVENC_DOC = 'cortexcast inverted-encoder step: (target responses, image) -> next image';
+
 export async function trainInvenc(o: TrainInvencOptions): Promise<{ manifest: Manifest; search: SearchPoint[]; best: SearchPoint; seconds: number }> {
   const t0 = Date.now();
   const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
@@ -74,7 +75,7 @@ export async function trainInvenc(o: TrainInvencOptions): Promise<{ manifest: Ma
 
   const radius = MAX_BLUR_RADIUS;
   const step = buildImageStep(enc.model, 'invert', { blurRadius: radius });
-  const model = writeModel(step, { docString: 'cortexcast inverted-encoder step: (target responses, image) -> next image' });
+  const model = writeModel(step, { docString: INVENC_DOC });
   const { session } = await createSession(model, { intraOpThreads: o.threads });
   const search: SearchPoint[] = [];
   const manifestBase = { kind: 'invenc' as const, onnx: { file: 'model.onnx', inputName: STEP_TARGET, outputName: STEP_NEXT, opset: step.opset, sha256: '' }, input: enc.manifest.input, output: enc.manifest.output };
@@ -98,13 +99,13 @@ export async function trainInvenc(o: TrainInvencOptions): Promise<{ manifest: Ma
   if (!finite.length) throw ccError('CC_ERR_TRAINING_DIVERGED', 'invenc search', maxSteps, 'NaN');
   const best = finite.reduce((a, b) => (b.fid < a.fid ? b : a));
   log(`invenc: best by validation FID: steps ${best.steps}, lr ${best.lr}, blur sigma ${best.blurSigma} (FID ${best.fid.toFixed(3)}, SSIM ${best.ssim.toFixed(3)})`);
-  const manifest = writeBundle(o.out, {
+  const manifest = writeTrainedBundle(o.out, {
     name: `invenc-${enc.manifest.input.neurons}n`,
     kind: 'invenc',
-    model,
+    graph: step,
+    docString: INVENC_DOC,
     inputName: STEP_TARGET,
     outputName: STEP_NEXT,
-    opset: step.opset,
     unitIds: enc.unitIds,
     stdScale: enc.stdScale,
     responseScaling: enc.manifest.input.responseScaling,
@@ -119,8 +120,6 @@ export async function trainInvenc(o: TrainInvencOptions): Promise<{ manifest: Ma
       seconds: (Date.now() - t0) / 1000,
     },
     metrics: { validation: { fid: best.fid, ssim: best.ssim, mse: best.mse, pixcorr: best.pixcorr } },
-    version: VERSION,
-    onnxruntime: ort.env.versions.node ?? 'unknown',
   });
   return { manifest, search, best, seconds: (Date.now() - t0) / 1000 };
 }

@@ -6,13 +6,25 @@ import { buildGradients } from './autodiff/engine.js';
 import { DROPOUT_SEED_INPUT, extraOutputName, gradChunkName, gradName, LOSS, lrInputName, metricName, nextName, optimizerStateNames, STEP_INPUT } from './names.js';
 import { groupOf, resolveOptimizer, updateNodes, type OptimizerConfig, type ParamGroup } from './optim.js';
 
-/** What a model is, independent of mode: called once for the training graph and once for export. */
-export type ModelBuilder = (ctx: LayerContext, batch: number | 'batch') => { inputs: Value[]; output: Value };
+/** Everything a model builder made that its objective and its training loop need. */
+export interface BuiltModel {
+  inputs: Value[];
+  /** What the exported graph outputs. */
+  output: Value;
+  /** Every output the objective scores when there are several (one per session); default [output]. */
+  outputs?: Value[];
+  /** Training-only inputs fed each step besides data and targets (e.g. a readout's sampling noise), by role. */
+  stepInputs?: Record<string, Value>;
+}
 
-/** The training objective on top of the model's output: target inputs, the loss, optional metrics. */
+/** What a model is, independent of mode: called once for the training graph and once for export. */
+export type ModelBuilder = (ctx: LayerContext, batch: number | 'batch') => BuiltModel;
+
+/** The training objective on top of the model's output (and the rest of what the builder made): targets, loss, metrics. */
 export type Objective = (
   ctx: LayerContext,
   output: Value,
+  model: BuiltModel,
 ) => { targets: Value[]; loss: Value; metrics?: Record<string, Value>; /** Tensors returned by every step (e.g. the GAN's fakes). */ outputs?: Record<string, Value> };
 
 export interface TrainingSpec {
@@ -80,6 +92,8 @@ export interface CompiledTraining {
   outputNames: string[];
   /** Parameters fed by the caller every step (groups marked external). */
   externalParams: string[];
+  /** The builder's step inputs: role -> graph input name. */
+  stepInputs: Record<string, string>;
 }
 
 /**
@@ -93,8 +107,10 @@ export function compileTraining(spec: TrainingSpec): CompiledTraining {
   const state = new Map<string, Value | undefined>();
   const dropoutSeed = g.input(DROPOUT_SEED_INPUT, 'float64', []);
   const ctx: LayerContext = { g, rng: new Rng(spec.seed), mode: 'train', dropoutSeed, params, state };
-  const { inputs, output } = spec.model(ctx, spec.batch);
-  const obj = spec.objective(ctx, output);
+  const model = spec.model(ctx, spec.batch);
+  const { inputs } = model;
+  const obj = spec.objective(ctx, model.output, model);
+  const stepInputs = Object.fromEntries(Object.entries(model.stepInputs ?? {}).map(([role, v]) => [role, v.name]));
   const groups = spec.groups ?? [{ match: '', lr: 1e-3 }];
   const opt = resolveOptimizer(spec.optimizer);
   const initial = new Map<string, TensorData>();
@@ -158,7 +174,7 @@ export function compileTraining(spec: TrainingSpec): CompiledTraining {
     g.output(next, nextName(s));
   }
   const stateTensors = [...initial.keys()].filter((k) => !hostParams.includes(k));
-  return { graph: g, trainable: trainable.map((v) => v.name), stateTensors, hostParams, groups, lrInputs, initial, metricNames, outputNames, externalParams };
+  return { graph: g, trainable: trainable.map((v) => v.name), stateTensors, hostParams, groups, lrInputs, initial, metricNames, outputNames, externalParams, stepInputs };
 }
 
 /** The model in eval mode with the given tensors as initializers (or as inputs, for the eval session). */

@@ -50,6 +50,17 @@ export class ReduceOnPlateau implements LrSchedule {
     }
   }
 
+  /** What a checkpoint keeps, so a resumed run decays on the same plateaus. */
+  state(): { best?: number; bad: number; scale: number } {
+    return { best: this.best, bad: this.bad, scale: this.scale };
+  }
+
+  restore(s: { best?: number; bad: number; scale: number }): void {
+    this.best = s.best;
+    this.bad = s.bad;
+    this.scale = s.scale;
+  }
+
   describe(): string {
     return `reduce-on-plateau(${this.opts.mode}, x${this.opts.decay ?? 0.1} after ${this.opts.patience ?? 10})`;
   }

@@ -150,6 +150,11 @@ export class TrainingSession {
   }
 
   /** Parameters fed by the caller every step. */
+  /** Graph input of each training-only step input the model builder declared (BuiltModel.stepInputs), by role. */
+  get stepInputNames(): Readonly<Record<string, string>> {
+    return this.compiled.stepInputs;
+  }
+
   get externalParameterNames(): string[] {
     return this.compiled.externalParams;
   }

@@ -5,6 +5,9 @@ import { cholesky, choleskySolve, Gemm } from '../engine/linalg.js';
 
 export interface RidgeResult {
   graph: Graph;
+  /** The fitted map, [neurons, H*W] and [H*W]: what a ridge-anchored deep decoder builds on. */
+  weights: Float32Array;
+  bias: Float32Array;
   /** Chosen regularisation (absolute) and its multiple of mean(diag(Gram)). */
   lambda: number;
   alpha: number;
@@ -63,7 +66,7 @@ export async function fitRidge(data: PreparedData, opts: { alphas?: number[]; lo
   // Intercept: b = meanY - meanX W.
   const mw = await gemm.mul(Float32Array.from(meanX), W, 1, N, P);
   const bias = Float32Array.from(meanY, (v, i) => v - mw[i]);
-  return { graph: buildRidgeGraph(W, bias, N, data.height, data.width), lambda: best!.lambda, alpha: best!.alpha, path, seconds: (Date.now() - t0) / 1000 };
+  return { graph: buildRidgeGraph(W, bias, N, data.height, data.width), weights: W, bias, lambda: best!.lambda, alpha: best!.alpha, path, seconds: (Date.now() - t0) / 1000 };
 }
 
 function colMeans(m: Float32Array, rows: number, cols: number): Float64Array {

@@ -1,10 +1,9 @@
-import ort from 'onnxruntime-node';
-import { writeBundle, type Manifest } from '../../models/bundle.js';
+import type { Manifest } from '../../models/bundle.js';
+import { dataSides, writeTrainedBundle } from '../run/export.js';
 import { DECODER_INPUT, DECODER_OUTPUT } from '../../models/architectures/ridge.js';
 import { writeModel } from '../../models/onnx/index.js';
 import { createSession, runOnce } from '../../models/ort.js';
 import { tensor } from '../../models/onnx/index.js';
-import { VERSION } from '../../common/version.js';
 import { DEFAULT_PREPROCESS, prepareDataset, type PreprocessConfig } from '../../datasets/preprocess.js';
 import { SensoriumDataset } from '../../datasets/sensorium.js';
 import { scoreImages } from '../eval/metrics/image-metrics.js';
@@ -19,6 +18,8 @@ export interface TrainRidgeOptions {
   log?: (s: string) => void;
 }
 
+const RIDGE_DOC = 'cortexcast ridge decoder: std-scaled responses -> z-scored image';
+
 /** Fit the ridge decoder on a dataset folder and write its bundle. */
 export async function trainRidge(o: TrainRidgeOptions): Promise<{ manifest: Manifest; seconds: number; fitSeconds: number }> {
   const t0 = Date.now();
@@ -27,34 +28,26 @@ export async function trainRidge(o: TrainRidgeOptions): Promise<{ manifest: Mani
   const cfg = o.preprocess ?? DEFAULT_PREPROCESS;
   const data = prepareDataset(ds, cfg, { quiet: o.quiet });
   const fit = await fitRidge(data, { alphas: o.alphas, log });
-  const model = writeModel(fit.graph, { docString: 'cortexcast ridge decoder: std-scaled responses -> z-scored image' });
+  const model = writeModel(fit.graph, { docString: RIDGE_DOC });
   // Validation scores of the exported graph itself.
   const { session } = await createSession(model);
   const res = await runOnce(session, { [DECODER_INPUT]: tensor('float32', [data.validation.count, data.neurons], data.validation.responses) });
   const val = scoreImages(data.validation.images, res[DECODER_OUTPUT].data as Float32Array, data.validation.count, data.height, data.width);
   log(`ridge: chose alpha ${fit.alpha} (lambda ${fit.lambda.toPrecision(4)}), validation SSIM ${val.ssim.toFixed(3)} PixCorr ${val.pixcorr.toFixed(3)}`);
-  const manifest = writeBundle(o.out, {
+  const manifest = writeTrainedBundle(o.out, {
     name: `ridge-${ds.neurons}n`,
     kind: 'ridge',
-    model,
+    graph: fit.graph,
+    docString: RIDGE_DOC,
     inputName: DECODER_INPUT,
     outputName: DECODER_OUTPUT,
-    opset: fit.graph.opset,
-    unitIds: data.unitIds,
-    stdScale: data.prep.responseScale,
-    responseScaling: cfg.responseScaling,
-    height: data.height,
-    width: data.width,
-    pixelMean: data.prep.imageMean,
-    pixelStd: data.prep.imageStd,
+    ...dataSides(data),
     training: {
       dataset: ds.dir,
       config: { decoder: 'ridge', preprocess: cfg, alphas: fit.path.map((p) => p.alpha), chosenAlpha: fit.alpha, lambda: fit.lambda, path: fit.path, trainTrials: data.train.count },
       seconds: fit.seconds,
     },
     metrics: { validation: { ssim: val.ssim, ssiml: val.ssiml, mse: val.mse, pixcorr: val.pixcorr } },
-    version: VERSION,
-    onnxruntime: ort.env.versions.node ?? 'unknown',
   });
   return { manifest, seconds: (Date.now() - t0) / 1000, fitSeconds: fit.seconds };
 }

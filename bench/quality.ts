@@ -1,0 +1,131 @@
+/**
+ * npm run bench:quality -- [--quick] [--population default|second] [--seeds N] [--budget 45m]
+ *   [--encoder-budget 20m] [--anchor ridge|none] [--data DIR] [--out DIR] [--decoders cnn,gan]
+ *
+ * Decoder quality against the linear readout measured in the same run: ridge (closed form), then the
+ * small CNN and the small GAN (with its encoder and MEIs), each deep decoder under a wall-clock
+ * budget, all evaluated on the test tier. Prints Table I plus SSIM and PixCorr per decoder and one
+ * line of ratios against ridge per deep decoder (below 1.0 is better than ridge):
+ *   vs ridge  SSIML 0.93  MSE 0.90  FID 0.70  (gan)
+ * Every choice inside (ridge alpha, the exported checkpoint) is made on the validation tier. Each
+ * stage writes its bundle under --out and is skipped when rerun (deep decoders resume from their
+ * run folders), so an interrupted benchmark continues where it stopped.
+ * --population second simulates the check population (3,000 neurons, 2,000 train trials, seed 11,
+ * 30% complex cells, larger receptive fields); --quick uses the small preset with short budgets.
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadBundle } from '../src/models/bundle.js';
+import { SYNTH_PRESETS, synthesize, type SynthConfig } from '../src/training/data/synth.js';
+import { trainDecoder } from '../src/training/decoders/train-decoder.js';
+import { generateMeis, selectNeurons } from '../src/training/encoder/meis.js';
+import { trainEncoder } from '../src/training/encoder/train-encoder.js';
+import { evaluateBundle } from '../src/training/eval/evaluate.js';
+import { trainRidge } from '../src/training/ridge/train-ridge.js';
+
+const { values: a } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    population: { type: 'string', default: 'default' },
+    seeds: { type: 'string', default: '1' },
+    budget: { type: 'string' },
+    'encoder-budget': { type: 'string' },
+    anchor: { type: 'string', default: 'ridge' },
+    data: { type: 'string' },
+    out: { type: 'string' },
+    decoders: { type: 'string', default: 'cnn,gan' },
+    'mei-neurons': { type: 'string', default: '512' },
+  },
+});
+
+const minutes = (v: string | undefined, dflt: number): number => {
+  if (v === undefined) return dflt * 60;
+  const m = /^(\d+(?:\.\d+)?)(s|m|h)?$/.exec(v);
+  if (!m) throw new Error(`not a duration: ${v} (use 90s, 30m, 2h)`);
+  return Number(m[1]) * ({ s: 1, m: 60, h: 3600 }[m[2] ?? 's'] ?? 1);
+};
+
+const quick = a.quick!;
+const decoderBudget = minutes(a.budget, quick ? 3 : 45);
+const encoderBudget = minutes(a['encoder-budget'], quick ? 2 : 20);
+const anchor = a.anchor === 'none' ? 'none' : 'ridge';
+const seeds = Array.from({ length: Number(a.seeds) }, (_, i) => i + 1);
+const decoders = a.decoders!.split(',').filter((d): d is 'cnn' | 'gan' => d === 'cnn' || d === 'gan');
+
+function population(): { name: string; cfg: SynthConfig } {
+  const base = quick ? SYNTH_PRESETS.small : SYNTH_PRESETS.default;
+  if (a.population === 'second')
+    return {
+      name: `second${quick ? '-quick' : ''}`,
+      cfg: {
+        ...base,
+        trainTrials: quick ? 1000 : 2000,
+        validationTrials: quick ? 150 : 250,
+        simulator: { ...base.simulator, neurons: quick ? 1500 : 3000, seed: 11, complexFraction: 0.3, rfSigmaMedian: 3.4 },
+      },
+    };
+  return { name: quick ? 'small' : 'default', cfg: base };
+}
+
+const log = (s: string): void => void process.stderr.write(s + '\n');
+const pop = population();
+const out = resolve(a.out ?? join('.cache', 'bench-quality', pop.name));
+const data = resolve(a.data ?? join(out, 'data'));
+mkdirSync(out, { recursive: true });
+if (!existsSync(join(data, 'meta'))) await synthesize(data, pop.cfg, {});
+
+type Row = Record<string, number>;
+const table: { name: string; seed: number; row: Row; seconds: number }[] = [];
+const testRow = async (dir: string): Promise<Row> => {
+  const m = loadBundle(dir).manifest.metrics.test as Row | undefined;
+  return m && Number.isFinite(m.fid) ? m : ((await evaluateBundle(dir, data, { fid: 64 })).metrics as unknown as Row);
+};
+
+const t0 = Date.now();
+const ridgeDir = join(out, 'ridge');
+if (!existsSync(join(ridgeDir, 'manifest.json'))) await trainRidge({ data, out: ridgeDir, log });
+table.push({ name: 'ridge', seed: 0, row: await testRow(ridgeDir), seconds: Number(loadBundle(ridgeDir).manifest.training.seconds ?? 0) });
+
+for (const seed of seeds) {
+  const tag = `seed${seed}`;
+  let meis: string | undefined;
+  if (decoders.includes('gan')) {
+    const enc = join(out, tag, 'encoder');
+    // A finished stage has its stop.json; an interrupted one resumes from its checkpoint.
+    if (!existsSync(join(enc, 'run', 'stop.json'))) await trainEncoder({ data: [data], out: enc, seed, budgetSeconds: encoderBudget, resume: true, log });
+    meis = join(out, tag, 'meis');
+    await generateMeis({ encoder: enc, out: meis, neurons: selectNeurons(enc, `top:${a['mei-neurons']}`), log });
+  }
+  for (const kind of decoders) {
+    const dir = join(out, tag, `${kind}-${anchor}`);
+    const started = Date.now();
+    if (existsSync(join(dir, 'run', 'stop.json'))) {
+      table.push({ name: `${kind}${anchor === 'ridge' ? '+ridge' : ''}`, seed, row: await testRow(dir), seconds: Number(loadBundle(dir).manifest.training.seconds ?? 0) });
+      continue;
+    }
+    const r = await trainDecoder({ kind, data, out: dir, seed, anchor, budgetSeconds: decoderBudget, resume: true, validateEvery: quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, log });
+    table.push({ name: `${kind}${anchor === 'ridge' ? '+ridge' : ''}`, seed, row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000 });
+  }
+}
+
+const f = (v: number | undefined, d = 3): string => (v === undefined || !Number.isFinite(v) ? '   -  ' : v.toFixed(d).padStart(6));
+const lines = [
+  `bench:quality ${pop.name} (${data}), budget ${decoderBudget / 60} min per deep decoder, seeds ${seeds.join(',')}, test tier`,
+  'decoder        seed  SSIML    MSE  FID-64    SSIM  PixCorr  seconds',
+  ...table.map((t) => `${t.name.padEnd(14)} ${String(t.seed || '-').padStart(4)} ${f(t.row.ssiml)} ${f(t.row.mse)} ${f(t.row.fid)} ${f(t.row.ssim)} ${f(t.row.pixcorr)} ${t.seconds.toFixed(0).padStart(8)}`),
+];
+const ridge = table[0].row;
+for (const kind of decoders) {
+  const rows = table.filter((t) => t.name.startsWith(kind));
+  const ratio = (k: string): number[] => rows.map((t) => t.row[k] / ridge[k]);
+  const fmt = (v: number[]): string => {
+    const m = v.reduce((x, y) => x + y, 0) / v.length;
+    const sd = Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / Math.max(1, v.length - 1));
+    return v.length > 1 ? `${m.toFixed(2)}±${sd.toFixed(2)}` : m.toFixed(2);
+  };
+  lines.push(`vs ridge  SSIML ${fmt(ratio('ssiml'))}  MSE ${fmt(ratio('mse'))}  FID ${fmt(ratio('fid'))}  (${kind})`);
+}
+lines.push(`total ${((Date.now() - t0) / 1000).toFixed(0)} s this invocation`);
+console.log(lines.join('\n'));
+writeFileSync(join(out, 'quality.txt'), lines.join('\n') + '\n');

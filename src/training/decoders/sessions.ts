@@ -1,0 +1,211 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ccError } from '../../common/errors.js';
+import { DECODER_INPUT, DECODER_OUTPUT, type RidgeAnchor } from '../../models/architectures/ridge.js';
+import type { MeiReadinInput } from '../../models/architectures/gan.js';
+import { applyResponseTransform, updateBundleMetrics, type DecoderKind, type Manifest, type ResponseTransform } from '../../models/bundle.js';
+import { tensor, type Graph } from '../../models/onnx/index.js';
+import { createSession, runOnce } from '../../models/ort.js';
+import { DEFAULT_PREPROCESS, prepareDataset, type PreparedData } from '../../datasets/preprocess.js';
+import { SensoriumDataset, sessionNames } from '../../datasets/sensorium.js';
+import { evaluateBundle } from '../eval/evaluate.js';
+import type { FidComputer } from '../eval/metrics/fid.js';
+import { scoreImages } from '../eval/metrics/image-metrics.js';
+import { fitRidge } from '../ridge/ridge.js';
+import { dataSides, writeTrainedBundle } from '../run/export.js';
+import type { Recipe, RunRecord, Validation } from '../run/loop.js';
+import type { TrainingSession } from '../engine/trainer.js';
+import { DECODER_CURVES, type DecoderSettings } from './settings.js';
+import type { Rng } from '../../models/rng.js';
+import type { EncoderPairs } from './encoder-pairs.js';
+
+/** One recording session a decoder trains on: its data, where its bundle goes, its readin inputs. */
+export interface DecoderSession {
+  ds: SensoriumDataset;
+  data: PreparedData;
+  bundle: string;
+  mei?: MeiReadinInput;
+  anchor?: RidgeAnchor;
+}
+
+const GRID_IMAGES = 10;
+
+/** Open and prepare each dataset (optionally the "T" response transform); B-All bundles go to <out>/<session>. */
+export function openSessions(dirs: string[], out: string, o: { maxTrain?: number; transform: ResponseTransform; quiet?: boolean }): DecoderSession[] {
+  if (!dirs.length) throw ccError('CC_ERR_OPTION', 'no --data folder given');
+  const names = sessionNames(dirs);
+  return dirs.map((dir, k) => {
+    const ds = SensoriumDataset.open(dir);
+    const data = prepareDataset(ds, DEFAULT_PREPROCESS, { quiet: o.quiet, maxTrain: o.maxTrain });
+    if (o.transform !== 'none') for (const sp of [data.train, data.validation, data.test]) applyResponseTransform(sp.responses, new Float32Array(data.neurons).fill(1), o.transform, sp.responses);
+    return { ds, data, bundle: dirs.length > 1 ? join(out, names[k]) : out };
+  });
+}
+
+/** Fit each session's closed-form ridge (train tier, alpha by validation MSE): the anchor of a ridge-anchored decoder. */
+export async function attachRidgeAnchors(sessions: DecoderSession[], log?: (s: string) => void): Promise<void> {
+  for (const s of sessions) {
+    const fit = await fitRidge(s.data, { log: log && ((m) => log(`anchor ${m}`)) });
+    s.anchor = { weights: fit.weights, bias: fit.bias, height: s.data.height, width: s.data.width };
+  }
+}
+
+/** Decode every validation trial of each session with its exported graph and score it (Table I metrics + SSIM, PixCorr). */
+export async function validateDecoders(name: string, graphs: Graph[], sessions: DecoderSession[], fid: FidComputer, threads?: number): Promise<Validation> {
+  const perSession: Record<string, number>[] = [];
+  let firstRecon: Float32Array | undefined;
+  for (let k = 0; k < sessions.length; k++) {
+    const { data } = sessions[k];
+    const { height: H, width: W } = data;
+    const P = H * W;
+    const count = data.validation.count;
+    const { session } = await createSession(graphs[k], { intraOpThreads: threads });
+    const recon = new Float32Array(count * P);
+    for (let r0 = 0; r0 < count; r0 += 64) {
+      const nb = Math.min(64, count - r0);
+      const out = await runOnce(session, { [DECODER_INPUT]: tensor('float32', [nb, data.neurons], data.validation.responses.subarray(r0 * data.neurons, (r0 + nb) * data.neurons)) });
+      recon.set(out[DECODER_OUTPUT].data as Float32Array, r0 * P);
+    }
+    const sc = scoreImages(data.validation.images, recon, count, H, W);
+    perSession.push({ ssim: sc.ssim, ssiml: sc.ssiml, mse: sc.mse, pixcorr: sc.pixcorr, fid: await fid.fid(data.validation.images, recon, count, H, W) });
+    firstRecon ??= recon;
+  }
+  const S = sessions.length;
+  const scores: Record<string, number> = {};
+  for (const key of Object.keys(perSession[0])) scores[key] = perSession.reduce((a, x) => a + x[key], 0) / S;
+  if (S > 1) perSession.forEach((x, k) => (scores[`fid_${k}`] = x.fid));
+  const { data } = sessions[0];
+  const n = Math.min(GRID_IMAGES, data.validation.count);
+  const P = data.height * data.width;
+  return {
+    scores,
+    grid: { rows: [{ label: 'stimulus', images: data.validation.images.subarray(0, n * P) }, { label: name, images: firstRecon!.subarray(0, n * P) }], count: n, height: data.height, width: data.width },
+  };
+}
+
+/** Write each session's bundle from its exported graph, with the run's config and the best point's validation scores. */
+export function exportDecoderBundles(
+  kind: DecoderKind,
+  profile: string,
+  graphs: Graph[],
+  sessions: DecoderSession[],
+  config: Record<string, unknown>,
+  rec: RunRecord,
+  transform: ResponseTransform,
+): void {
+  sessions.forEach((sess, k) => {
+    const { data } = sess;
+    const own = sessions.length > 1 ? { fid: rec[`fid_${k}`] } : {};
+    writeTrainedBundle(sess.bundle, {
+      name: `${kind}-${profile}-${data.neurons}n`,
+      kind,
+      graph: graphs[k],
+      docString: `cortexcast ${kind} decoder: std-scaled responses -> z-scored image`,
+      inputName: DECODER_INPUT,
+      outputName: DECODER_OUTPUT,
+      ...dataSides(data),
+      transform,
+      training: { dataset: sess.ds.dir, config: { ...config, bestEpoch: rec.epoch, bestStep: rec.step }, seconds: rec.seconds },
+      metrics: { validation: { ssim: rec.ssim, ssiml: rec.ssiml, mse: rec.mse, pixcorr: rec.pixcorr, fid: rec.fid, ...own } },
+    });
+  });
+}
+
+/** Test-tier Table I row of each exported (best) bundle, recorded in its manifest. */
+export async function testBundles(name: string, sessions: DecoderSession[], best: RunRecord, log: (s: string) => void, t0: number): Promise<Manifest[]> {
+  const manifests: Manifest[] = [];
+  for (const sess of sessions) {
+    const ev = await evaluateBundle(sess.bundle, sess.ds.dir, { fid: 64 });
+    updateBundleMetrics(sess.bundle, { test: { ...ev.metrics } });
+    manifests.push(JSON.parse(readFileSync(join(sess.bundle, 'manifest.json'), 'utf8')) as Manifest);
+    log(`${name} ${sess.bundle}: best epoch ${best.epoch} step ${best.step}; test SSIML ${ev.metrics.ssiml.toFixed(3)} MSE ${ev.metrics.mse.toFixed(3)} FID ${ev.metrics.fid?.toFixed(3)}; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  return manifests;
+}
+
+/** Responses and target images of these train rows (per session) in reused buffers: the generator's feeds. */
+export class DecoderBatch {
+  readonly responses: Float32Array[];
+  readonly images: Float32Array;
+  constructor(
+    private readonly sessions: DecoderSession[],
+    readonly batch: number,
+    /** Encoder-made pairs replacing the first `round(fraction * batch)` rows of session 0's batch. */
+    private readonly pairs?: { source: EncoderPairs; fraction: number },
+  ) {
+    this.responses = sessions.map((s) => new Float32Array(batch * s.data.neurons));
+    const { height: H, width: W } = sessions[0].data;
+    this.images = new Float32Array(sessions.length * batch * H * W);
+  }
+
+  /** Input k is `responses` alone, `responses_<k>` in a multi-session (B-All) model. */
+  inputName(k: number): string {
+    return this.sessions.length > 1 ? `${DECODER_INPUT}_${k}` : DECODER_INPUT;
+  }
+
+  async fill(rows: number[][], rng: Rng): Promise<Record<string, ReturnType<typeof tensor>>> {
+    const { height: H, width: W } = this.sessions[0].data;
+    const P = H * W;
+    const S = this.sessions.length;
+    const feeds: Record<string, ReturnType<typeof tensor>> = { target: tensor('float32', [S * this.batch, 1, H, W], this.images) };
+    this.sessions.forEach(({ data }, k) => {
+      const n = data.neurons;
+      rows[k].forEach((row, b) => {
+        this.responses[k].set(data.train.responses.subarray(row * n, (row + 1) * n), b * n);
+        this.images.set(data.train.images.subarray(row * P, (row + 1) * P), (k * this.batch + b) * P);
+      });
+      feeds[this.inputName(k)] = tensor('float32', [this.batch, n], this.responses[k]);
+    });
+    const made = this.pairs ? Math.round(this.pairs.fraction * this.batch) : 0;
+    if (made) {
+      const slots = [...Array(made).keys()];
+      await this.pairs!.source.fill(rows[0].slice(0, made), slots, rng, this.responses[0], this.images);
+    }
+    return feeds;
+  }
+}
+
+/** What every decoder's config.json records about the shared settings. */
+export function sharedConfig(s: DecoderSettings): Record<string, unknown> {
+  return {
+    anchor: s.anchor,
+    encoderPairs: s.pairs ? { encoder: s.pairs.source.encoder, fraction: s.pairs.fraction } : undefined,
+    transform: s.transform,
+    batch: s.batch,
+    lr: s.lr,
+    weightDecay: s.weightDecay,
+    epochs: s.epochs,
+    seed: s.seed,
+  };
+}
+
+/**
+ * A decoder recipe from its own parts (the step, the exported graphs, the checkpointed sessions):
+ * validation, export and selection are the same for every decoder.
+ */
+export function decoderRecipe(
+  kind: 'cnn' | 'gan',
+  s: DecoderSettings,
+  sessions: DecoderSession[],
+  fid: FidComputer,
+  config: Record<string, unknown>,
+  parts: { generator: TrainingSession; graphs: () => Graph[]; step: Recipe['step']; checkpointed: Record<string, TrainingSession> },
+): Recipe {
+  const G = parts.generator;
+  return {
+    name: kind,
+    trainCounts: sessions.map((x) => x.data.train.count),
+    batch: s.batch,
+    config,
+    selection: s.selection,
+    curves: DECODER_CURVES,
+    get steps() {
+      return G.step;
+    },
+    step: parts.step,
+    validate: () => validateDecoders(`${kind} step ${G.step}`, parts.graphs(), sessions, fid, s.threads),
+    exportBest: async (rec) => exportDecoderBundles(kind, s.profile, parts.graphs(), sessions, config, rec, s.transform),
+    saveCheckpoint: (dir) => Object.entries(parts.checkpointed).forEach(([name, ts]) => ts.saveCheckpoint(join(dir, name))),
+    loadCheckpoint: (dir) => Object.entries(parts.checkpointed).forEach(([name, ts]) => void ts.loadCheckpoint(join(dir, name))),
+  };
+}

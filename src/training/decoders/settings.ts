@@ -1,0 +1,28 @@
+import type { ResponseTransform } from '../../models/bundle.js';
+import type { Recipe } from '../run/loop.js';
+import type { EncoderPairs } from './encoder-pairs.js';
+
+/** What the CNN and GAN recipes share, resolved from TrainDecoderOptions (defaults applied). */
+export interface DecoderSettings {
+  profile: 'small' | 'paper' | 'appendix';
+  batch: number;
+  lr: number;
+  weightDecay: number;
+  seed: number;
+  epochs: number;
+  threads?: number;
+  loss?: 'logssim' | 'mse' | 'mae';
+  transform: ResponseTransform;
+  anchor: 'ridge' | 'none';
+  /** Encoder-made training pairs mixed into each batch (MEIcoder's low-data trick). */
+  pairs?: { source: EncoderPairs; fraction: number };
+  selection: Recipe['selection'];
+  log: (s: string) => void;
+}
+
+export const DECODER_CURVES: Recipe['curves'] = [
+  { key: 'ssim', label: 'SSIM' },
+  { key: 'mse', label: 'MSE' },
+  { key: 'pixcorr', label: 'PixCorr' },
+  { key: 'fid', label: 'FID' },
+];

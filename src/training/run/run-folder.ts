@@ -1,0 +1,65 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { readJsonFile } from '../../common/json-file.js';
+import { curvesSvg, reconstructionGrid, writeFile, type GridRow } from '../report/figures.js';
+import type { RunRecord } from './loop.js';
+
+export type { GridRow };
+
+/** Why a run stopped, written to stop.json: a budgeted or interrupted run says so. */
+export interface StopRecord {
+  reason: 'epochs' | 'max-steps' | 'budget' | 'patience';
+  step: number;
+  seconds: number;
+  budgetSeconds?: number;
+  maxSteps?: number;
+  patience?: number;
+  bestEpoch: number;
+  bestStep: number;
+  /** The validation metric that chose the exported checkpoint, and its value there. */
+  selection: string;
+  bestValidation: number;
+}
+
+const RUN_RECORD = z.object({ epoch: z.number().int().min(0), step: z.number().int().min(0), seconds: z.number(), trainLoss: z.number() }).catchall(z.number());
+
+/** checkpoint/run.json: where the loop stood; written after the recipe's own state, so it marks a complete checkpoint. */
+const RUN_CHECKPOINT = z.object({ format: z.literal('cortexcast-run'), epoch: z.number().int().min(0), history: z.array(RUN_RECORD) });
+
+export const runCheckpointFile = (ckpt: string): string => join(ckpt, 'run.json');
+
+export function writeRunCheckpoint(ckpt: string, r: { epoch: number; history: RunRecord[] }): void {
+  writeFileSync(runCheckpointFile(ckpt), JSON.stringify({ format: 'cortexcast-run', ...r }, null, 1));
+}
+
+export function readRunCheckpoint(ckpt: string): { epoch: number; history: RunRecord[] } {
+  return readJsonFile(runCheckpointFile(ckpt), RUN_CHECKPOINT, 'CC_ERR_CHECKPOINT', ckpt) as { epoch: number; history: RunRecord[] };
+}
+
+export function writeConfig(run: string, config: Record<string, unknown>): void {
+  writeFileSync(join(run, 'config.json'), JSON.stringify(config, null, 1));
+}
+
+export function writeStop(run: string, stop: StopRecord): void {
+  writeFileSync(join(run, 'stop.json'), JSON.stringify(stop, null, 1));
+}
+
+/** metrics.csv and metrics.json (every validation) and curves.svg (training loss and the recipe's curves by step). */
+export function writeHistory(run: string, name: string, history: RunRecord[], curves: { key: string; label: string }[]): void {
+  const cols = [...new Set(history.flatMap((r) => Object.keys(r)))];
+  writeFileSync(join(run, 'metrics.csv'), [cols.join(','), ...history.map((r) => cols.map((c) => r[c] ?? '').join(','))].join('\n') + '\n');
+  writeFileSync(join(run, 'metrics.json'), JSON.stringify(history, null, 1));
+  writeFile(
+    join(run, 'curves.svg'),
+    curvesSvg(
+      `${name}: training loss and validation metrics by step`,
+      history.map((r) => r.step),
+      [{ label: 'train loss', values: history.map((r) => r.trainLoss) }, ...curves.map((c) => ({ label: `validation ${c.label}`, values: history.map((r) => r[c.key]) }))],
+    ),
+  );
+}
+
+export function writeValidationGrid(run: string, grid: { rows: GridRow[]; count: number; height: number; width: number }): void {
+  writeFile(join(run, 'validation-grid.png'), reconstructionGrid(grid.rows, grid.count, grid.height, grid.width));
+}
