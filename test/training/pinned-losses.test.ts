@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { trainDecoder } from '../../src/training/decoders/train-decoder.js';
+import { trainRidge } from '../../src/training/ridge/train-ridge.js';
+import { evaluateBundle } from '../../src/training/eval/evaluate.js';
 import { meiFixture } from '../helpers/meis.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
@@ -43,5 +45,19 @@ describe('pinned first steps (behaviour guard for restructuring)', () => {
     expect(existsSync(join(out, 'manifest.json'))).toBe(true);
     const stop = JSON.parse(readFileSync(join(out, 'run', 'stop.json'), 'utf8')) as Record<string, unknown>;
     expect(stop).toMatchObject({ reason: 'budget', step: 1, budgetSeconds: 0.001, bestStep: 1 });
+  });
+
+  it('--anchor ridge: untrained (learning rate 0), the CNN and the GAN decode exactly like the ridge fit on the same data', async () => {
+    await trainRidge({ data, out: join(work, 'ridge'), quiet: true, log: quiet });
+    const ridge = await evaluateBundle(join(work, 'ridge'), data, { fid: 0 });
+    for (const kind of ['cnn', 'gan'] as const) {
+      const out = join(work, `${kind}-anchored`);
+      const r = await trainDecoder({ kind, data, out, anchor: 'ridge', lr: 0, epochs: 1, maxSteps: 2, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
+      expect((r.manifest.training.config as { anchor: string }).anchor).toBe('ridge');
+      const ev = await evaluateBundle(out, data, { fid: 0 });
+      let diff = 0;
+      for (let i = 0; i < ev.recon.length; i++) diff = Math.max(diff, Math.abs(ev.recon[i] - ridge.recon[i]));
+      expect(diff, kind).toBeLessThan(1e-4);
+    }
   });
 });

@@ -43,11 +43,21 @@ export function ridgeImage(ctx: LayerContext, responses: Value, anchor: RidgeAnc
   });
 }
 
+/** Scope of the residual gate: trainers give it its own learning rate (RESIDUAL_GATE_LR_FACTOR). */
+export const RESIDUAL_SCOPE = 'residual';
+
+/**
+ * The gate's learning rate as a multiple of the network's. AdamW moves a parameter by about its
+ * learning rate per step, so at 3e-4 the gate needed ~3,000 steps to reach 1 and the anchored GAN sat
+ * at the ridge image for its first epochs; at 30x it can open within ~100 steps.
+ */
+export const RESIDUAL_GATE_LR_FACTOR = 30;
+
 /**
  * base + gate * correction with a trainable scalar gate that starts at 0, so the untrained decoder
  * is exactly `base` (the ridge estimate) and training only has to learn what the linear fit misses.
- * Adam's updates do not scale with the gate, so the correction trains from the first step.
+ * Adam's updates do not scale with the gate, so the correction trains from the second step.
  */
-export function gatedResidual(ctx: LayerContext, base: Value, correction: Value, scope = 'residual'): Value {
+export function gatedResidual(ctx: LayerContext, base: Value, correction: Value, scope = RESIDUAL_SCOPE): Value {
   return ctx.g.scope(scope, () => ctx.g.op('Add', [base, ctx.g.op('Mul', [correction, param(ctx, 'gate', tensor('float32', [1], [0]))])]));
 }

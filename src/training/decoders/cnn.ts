@@ -5,7 +5,7 @@ import type { FidComputer } from '../eval/metrics/fid.js';
 import { LOSSES } from '../engine/losses.js';
 import { buildEvalGraph, TrainingSession, type TrainingSpec } from '../engine/trainer.js';
 import type { Recipe } from '../run/loop.js';
-import { DecoderBatch, decoderRecipe, sharedConfig, type DecoderSession } from './sessions.js';
+import { DecoderBatch, decoderRecipe, gateGroup, sharedConfig, type DecoderSession } from './sessions.js';
 import type { DecoderSettings } from './settings.js';
 
 /**
@@ -32,7 +32,7 @@ export async function cnnRecipe(s: DecoderSettings, sessions: DecoderSession[], 
       const t = ctx.g.input('target', 'float32', [s.batch, 1, H, W]);
       return { targets: [t], loss: LOSSES[lossName](ctx, out, t) };
     },
-    groups: [{ match: '', lr: s.lr, weightDecay: s.weightDecay }],
+    groups: [...gateGroup(s, !!sess.anchor), { match: '', lr: s.lr, weightDecay: s.weightDecay }],
     optimizer: { kind: 'adamw' },
   };
   const G = await TrainingSession.create(spec);
