@@ -1,6 +1,6 @@
 import { batchNorm, conv2d, convTranspose2d, dropout, int64s, leakyRelu, linear, relu, reshape, sigmoid, type LayerContext } from '../layers.js';
 import { GraphError, tensor, type Value } from '../onnx/index.js';
-import { DECODER_INPUT, gatedResidual, ridgeImage, type RidgeAnchor } from './ridge.js';
+import { anchoredResidual, DECODER_INPUT, ridgeImage, type RidgeAnchor } from './ridge.js';
 
 /**
  * The report's GAN decoder (REFERENCE.md "GAN decoder with MEI readin"): a readin that turns the
@@ -141,6 +141,9 @@ function readin(ctx: LayerContext, input: Value, cfg: GanConfig, mei: MeiReadinI
   return meiReadin(ctx, input, cfg, mei, scope);
 }
 
+/** Parameter prefix of the core's last (one-channel) layer. */
+const lastCoreLayer = (cfg: GanConfig): string => `core/layer${cfg.core.length - 1}/`;
+
 /** The stride-1 core shared by every session: [B, C, H, W] -> [B, 1, H, W]. */
 function generatorCore(ctx: LayerContext, x: Value, cfg: GanConfig): Value {
   const { g } = ctx;
@@ -172,7 +175,7 @@ function sessionFeatures(ctx: LayerContext, input: Value, cfg: GanConfig, s: Gan
 export interface GanSessionInput {
   neurons: number;
   mei?: MeiReadinInput;
-  /** Ridge-anchored generator: output = ridge estimate + gate * core(readin, ridge estimate). */
+  /** Ridge-anchored generator: output = ridge estimate + core(readin, ridge estimate), the core's last layer starting at 0. */
   anchor?: RidgeAnchor;
 }
 
@@ -190,7 +193,7 @@ export function ganGenerator(
   const input = ctx.g.input(DECODER_INPUT, 'float32', [batch, s.neurons]);
   const { features, base } = sessionFeatures(ctx, input, cfg, s, ganReadinName(session.index, session.count));
   const out = generatorCore(ctx, features, cfg);
-  return { input, output: base ? gatedResidual(ctx, base, out) : out };
+  return { input, output: base ? anchoredResidual(ctx, base, out, lastCoreLayer(cfg)) : out };
 }
 
 /**
@@ -208,7 +211,7 @@ export function multiSessionGenerator(ctx: LayerContext, batch: number, sessions
   const parts = inputs.map((x, k) => sessionFeatures(ctx, x, cfg, sessions[k], ganReadinName(k, sessions.length)));
   const out = generatorCore(ctx, g.op('Concat', parts.map((p) => p.features), { axis: 0 }), cfg);
   if (!sessions[0].anchor) return { inputs, output: out };
-  return { inputs, output: gatedResidual(ctx, g.op('Concat', parts.map((p) => p.base!), { axis: 0 }), out) };
+  return { inputs, output: anchoredResidual(ctx, g.op('Concat', parts.map((p) => p.base!), { axis: 0 }), out, lastCoreLayer(cfg)) };
 }
 
 /**

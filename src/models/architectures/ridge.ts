@@ -1,5 +1,5 @@
 import { GraphError, newGraph, tensor, type Graph, type Value } from '../onnx/index.js';
-import { int64s, param, reshape, type LayerContext } from '../layers.js';
+import { int64s, reshape, type LayerContext } from '../layers.js';
 
 export const DECODER_INPUT = 'responses';
 export const DECODER_OUTPUT = 'image';
@@ -43,21 +43,19 @@ export function ridgeImage(ctx: LayerContext, responses: Value, anchor: RidgeAnc
   });
 }
 
-/** Scope of the residual gate: trainers give it its own learning rate (RESIDUAL_GATE_LR_FACTOR). */
-export const RESIDUAL_SCOPE = 'residual';
-
 /**
- * The gate's learning rate as a multiple of the network's. AdamW moves a parameter by about its
- * learning rate per step, so at 3e-4 the gate needed ~3,000 steps to reach 1 and the anchored GAN sat
- * at the ridge image for its first epochs; at 30x it can open within ~100 steps.
+ * base + correction, where `correction` is a network whose last layer (the parameters under
+ * `lastLayer`, e.g. 'core/layer5/') starts at zero: the untrained decoder is exactly `base` (the
+ * ridge estimate), and from the first step that layer learns a readout of the network's features
+ * while gradients reach the layers below. (A scalar gate at 0 in front of a random network was tried
+ * first: its gradient was noise, it stayed near 0 and the anchored GAN never left the ridge image.)
  */
-export const RESIDUAL_GATE_LR_FACTOR = 30;
-
-/**
- * base + gate * correction with a trainable scalar gate that starts at 0, so the untrained decoder
- * is exactly `base` (the ridge estimate) and training only has to learn what the linear fit misses.
- * Adam's updates do not scale with the gate, so the correction trains from the second step.
- */
-export function gatedResidual(ctx: LayerContext, base: Value, correction: Value, scope = RESIDUAL_SCOPE): Value {
-  return ctx.g.scope(scope, () => ctx.g.op('Add', [base, ctx.g.op('Mul', [correction, param(ctx, 'gate', tensor('float32', [1], [0]))])]));
+export function anchoredResidual(ctx: LayerContext, base: Value, correction: Value, lastLayer: string): Value {
+  const zeroed = (ctx.params ?? []).filter((p) => p.startsWith(lastLayer));
+  if (ctx.params && !zeroed.length) throw new GraphError(`anchored residual: no parameters under '${lastLayer}'`);
+  for (const p of zeroed) {
+    const t = ctx.g.initializers.get(p)!.tensor;
+    ctx.g.setInitializer(p, tensor('float32', t.dims, new Float32Array(t.data.length)));
+  }
+  return ctx.g.op('Add', [base, correction]);
 }

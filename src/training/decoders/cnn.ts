@@ -1,11 +1,11 @@
 import { CNN_PROFILES, cnnDecoder } from '../../models/architectures/cnn.js';
-import { DECODER_OUTPUT, gatedResidual, ridgeImage } from '../../models/architectures/ridge.js';
+import { anchoredResidual, DECODER_OUTPUT, ridgeImage } from '../../models/architectures/ridge.js';
 import type { LayerContext } from '../../models/layers.js';
 import type { FidComputer } from '../eval/metrics/fid.js';
 import { LOSSES } from '../engine/losses.js';
 import { buildEvalGraph, TrainingSession, type TrainingSpec } from '../engine/trainer.js';
 import type { Recipe } from '../run/loop.js';
-import { DecoderBatch, decoderRecipe, gateGroup, sharedConfig, type DecoderSession } from './sessions.js';
+import { DecoderBatch, decoderRecipe, sharedConfig, type DecoderSession } from './sessions.js';
 import type { DecoderSettings } from './settings.js';
 
 /**
@@ -26,13 +26,13 @@ export async function cnnRecipe(s: DecoderSettings, sessions: DecoderSession[], 
     threads: s.threads,
     model: (ctx, b) => {
       const m = cnnDecoder(ctx, data.neurons, b, cfg);
-      return { inputs: [m.input], output: sess.anchor ? gatedResidual(ctx, ridgeImage(ctx, m.input, sess.anchor), m.output) : m.output };
+      return { inputs: [m.input], output: sess.anchor ? anchoredResidual(ctx, ridgeImage(ctx, m.input, sess.anchor), m.output, `core/layer${cfg.core.length - 1}/`) : m.output };
     },
     objective: (ctx: LayerContext, out) => {
       const t = ctx.g.input('target', 'float32', [s.batch, 1, H, W]);
       return { targets: [t], loss: LOSSES[lossName](ctx, out, t) };
     },
-    groups: [...gateGroup(s, !!sess.anchor), { match: '', lr: s.lr, weightDecay: s.weightDecay }],
+    groups: [{ match: '', lr: s.lr, weightDecay: s.weightDecay }],
     optimizer: { kind: 'adamw' },
   };
   const G = await TrainingSession.create(spec);

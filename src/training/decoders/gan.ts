@@ -9,7 +9,7 @@ import type { FidComputer } from '../eval/metrics/fid.js';
 import { LOSSES, lsganLoss } from '../engine/losses.js';
 import { buildEvalGraph, TrainingSession, type TrainingSpec } from '../engine/trainer.js';
 import type { Recipe } from '../run/loop.js';
-import { DecoderBatch, decoderRecipe, gateGroup, sharedConfig, type DecoderSession } from './sessions.js';
+import { DecoderBatch, decoderRecipe, sharedConfig, type DecoderSession } from './sessions.js';
 import type { DecoderSettings } from './settings.js';
 
 export interface GanOptions {
@@ -102,7 +102,6 @@ export async function ganRecipe(s: DecoderSettings, cfg: GanConfig, meis: string
     groups: [
       { match: 'disc/', lr: 0, external: true },
       { match: 'core/', lr: s.lr, weightDecay: s.weightDecay, clamp: 1 },
-      ...gateGroup(s, !!sessions[0].anchor),
       { match: '', lr: s.lr, weightDecay: s.weightDecay },
     ],
     optimizer: { kind: 'adamw' },

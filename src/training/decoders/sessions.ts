@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ccError } from '../../common/errors.js';
-import { DECODER_INPUT, DECODER_OUTPUT, RESIDUAL_GATE_LR_FACTOR, RESIDUAL_SCOPE, type RidgeAnchor } from '../../models/architectures/ridge.js';
-import type { ParamGroup } from '../engine/optim.js';
+import { DECODER_INPUT, DECODER_OUTPUT, type RidgeAnchor } from '../../models/architectures/ridge.js';
 import type { MeiReadinInput } from '../../models/architectures/gan.js';
 import { applyResponseTransform, updateBundleMetrics, type DecoderKind, type Manifest, type ResponseTransform } from '../../models/bundle.js';
 import { tensor, type Graph } from '../../models/onnx/index.js';
@@ -166,16 +165,10 @@ export class DecoderBatch {
   }
 }
 
-/** The ridge anchor's residual gate as its own parameter group (none without an anchor, so plain runs are unchanged). */
-export function gateGroup(s: DecoderSettings, anchored: boolean): ParamGroup[] {
-  return anchored ? [{ match: `${RESIDUAL_SCOPE}/`, lr: s.lr * RESIDUAL_GATE_LR_FACTOR, weightDecay: 0 }] : [];
-}
-
 /** What every decoder's config.json records about the shared settings. */
 export function sharedConfig(s: DecoderSettings): Record<string, unknown> {
   return {
     anchor: s.anchor,
-    gateLr: s.anchor === 'ridge' ? s.lr * RESIDUAL_GATE_LR_FACTOR : undefined,
     encoderPairs: s.pairs ? { encoder: s.pairs.source.encoder, fraction: s.pairs.fraction } : undefined,
     transform: s.transform,
     batch: s.batch,
