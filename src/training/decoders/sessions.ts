@@ -192,6 +192,12 @@ export function decoderRecipe(
   parts: { generator: TrainingSession; graphs: () => Graph[]; step: Recipe['step']; checkpointed: Record<string, TrainingSession> },
 ): Recipe {
   const G = parts.generator;
+  // The graphs validated last: an improvement exports exactly those instead of rebuilding them.
+  let validated: { step: number; graphs: Graph[] } | undefined;
+  const graphsNow = (): Graph[] => {
+    if (validated?.step !== G.step) validated = { step: G.step, graphs: parts.graphs() };
+    return validated.graphs;
+  };
   return {
     name: kind,
     trainCounts: sessions.map((x) => x.data.train.count),
@@ -203,8 +209,8 @@ export function decoderRecipe(
       return G.step;
     },
     step: parts.step,
-    validate: () => validateDecoders(`${kind} step ${G.step}`, parts.graphs(), sessions, fid, s.threads),
-    exportBest: async (rec) => exportDecoderBundles(kind, s.profile, parts.graphs(), sessions, config, rec, s.transform),
+    validate: () => validateDecoders(`${kind} step ${G.step}`, graphsNow(), sessions, fid, s.threads),
+    exportBest: async (rec) => exportDecoderBundles(kind, s.profile, graphsNow(), sessions, config, rec, s.transform),
     saveCheckpoint: (dir) => Object.entries(parts.checkpointed).forEach(([name, ts]) => ts.saveCheckpoint(join(dir, name))),
     loadCheckpoint: (dir) => Object.entries(parts.checkpointed).forEach(([name, ts]) => void ts.loadCheckpoint(join(dir, name))),
   };
