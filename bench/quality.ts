@@ -1,6 +1,8 @@
 /**
  * npm run bench:quality -- [--quick] [--population default|second] [--seeds N] [--budget 45m]
- *   [--encoder-budget 20m] [--anchor ridge|none] [--pairs 0.5|0] [--data DIR] [--out DIR] [--decoders cnn,gan]
+ *   [--encoder-budget 20m] [--recipe cortexcast|report] [--anchor ridge|none] [--anchor-folds 0|5]
+ *   [--pairs 0|0.5] [--pairs-for cnn,gan] [--refiner-levels 0|2] [--cnn-loss mse|logssim|mae]
+ *   [--data DIR] [--out DIR] [--decoders cnn,gan]
  *
  * Decoder quality against the linear readout measured in the same run: ridge (closed form), then the
  * small CNN and the small GAN (with its encoder and MEIs), each deep decoder under a wall-clock
@@ -16,6 +18,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseDuration } from '../src/common/duration.js';
 import { loadBundle } from '../src/models/bundle.js';
 import { SYNTH_PRESETS, synthesize, type SynthConfig } from '../src/training/data/synth.js';
 import { trainDecoder } from '../src/training/decoders/train-decoder.js';
@@ -31,33 +34,39 @@ const { values: a } = parseArgs({
     seeds: { type: 'string', default: '1' },
     budget: { type: 'string' },
     'encoder-budget': { type: 'string' },
-    anchor: { type: 'string', default: 'ridge' },
+    recipe: { type: 'string', default: 'cortexcast' },
+    anchor: { type: 'string' },
+    'anchor-folds': { type: 'string' },
+    'refiner-levels': { type: 'string' },
+    'cnn-loss': { type: 'string' },
     data: { type: 'string' },
     out: { type: 'string' },
     decoders: { type: 'string', default: 'cnn,gan' },
-    'mei-neurons': { type: 'string', default: '512' },
-    pairs: { type: 'string', default: '0.5' },
+    'mei-neurons': { type: 'string' },
+    pairs: { type: 'string', default: '0' },
     'pairs-for': { type: 'string', default: 'cnn' },
   },
 });
 
 const minutes = (v: string | undefined, dflt: number): number => {
   if (v === undefined) return dflt * 60;
-  const m = /^(\d+(?:\.\d+)?)(s|m|h)?$/.exec(v);
-  if (!m) throw new Error(`not a duration: ${v} (use 90s, 30m, 2h)`);
-  return Number(m[1]) * ({ s: 1, m: 60, h: 3600 }[m[2] ?? 's'] ?? 1);
+  const s = parseDuration(v);
+  if (Number.isNaN(s)) throw new Error(`not a duration: ${v} (use 90s, 30m, 2h)`);
+  return s;
 };
 
 const quick = a.quick!;
 const decoderBudget = minutes(a.budget, quick ? 3 : 45);
 const encoderBudget = minutes(a['encoder-budget'], quick ? 2 : 20);
-const anchor = a.anchor === 'none' ? 'none' : 'ridge';
+const recipe = a.recipe === 'report' ? 'report' : 'cortexcast';
+const anchor = a.anchor === undefined ? (recipe === 'cortexcast' ? 'ridge' : 'none') : a.anchor === 'none' ? 'none' : 'ridge';
+const anchorFolds = a['anchor-folds'] === undefined ? undefined : Number(a['anchor-folds']);
+const cnnLoss = a['cnn-loss'] === undefined ? undefined : (a['cnn-loss'] as 'mse' | 'logssim' | 'mae');
+const refinerLevels = a['refiner-levels'] === undefined ? undefined : a['refiner-levels'] === '0' ? 0 : 2;
 const seeds = Array.from({ length: Number(a.seeds) }, (_, i) => i + 1);
 const pairsFraction = Number(a.pairs);
 const pairsFor = new Set(a['pairs-for']!.split(','));
 const usesPairs = (kind: string): boolean => pairsFraction > 0 && pairsFor.has(kind);
-// Each decoder's checkpoint is chosen by the validation metric of its own objective: MSE for the CNN, FID for the GAN (the report's).
-const SELECT = { cnn: 'mse', gan: 'fid' } as const;
 const decoders = a.decoders!.split(',').filter((d): d is 'cnn' | 'gan' => d === 'cnn' || d === 'gan');
 
 function population(): { name: string; cfg: SynthConfig } {
@@ -94,7 +103,10 @@ const ridgeDir = join(out, 'ridge');
 if (!existsSync(join(ridgeDir, 'manifest.json'))) await trainRidge({ data, out: ridgeDir, log });
 table.push({ name: 'ridge', seed: 0, row: await testRow(ridgeDir), seconds: Number(loadBundle(ridgeDir).manifest.training.seconds ?? 0) });
 
-const label = (kind: string): string => `${kind}${anchor === 'ridge' ? '+ridge' : ''}${usesPairs(kind) ? '+pairs' : ''}`;
+// cnn / gan: the cortexcast recipe; cnn-report etc. name what differs from it.
+const variant = (kind: string): string =>
+  [recipe === 'report' ? '-report' : '', (anchor === 'ridge') !== (recipe === 'cortexcast') ? `-anchor-${anchor}` : '', anchor === 'ridge' && anchorFolds !== undefined ? `-folds${anchorFolds}` : '', kind === 'cnn' && refinerLevels !== undefined ? `-levels${refinerLevels}` : '', kind === 'cnn' && cnnLoss ? `-${cnnLoss}` : '', usesPairs(kind) ? `-pairs${pairsFraction}` : ''].join('');
+const label = (kind: string): string => `${kind}${variant(kind)}`;
 
 for (const seed of seeds) {
   const tag = `seed${seed}`;
@@ -107,16 +119,18 @@ for (const seed of seeds) {
   if (decoders.includes('gan')) {
     meis = join(out, tag, 'meis');
     // 100 ascent steps (not the report's 1000): the MEI/RF correlation was already 0.77 at 100 on the default preset, and 1000 steps for 512 neurons take an hour here.
-    await generateMeis({ encoder: enc, out: meis, steps: 100, neurons: selectNeurons(enc, `top:${a['mei-neurons']}`), log });
+    // --quick: 128 MEIs (512 take ~14 min on the small preset here, longer than the rest of the pipeline).
+    const meiNeurons = a['mei-neurons'] ?? (quick ? '128' : '512');
+    await generateMeis({ encoder: enc, out: meis, steps: 100, neurons: selectNeurons(enc, `top:${meiNeurons}`), log });
   }
   for (const kind of decoders) {
-    const dir = join(out, tag, `${kind}-${anchor}${usesPairs(kind) ? `-pairs${pairsFraction}` : ''}`);
+    const dir = join(out, tag, `${kind}${variant(kind) || '-cortexcast'}`);
     const started = Date.now();
     if (existsSync(join(dir, 'run', 'stop.json'))) {
       table.push({ name: label(kind), seed, row: await testRow(dir), seconds: Number(loadBundle(dir).manifest.training.seconds ?? 0) });
       continue;
     }
-    const r = await trainDecoder({ kind, data, out: dir, seed, anchor, budgetSeconds: decoderBudget, resume: true, validateEvery: quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, select: SELECT[kind], log });
+    const r = await trainDecoder({ kind, data, out: dir, seed, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
     table.push({ name: label(kind), seed, row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000 });
   }
 }

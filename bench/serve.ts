@@ -1,14 +1,19 @@
 /**
  * `npm run bench:serve`: 8,600-neuron frames at 30 Hz from 1, 4 and 16 concurrent streams (each its own
  * gRPC connection, as separate rigs), through the real server (a separate process) to one WebSocket
- * subscriber per stream, for a ridge bundle and a small-CNN bundle. End to end = subscriber receipt
- * minus the sender's acquisition stamp (same machine clock). Two references in the same run:
- *   (a) direct: the same decode called directly on a worker thread, no server (per-frame call latency);
+ * subscriber per stream, for each decoder built at its trained shapes with random weights: ridge, cnn
+ * (cortexcast's default, the ridge refiner), their int8 copies (cortexcast quantize: ridge-int8,
+ * cnn-int8) and cnn-report (the report's small CNN). End to end =
+ * subscriber receipt minus the sender's acquisition stamp (same machine clock). Two references in
+ * the same run:
+ *   (a) direct: the same decode called directly on a worker thread, no server, batch 1;
  *   (b) floor: a bare grpc-js -> msgpackr -> ws relay of the same frames (bench/relay-server.ts).
- * Prints p50/p99 for each, frames/s, drops, server peak RSS and RSS growth, and one ratio line per case:
- *   overhead/floor p50 X p99 Y (N streams, model)   where overhead = server e2e - direct decode.
+ * Per case: e2e p50/p99, frames/s decoded of sent, drops, then the decoded fraction, the batch size
+ * and decode time the server actually had (its /metrics counters over the case), and where the median
+ * millisecond goes: floor (transport) + decode (mean per server batch) + the rest (the server's own
+ * share: queueing, scaling, fan-out).
  *
- *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,cnn] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
+ *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,ridge-int8,cnn,cnn-int8,cnn-report] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -20,9 +25,11 @@ import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { DecoderConnection, subscribe, type FrameAck } from '../clients/lib/index.js';
 import { cnnDecoder, CNN_PROFILES } from '../src/models/architectures/cnn.js';
-import { buildRidgeGraph, DECODER_INPUT, DECODER_OUTPUT } from '../src/models/architectures/ridge.js';
+import { REFINER_PROFILES, refinerCorrection } from '../src/models/architectures/refiner.js';
+import { buildRidgeGraph, DECODER_INPUT, DECODER_OUTPUT, ridgeImage } from '../src/models/architectures/ridge.js';
 import { writeBundle } from '../src/models/bundle.js';
 import { newGraph, writeModel } from '../src/models/onnx/index.js';
+import { quantizeModel } from '../src/models/quantize.js';
 import { Rng } from '../src/models/rng.js';
 import { percentile } from '../src/common/stats.js';
 import { WorkerPool } from '../src/server/worker-pool.js';
@@ -33,7 +40,7 @@ const arg = (name: string, fallback: string): string => {
 };
 const seconds = Number(arg('seconds', '10'));
 const streamCounts = arg('streams', '1,4,16').split(',').map(Number);
-const models = arg('models', 'ridge,cnn').split(',');
+const models = arg('models', 'ridge,ridge-int8,cnn,cnn-int8,cnn-report').split(',');
 const neurons = Number(arg('neurons', '8600'));
 const providers = arg('providers', 'cpu');
 const maxBatch = arg('max-batch', '8');
@@ -66,8 +73,17 @@ function makeBundles(dir: string): Record<string, string> {
   const g = newGraph('cnn_small');
   const { output } = cnnDecoder({ g, rng: new Rng(2) }, neurons, 'batch', CNN_PROFILES.small);
   g.output(output, DECODER_OUTPUT);
-  writeBundle(join(dir, 'cnn'), { ...common, name: 'cnn', kind: 'cnn', model: writeModel(g), opset: g.opset });
-  return { ridge: join(dir, 'ridge'), cnn: join(dir, 'cnn') };
+  writeBundle(join(dir, 'cnn-report'), { ...common, name: 'cnn-report', kind: 'cnn', model: writeModel(g), opset: g.opset });
+  const r = newGraph('cnn_refiner_small');
+  const ctx = { g: r, rng: new Rng(3) };
+  const input = r.input(DECODER_INPUT, 'float32', ['batch', neurons]);
+  const base = ridgeImage(ctx, input, { weights: W, bias: new Float32Array(2304), height: 36, width: 64 });
+  r.output(r.op('Add', [base, refinerCorrection(ctx, base, REFINER_PROFILES.small)]), DECODER_OUTPUT);
+  writeBundle(join(dir, 'cnn'), { ...common, name: 'cnn', kind: 'cnn', model: writeModel(r), opset: r.opset });
+  // cortexcast quantize's graphs (its quality check needs a dataset; timing does not).
+  for (const [name, kind, model] of [['ridge-int8', 'ridge', writeModel(ridge)], ['cnn-int8', 'cnn', writeModel(r)]] as const)
+    writeBundle(join(dir, name), { ...common, name, kind, model: quantizeModel(model).model, opset: 17 });
+  return Object.fromEntries(['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'cnn-report'].map((m) => [m, join(dir, m)]));
 }
 
 interface Proc {
@@ -86,6 +102,13 @@ function startChild(cmd: string[], parse: (line: string) => { grpcPort: number; 
     });
     child.on('exit', (c) => reject(new Error(`${cmd.join(' ')} exited ${c}`)));
   });
+}
+
+/** The server's decode counters (all models): seconds and runs of decoding, frames decoded in them. */
+async function decodeCounters(http: string): Promise<{ seconds: number; runs: number; frames: number }> {
+  const text = await (await fetch(`${http}/metrics`)).text();
+  const sum = (metric: string): number => [...text.matchAll(new RegExp(`^${metric}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm'))].reduce((a, m) => a + Number(m[1]), 0);
+  return { seconds: sum('cortexcast_decode_seconds_sum'), runs: sum('cortexcast_decode_seconds_count'), frames: sum('cortexcast_decode_batch_frames_sum') };
 }
 
 async function serverRss(http: string): Promise<number> {
@@ -198,21 +221,27 @@ async function main(): Promise<void> {
     const rss0 = await serverRss(http);
     let peak = rss0;
     const sampler = setInterval(() => void serverRss(http).then((v) => (peak = Math.max(peak, v))), 1000);
-    const ratios: string[] = [];
+    const shares: string[] = [];
     for (const n of streamCounts) {
+      const c0 = await decodeCounters(http);
       const r = await drive(srv.grpcPort, http, n, model);
-      const over50 = pct(r.e2e, 50) - pct(d, 50);
-      const over99 = pct(r.e2e, 99) - pct(d, 99);
+      const c1 = await decodeCounters(http);
+      const runs = Math.max(1, c1.runs - c0.runs);
+      const batchMs = (1000 * (c1.seconds - c0.seconds)) / runs;
+      const meanBatch = (c1.frames - c0.frames) / runs;
       const f = floor.get(n)!;
       console.log(
         `server ${model} ${String(n).padStart(2)} streams: e2e p50 ${pct(r.e2e, 50).toFixed(2)} ms  p99 ${pct(r.e2e, 99).toFixed(2)} ms, ${(r.received / seconds).toFixed(0)} frames/s of ${(r.sent / seconds).toFixed(0)} sent, ${r.dropped} dropped`,
       );
-      ratios.push(`overhead/floor p50 ${(over50 / pct(f, 50)).toFixed(2)} p99 ${(over99 / pct(f, 99)).toFixed(2)} (${n} streams, ${model})`);
+      const rest = pct(r.e2e, 50) - pct(f, 50) - batchMs;
+      shares.push(
+        `  ${model} ${n} streams: decoded ${((100 * r.received) / Math.max(1, r.sent)).toFixed(1)}%, p99 ${pct(r.e2e, 99) < 1000 / HZ ? 'within' : 'over'} one frame period; server batches of ${meanBatch.toFixed(1)} frames took ${batchMs.toFixed(2)} ms (batch 1 direct: ${pct(d, 50).toFixed(2)}); p50 = floor ${pct(f, 50).toFixed(2)} + decode ${batchMs.toFixed(2)} + server ${rest.toFixed(2)} ms`,
+      );
     }
     clearInterval(sampler);
     const rss1 = await serverRss(http);
     console.log(`server ${model} RSS: start ${rss0.toFixed(0)} MB, peak ${peak.toFixed(0)} MB, end ${rss1.toFixed(0)} MB (growth ${(rss1 - rss0).toFixed(0)} MB over ${streamCounts.length * (seconds + 1)} s)`);
-    for (const line of ratios) console.log(line);
+    for (const line of shares) console.log(line);
     srv.child.kill('SIGTERM');
     await new Promise((r) => srv.child.once('exit', r));
   }

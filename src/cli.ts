@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 
+import { parseDuration } from './common/duration.js';
 import { join, resolve } from 'node:path';
 import { CortexcastError } from './common/errors.js';
 import { VERSION } from './common/version.js';
@@ -8,15 +9,19 @@ import type { ServerConfigInput } from './server/config.js';
 
 /** '90s', '30m', '2h', '1h30m' or plain seconds -> seconds. */
 const duration = (name: string) => (v: string): number => {
-  const m = /^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$/.exec(v.trim());
-  const s = m ? Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0) : NaN;
-  if (!m || !(s > 0)) throw new InvalidArgumentError(`${name} must be a duration such as 90s, 30m, 2h or 1h30m`);
+  const s = parseDuration(v);
+  if (Number.isNaN(s)) throw new InvalidArgumentError(`${name} must be a duration such as 90s, 30m, 2h or 1h30m`);
   return s;
 };
 
 const int = (name: string) => (v: string): number => {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive integer`);
+  return n;
+};
+const count = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number (0 or more)`);
   return n;
 };
 
@@ -167,19 +172,27 @@ for (const kind of ['cnn', 'gan'] as const) {
     )
     .option('--epochs <n>', 'epochs (the report: 200)', int('epochs'), 200)
     .option('--batch <n>', 'batch size', int('batch'), 16)
-    .option('--lr <x>', 'AdamW learning rate', Number, 3e-4)
+    .option('--lr <x>', `AdamW learning rate (default 3e-4, the report's${kind === 'cnn' ? '; 5e-5 for the cortexcast recipe' : ''})`, Number)
     .option('--weight-decay <x>', 'AdamW weight decay', Number, 3e-2)
-    .option('--validate-every <n>', 'validate every n steps (default: every epoch)', int('validate-every'))
+    .option('--validate-every <n>', `validate every n steps (default: every epoch${kind === 'cnn' ? '; 50 for the cortexcast recipe' : ''})`, int('validate-every'))
     .option('--max-steps <n>', 'stop after n steps', int('max-steps'))
     .option('--budget <time>', 'wall-clock budget (90s, 30m, 2h): stop when it is spent, keep the best validated bundle, say so in the run folder', duration('budget'))
     .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
     .option('--resume', 'continue from the run folder\'s checkpoint')
     .option('--encoder-pairs <dir>', 'encoder bundle of the same session: mix encoder-labelled new images (crops and flips of train stimuli) into every batch')
     .option('--pairs-fraction <x>', 'fraction of each batch made of encoder pairs', Number, 0.5)
-    .addOption(new Option('--select <metric>', 'validation metric that picks the exported checkpoint').choices(['fid', 'ssiml', 'mse']).default('fid'))
-    .option('--patience <n>', 'stop after n validations without a better --select metric', int('patience'))
-    .addOption(new Option('--anchor <kind>', 'ridge: learn a gated correction on top of the closed-form ridge fit (step 0 is ridge); none: the report\'s decoder alone').choices(['ridge', 'none']).default('none'))
+    .addOption(
+      new Option('--recipe <name>', kind === 'cnn' ? "cortexcast: ridge image + a small U-Net's correction (docs/bench); report: the report's FC-readin CNN" : "cortexcast: ridge-anchored (the core refines the ridge image); report: the report's GAN alone")
+        .choices(['cortexcast', 'report'])
+        .default('cortexcast'),
+    )
+    .addOption(new Option('--select <metric>', `validation metric that picks the exported checkpoint (default: ${kind === 'cnn' ? 'mse with --recipe cortexcast, ' : ''}fid)`).choices(['fid', 'ssiml', 'mse']))
+    .option('--patience <n>', `stop after n validations without a better --select metric${kind === 'cnn' ? ' (default 6 for the cortexcast recipe)' : ''}`, int('patience'))
+    .addOption(new Option('--anchor <kind>', "ridge: learn a correction on top of the closed-form ridge fit (step 0 is ridge); none: the decoder alone (default: the recipe's)").choices(['ridge', 'none']))
+    .addOption(new Option('--refiner-levels <n>', 'cortexcast CNN: 2 = U-Net (whole-image receptive field), 0 = three full-resolution convolutions').choices(['0', '2']))
+    .option('--anchor-folds <k>', `train on k-fold out-of-fold ridge images (folds keep a source photo together); 0 trains on the in-sample ridge image (default ${kind === 'cnn' ? '5 for the cortexcast recipe, else 0' : '0'})`, count('anchor-folds'))
     .option('--seed <n>', 'random seed', int('seed'), 1);
+  if (kind === 'cnn') cmd.addOption(new Option('--loss <name>', 'training objective').choices(['mse', 'logssim', 'mae']).default('mse'));
   if (kind === 'gan')
     cmd
       .option('--meis <dirs...>', 'MEI folder(s) from cortexcast meis (MEI readin), one per --data, same order')
@@ -210,7 +223,10 @@ for (const kind of ['cnn', 'gan'] as const) {
       readin: o.readin,
       transform: o.transform,
       coordinates: o.coordinates,
+      recipe: o.recipe,
       anchor: o.anchor,
+      anchorFolds: o.anchorFolds,
+      refinerLevels: o.refinerLevels === undefined ? undefined : (Number(o.refinerLevels) as 0 | 2),
       select: o.select,
       patience: o.patience,
       encoderPairs: o.encoderPairs,
@@ -310,6 +326,21 @@ program
     if (o.json) console.log(JSON.stringify(r.rows, null, 1));
     else console.log(r.table);
     console.log(`figure: ${r.figure} (top row: stimuli; then one row per decoder, in the order given)`);
+  });
+
+program
+  .command('quantize')
+  .description('write an int8 copy of a decoder bundle (MatMul weights int8, activations int8 per frame), its validation SSIM/MSE change measured and recorded')
+  .requiredOption('--model <dir>', 'float bundle folder')
+  .requiredOption('--out <dir>', 'new bundle folder (must not exist or be empty)')
+  .option('--data <dir>', "dataset whose validation tier measures the change (default: the bundle's training dataset)")
+  .option('--max-ssim-drop <x>', 'refuse when validation SSIM falls by more than this', Number, 0.005)
+  .option('--force', 'write the bundle even when the drop is over the bound (the manifest records it)')
+  .action(async (o) => {
+    const { quantizeBundle } = await import('./training/eval/quantize-bundle.js');
+    const m = await quantizeBundle({ model: o.model, out: o.out, data: o.data, maxSsimDrop: o.maxSsimDrop, force: o.force });
+    const v = m.precision!.validation;
+    console.log(`bundle ${o.out}: ${m.name}; validation SSIM ${v.float.ssim.toFixed(4)} -> ${v.quantized.ssim.toFixed(4)}, MSE ${v.float.mse.toFixed(5)} -> ${v.quantized.mse.toFixed(5)}`);
   });
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];

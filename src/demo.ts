@@ -10,7 +10,7 @@ import { trainRidge } from './training/ridge/train-ridge.js';
 
 /**
  * `npm start`: the live demo. Makes (once, then cached) the small simulated dataset and a ridge
- * decoder, serves the best bundle present in the cache (lowest test SSIML), replays the test tier at
+ * decoder, serves the best bundle present in the cache (lowest validation SSIML), replays the test tier at
  * 30 Hz in a loop, and prints the viewer and metrics URLs. Ctrl-C stops everything cleanly.
  */
 export async function runDemo(o: { cacheDir: string; httpPort: number; grpcPort: number; seconds?: number }): Promise<void> {
@@ -57,7 +57,10 @@ export async function runDemo(o: { cacheDir: string; httpPort: number; grpcPort:
   await server.close();
 }
 
-/** The bundle in the cache with the lowest recorded test SSIML (ridge when nothing better exists). */
+/**
+ * The bundle in the cache with the lowest validation SSIML (ridge when nothing better exists): the
+ * choice is made on the validation tier, never the test tier.
+ */
 function bestBundle(dir: string): DecoderBundle {
   const found: DecoderBundle[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -69,6 +72,6 @@ function bestBundle(dir: string): DecoderBundle {
     }
   }
   if (!found.length) throw new Error(`no bundle in ${dir}`);
-  const score = (b: DecoderBundle): number => b.manifest.metrics.test?.ssiml ?? b.manifest.metrics.validation?.ssiml ?? 1;
+  const score = (b: DecoderBundle): number => b.manifest.metrics.validation?.ssiml ?? 1;
   return found.sort((a, b) => score(a) - score(b))[0];
 }

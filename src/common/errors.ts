@@ -33,6 +33,7 @@ export const ERRORS = {
   // training
   CC_ERR_TRAINING_DIVERGED: '%s training diverged at step %s (loss %s); lower the learning rate or check the data',
   CC_ERR_WRONG_KIND: 'bundle %s is a %s bundle; %s',
+  CC_ERR_QUANTIZE: 'quantize %s: %s',
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;

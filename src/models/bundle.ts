@@ -69,6 +69,17 @@ export const manifestSchema = z
       seconds: z.number().optional(),
     }),
     metrics: z.object({ validation: metricsSchema.optional(), test: metricsSchema.optional() }),
+    /** Reduced-precision bundles (cortexcast quantize): what changed and what it cost on validation. */
+    precision: z
+      .object({
+        weights: z.literal('int8'),
+        activations: z.literal('int8-per-frame'),
+        quantized: z.array(z.object({ name: z.string(), elements: z.number().int().positive() })),
+        source: z.object({ bundle: z.string(), sha256: z.string() }),
+        /** Validation-tier scores of the float source and of this bundle, and the bound it had to meet. */
+        validation: z.object({ float: metricsSchema, quantized: metricsSchema, maxSsimDrop: z.number() }),
+      })
+      .optional(),
     provenance: z.object({ cortexcast: z.string(), node: z.string(), onnxruntime: z.string(), host: z.string().optional() }),
   })
   .strict();
@@ -118,6 +129,7 @@ export interface WriteBundleInput {
   training: Manifest['training'];
   iterative?: Manifest['iterative'];
   metrics?: Manifest['metrics'];
+  precision?: Manifest['precision'];
   version: string;
   onnxruntime: string;
 }
@@ -139,6 +151,7 @@ export function writeBundle(dir: string, b: WriteBundleInput): Manifest {
     ...(b.iterative ? { iterative: b.iterative } : {}),
     training: b.training,
     metrics: b.metrics ?? {},
+    ...(b.precision ? { precision: b.precision } : {}),
     provenance: { cortexcast: b.version, node: process.version, onnxruntime: b.onnxruntime, host: process.platform + '-' + process.arch },
   };
   manifestSchema.parse(manifest);

@@ -12,12 +12,14 @@ import { trainDecoder } from '../../src/training/decoders/train-decoder.js';
 import { trainEncoder } from '../../src/training/encoder/train-encoder.js';
 import { trainInvenc } from '../../src/training/encoder/train-invenc.js';
 import { decodeRows } from '../../src/training/eval/evaluate.js';
+import { quantizeBundle } from '../../src/training/eval/quantize-bundle.js';
 import { meiFixture } from '../helpers/meis.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
 /**
  * Every trained decoder kind decodes the same through the server as offline (decodeRows on its
- * bundle): one server boot serving a briefly trained CNN, GAN and inverted encoder.
+ * bundle): one server boot serving a briefly trained CNN, GAN and inverted encoder, and the CNN's
+ * int8 copy.
  */
 const quiet = (): void => undefined;
 const ITERATIVE_STEPS = 5;
@@ -26,7 +28,7 @@ describe('served equals offline, for every trained decoder kind', () => {
   let data: string;
   let server: CortexcastServer;
   let conn: DecoderConnection;
-  const bundles: Record<'cnn' | 'gan' | 'invenc', string> = { cnn: '', gan: '', invenc: '' };
+  const bundles: Record<'cnn' | 'gan' | 'invenc' | 'cnn-int8', string> = { cnn: '', gan: '', invenc: '', 'cnn-int8': '' };
 
   beforeAll(async () => {
     data = await tinyDataset();
@@ -36,6 +38,9 @@ describe('served equals offline, for every trained decoder kind', () => {
       bundles[kind] = join(work, kind);
       await trainDecoder({ kind, data, out: bundles[kind], epochs: 1, maxSteps: 2, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
     }
+    // The default CNN (ridge refiner) quantized: its ridge MatMul becomes int8 (cortexcast quantize).
+    bundles['cnn-int8'] = join(work, 'cnn-int8');
+    await quantizeBundle({ model: bundles.cnn, out: bundles['cnn-int8'], data, log: quiet });
     await trainEncoder({ data: [data], out: join(work, 'encoder'), epochs: 1, batch: 16, quiet: true, log: quiet });
     bundles.invenc = join(work, 'invenc');
     await trainInvenc({ encoder: join(work, 'encoder'), out: bundles.invenc, grid: { steps: [ITERATIVE_STEPS], lr: [1000], blurSigma: [1] }, searchImages: 4, log: quiet });
@@ -49,7 +54,7 @@ describe('served equals offline, for every trained decoder kind', () => {
     await server?.close();
   });
 
-  it.each(['cnn', 'gan', 'invenc'] as const)('%s: the served image equals the offline decode of the same frame', async (kind) => {
+  it.each(['cnn', 'gan', 'invenc', 'cnn-int8'] as const)('%s: the served image equals the offline decode of the same frame', async (kind) => {
     const ds = SensoriumDataset.open(data);
     const raw = ds.trial(ds.indices('test')[0]).responses;
     const served = await conn.decode(kind, raw);
@@ -60,6 +65,6 @@ describe('served equals offline, for every trained decoder kind', () => {
     for (let i = 0; i < offline.length; i++) diff = Math.max(diff, Math.abs(offline[i] - served.values[i]));
     expect(diff).toBeLessThan(kind === 'invenc' ? 1e-4 : 1e-5);
     const { models } = await conn.listModels();
-    expect(models.find((m) => m.name === kind)).toMatchObject({ kind });
+    expect(models.find((m) => m.name === kind)).toMatchObject({ kind: kind === 'cnn-int8' ? 'cnn' : kind });
   });
 });

@@ -32,9 +32,9 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
     work = mkdtempSync(join(tmpdir(), 'cc-dec-'));
   }, 60_000);
 
-  it('CNN (small profile): loss falls over 3 epochs; run folder; export equals eval pass (served: test/server/served-equals-offline.test.ts)', async () => {
+  it("the report's CNN (small profile): loss falls over 3 epochs; run folder; export equals eval pass (served: test/server/served-equals-offline.test.ts)", async () => {
     const out = join(work, 'cnn');
-    const r = await trainDecoder({ kind: 'cnn', data, out, epochs: 3, quiet: true, log: quiet });
+    const r = await trainDecoder({ kind: 'cnn', data, out, recipe: 'report', epochs: 3, quiet: true, log: quiet });
     expect(r.history).toHaveLength(3);
     expect(r.history[2].trainLoss).toBeLessThan(r.history[0].trainLoss);
     for (const f of ['config.json', 'metrics.csv', 'metrics.json', 'curves.svg', 'validation-grid.png', 'checkpoint/generator/checkpoint.json']) expect(existsSync(join(r.run, f)), f).toBe(true);
@@ -50,10 +50,24 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
 
   it('CNN resume continues from the checkpoint', async () => {
     const out = join(work, 'cnn-resume');
-    await trainDecoder({ kind: 'cnn', data, out, epochs: 1, quiet: true, log: quiet });
-    const r = await trainDecoder({ kind: 'cnn', data, out, epochs: 2, resume: true, quiet: true, log: quiet });
+    await trainDecoder({ kind: 'cnn', data, out, recipe: 'report', epochs: 1, quiet: true, log: quiet });
+    const r = await trainDecoder({ kind: 'cnn', data, out, recipe: 'report', epochs: 2, resume: true, quiet: true, log: quiet });
     expect(r.history.map((h) => h.epoch)).toEqual([1, 2]);
     expect(r.steps).toBe(2 * Math.floor(240 / 16));
+  }, 240_000);
+
+  it("cortexcast's CNN (the default): ridge image + a convolutional correction; trained on out-of-fold ridge images, the export computing its own", async () => {
+    const out = join(work, 'cnn-refiner');
+    const r = await trainDecoder({ kind: 'cnn', data, out, epochs: 3, lr: 1e-3, validateEvery: 15, quiet: true, log: quiet });
+    const cfg = loadBundle(out).manifest.training.config as Record<string, unknown>;
+    expect(cfg).toMatchObject({ recipe: 'cortexcast', anchor: 'ridge', anchorFolds: 5, lr: 1e-3 });
+    // Training feeds the anchor; the bundle takes responses alone and computes the ridge image itself.
+    expect(r.generator.stepInputNames.anchor_0).toBe('anchor_image');
+    expect(readModel(loadBundle(out).model).graph.inputs.map((v) => v.name)).toEqual(['responses']);
+    expect(r.history).toHaveLength(3);
+    expect(r.history[2].trainLoss).toBeLessThan(r.history[0].trainLoss);
+    expect(await exportMatchesEval(r, 300)).toBeLessThan(1e-5);
+    await expect(trainDecoder({ kind: 'cnn', data, out: join(work, 'x'), anchor: 'none', epochs: 1, quiet: true, log: quiet })).rejects.toThrow(/needs the ridge anchor \(or --recipe report\)/);
   }, 240_000);
 
   it('GAN with MEI readin: generator and discriminator alternate, loss falls; export equals eval pass', async () => {
@@ -61,7 +75,7 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
     const meis = join(work, 'meis');
     meiFixture(meis, 24, 36, 64);
     const out = join(work, 'gan');
-    const r = await trainDecoder({ kind: 'gan', data, out, meis, epochs: 3, quiet: true, log: quiet });
+    const r = await trainDecoder({ kind: 'gan', data, out, meis, recipe: 'report', epochs: 3, quiet: true, log: quiet });
     expect(r.history).toHaveLength(3);
     expect(r.history[2].trainLoss).toBeLessThan(r.history[0].trainLoss);
     const m = loadBundle(out).manifest;
@@ -88,7 +102,9 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
     const other = await tinyDataset({ trainTrials: 160, validationTrials: 24 }, 150);
     const out = join(work, 'gan-ball');
     // The FC readin keeps this test cheap; the MEI readin goes through the same per-session path.
-    const r = await trainDecoder({ kind: 'gan', data: [data, other], out, readin: 'fc', epochs: 2, quiet: true, log: quiet });
+    // The default recipe anchors each session on its own ridge fit; here fed out-of-fold in training.
+    const r = await trainDecoder({ kind: 'gan', data: [data, other], out, readin: 'fc', epochs: 2, anchorFolds: 5, quiet: true, log: quiet });
+    expect([r.generator.stepInputNames.anchor_0, r.generator.stepInputNames.anchor_1]).toEqual(['readin_0_anchor_image', 'readin_1_anchor_image']);
     expect(r.bundles).toEqual([join(out, 'session0'), join(out, 'session1')]);
     const [a, b] = r.bundles.map((d) => loadBundle(d));
     expect([a.manifest.input.neurons, b.manifest.input.neurons]).toEqual([300, 150]);

@@ -32,7 +32,7 @@ describe('pinned first steps (behaviour guard for restructuring)', () => {
 
   for (const kind of ['cnn', 'gan'] as const)
     it(`${kind}: train losses of the first 3 steps equal the recorded figures`, async () => {
-      const r = await trainDecoder({ kind, data, out: join(work, kind), epochs: 1, maxSteps: 3, validateEvery: 1, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
+      const r = await trainDecoder({ kind, data, out: join(work, kind), recipe: 'report', epochs: 1, maxSteps: 3, validateEvery: 1, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
       const losses = r.history.map((h) => h.trainLoss);
       expect(losses).toHaveLength(3);
       losses.forEach((l, i) => expect(Math.abs(l - PINNED[kind][i]) / Math.abs(PINNED[kind][i])).toBeLessThan(1e-4));
@@ -47,12 +47,12 @@ describe('pinned first steps (behaviour guard for restructuring)', () => {
     expect(stop).toMatchObject({ reason: 'budget', step: 1, budgetSeconds: 0.001, bestStep: 1 });
   });
 
-  it('--anchor ridge: untrained (learning rate 0), the CNN and the GAN decode exactly like the ridge fit on the same data', async () => {
+  it('ridge-anchored, untrained (learning rate 0): the refiner CNN, the report CNN and the GAN decode exactly like the ridge fit on the same data', async () => {
     await trainRidge({ data, out: join(work, 'ridge'), quiet: true, log: quiet });
     const ridge = await evaluateBundle(join(work, 'ridge'), data, { fid: 0 });
-    for (const kind of ['cnn', 'gan'] as const) {
-      const out = join(work, `${kind}-anchored`);
-      const r = await trainDecoder({ kind, data, out, anchor: 'ridge', lr: 0, epochs: 1, maxSteps: 2, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
+    for (const [kind, recipe, anchorFolds] of [['cnn', 'cortexcast', 5], ['cnn', 'report', 0], ['gan', 'cortexcast', 0]] as const) {
+      const out = join(work, `${kind}-${recipe}-anchored`);
+      const r = await trainDecoder({ kind, data, out, recipe, anchor: 'ridge', anchorFolds, lr: 0, epochs: 1, maxSteps: 2, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
       expect((r.manifest.training.config as { anchor: string }).anchor).toBe('ridge');
       const ev = await evaluateBundle(out, data, { fid: 0 });
       let diff = 0;

@@ -182,6 +182,8 @@ export interface GanSessionInput {
 /**
  * The generator of one session: responses [B, neurons] -> z-scored image [B, 1, H, W]. `session`
  * names the readin of session k of a multi-session model, so it exports alone with the shared core.
+ * `base` is the ridge image of an anchored generator (a fed input when the anchor has out-of-fold
+ * train estimates and ctx trains).
  */
 export function ganGenerator(
   ctx: LayerContext,
@@ -189,29 +191,30 @@ export function ganGenerator(
   cfg: GanConfig,
   s: GanSessionInput,
   session: { index: number; count: number } = { index: 0, count: 1 },
-): { input: Value; output: Value } {
+): { input: Value; output: Value; base?: Value } {
   const input = ctx.g.input(DECODER_INPUT, 'float32', [batch, s.neurons]);
   const { features, base } = sessionFeatures(ctx, input, cfg, s, ganReadinName(session.index, session.count));
   const out = generatorCore(ctx, features, cfg);
-  return { input, output: base ? anchoredResidual(ctx, base, out, lastCoreLayer(cfg)) : out };
+  return { input, output: base ? anchoredResidual(ctx, base, out, lastCoreLayer(cfg)) : out, base };
 }
 
 /**
  * B-All: one readin per session (input `responses_<k>`), the sessions' readin outputs concatenated
  * on the batch axis (session k's rows at k * batch) through one shared core.
  */
-export function multiSessionGenerator(ctx: LayerContext, batch: number, sessions: GanSessionInput[], cfg: GanConfig): { inputs: Value[]; output: Value } {
+export function multiSessionGenerator(ctx: LayerContext, batch: number, sessions: GanSessionInput[], cfg: GanConfig): { inputs: Value[]; output: Value; bases?: Value[] } {
   const { g } = ctx;
   if (sessions.length === 1) {
     const m = ganGenerator(ctx, batch, cfg, sessions[0]);
-    return { inputs: [m.input], output: m.output };
+    return { inputs: [m.input], output: m.output, bases: m.base && [m.base] };
   }
   if (new Set(sessions.map((s) => !!s.anchor)).size > 1) throw new GraphError('B-All: either every session has a ridge anchor or none has');
   const inputs = sessions.map((s, k) => g.input(`${DECODER_INPUT}_${k}`, 'float32', [batch, s.neurons]));
   const parts = inputs.map((x, k) => sessionFeatures(ctx, x, cfg, sessions[k], ganReadinName(k, sessions.length)));
   const out = generatorCore(ctx, g.op('Concat', parts.map((p) => p.features), { axis: 0 }), cfg);
   if (!sessions[0].anchor) return { inputs, output: out };
-  return { inputs, output: anchoredResidual(ctx, g.op('Concat', parts.map((p) => p.base!), { axis: 0 }), out, lastCoreLayer(cfg)) };
+  const bases = parts.map((p) => p.base!);
+  return { inputs, output: anchoredResidual(ctx, g.op('Concat', bases, { axis: 0 }), out, lastCoreLayer(cfg)), bases };
 }
 
 /**

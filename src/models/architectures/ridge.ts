@@ -24,7 +24,16 @@ export interface RidgeAnchor {
   bias: Float32Array;
   height: number;
   width: number;
+  /**
+   * Each train trial's out-of-fold ridge estimate [trials, H*W]: when present, a training graph takes
+   * the ridge image as an input (`<scope>_image`, fed per row) instead of computing the in-sample one,
+   * whose errors are smaller than those the decoder meets on unseen trials. Export computes it.
+   */
+  trainImages?: Float32Array;
 }
+
+/** Whether a graph built on ctx takes this anchor's ridge image as a fed input (training with out-of-fold estimates). */
+export const anchorIsFed = (ctx: LayerContext, anchor: RidgeAnchor): boolean => ctx.mode === 'train' && !!anchor.trainImages;
 
 /**
  * The ridge estimate [B, 1, H, W] of responses [B, neurons], its weights constants of the graph
@@ -36,6 +45,7 @@ export function ridgeImage(ctx: LayerContext, responses: Value, anchor: RidgeAnc
   const P = anchor.height * anchor.width;
   if (typeof neurons !== 'number' || anchor.weights.length !== neurons * P || anchor.bias.length !== P)
     throw new GraphError(`ridge anchor: ${anchor.weights.length} weights and ${anchor.bias.length} biases do not fit ${neurons} neurons x ${anchor.height}x${anchor.width} pixels`);
+  if (anchorIsFed(ctx, anchor)) return g.input(`${scope}_image`, 'float32', [responses.shape[0], 1, anchor.height, anchor.width]);
   return g.scope(scope, () => {
     const w = g.initializer('weight', tensor('float32', [neurons, P], anchor.weights));
     const b = g.initializer('bias', tensor('float32', [P], anchor.bias));

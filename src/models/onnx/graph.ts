@@ -165,6 +165,17 @@ export class Graph {
     return init.value;
   }
 
+  /** Drop the initializers no node reads and no output is (left behind when a rewrite replaces the ops that used them). */
+  pruneInitializers(): string[] {
+    const used = new Set([...this.nodes.flatMap((n) => n.inputs), ...this.outputs.map((o) => o.name)]);
+    const dropped = [...this.initializers.keys()].filter((k) => !used.has(k));
+    for (const k of dropped) {
+      this.initializers.delete(k);
+      this.values.delete(k);
+    }
+    return dropped;
+  }
+
   value(name: string): Value {
     const v = this.values.get(name);
     if (!v) throw new GraphError(`no value named '${name}' in graph '${this.name}'`);

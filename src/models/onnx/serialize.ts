@@ -140,6 +140,19 @@ export interface ReadOptions {
    * triton); the new graph input may even take the old one's name.
    */
   prelude?: (g: Graph, input: { name: string; dtype: ReturnType<typeof dtypeFromOnnx>; shape: Dim[] }) => Value;
+  /**
+   * Replace a node by ops of your own: return the values that stand for its outputs, in order, or
+   * undefined to keep the node (quantize rewrites MatMuls this way).
+   */
+  rewrite?: (g: Graph, node: RewriteNode) => Value[] | undefined;
+}
+
+export interface RewriteNode {
+  name: string;
+  opType: string;
+  domain: string;
+  inputs: (Value | undefined)[];
+  attrs: Record<string, Attr['value']>;
 }
 
 /**
@@ -174,9 +187,16 @@ export function readModel(bytes: Uint8Array, opts: ReadOptions = {}): ReadModel 
     const attrs: Record<string, Attr> = {};
     for (const a of n.attribute ?? []) attrs[String(a.name)] = readAttr(a);
     const inputs = (n.input ?? []).map((name: string) => (name === '' ? undefined : value(name)));
-    addNode(g, n, inputs, attrs);
+    const plain = Object.fromEntries(Object.entries(attrs).map(([k, a]) => [k, a.value]));
+    const replaced = opts.rewrite?.(g, { name: String(n.name ?? ''), opType: String(n.opType), domain: String(n.domain ?? ''), inputs, attrs: plain });
+    if (replaced) (n.output ?? []).forEach((o: string, i: number) => alias.set(String(o), replaced[i]));
+    else addNode(g, n, inputs, attrs);
   }
-  for (const o of gp.output ?? []) g.outputs.push(value(String(o.name)));
+  for (const o of gp.output ?? []) {
+    const v = value(String(o.name));
+    if (v.name === String(o.name)) g.outputs.push(v);
+    else g.output(v, String(o.name)); // a rewritten producer: keep the model's output name
+  }
   const metadata: Record<string, string> = {};
   for (const p of m.metadataProps ?? []) metadata[String(p.key)] = String(p.value ?? '');
   return { graph: g, opset: g.opset, metadata, producer: String(m.producerName ?? '') };

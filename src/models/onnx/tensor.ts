@@ -1,9 +1,10 @@
 /** Element types cortexcast graphs use, with their ONNX TensorProto.DataType codes. */
-export type DType = 'float32' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
+export type DType = 'float32' | 'float64' | 'int64' | 'int32' | 'uint8' | 'int8' | 'bool';
 
 export const ONNX_DTYPE: Record<DType, number> = {
   float32: 1,
   uint8: 2,
+  int8: 3,
   int32: 6,
   int64: 7,
   bool: 9,
@@ -18,7 +19,7 @@ export function dtypeFromOnnx(code: number): DType {
   return d;
 }
 
-export type TypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
+export type TypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
 
 export function bytesPerElement(dtype: DType): number {
   switch (dtype) {
@@ -54,6 +55,8 @@ export function allocate(dtype: DType, n: number): TypedArray {
       return new BigInt64Array(n);
     case 'int32':
       return new Int32Array(n);
+    case 'int8':
+      return new Int8Array(n);
     default:
       return new Uint8Array(n);
   }
@@ -84,6 +87,7 @@ function arrayMatchesDtype(a: TypedArray, d: DType): boolean {
     (d === 'float64' && a instanceof Float64Array) ||
     (d === 'int64' && a instanceof BigInt64Array) ||
     (d === 'int32' && a instanceof Int32Array) ||
+    (d === 'int8' && a instanceof Int8Array) ||
     ((d === 'uint8' || d === 'bool') && a instanceof Uint8Array)
   );
 }

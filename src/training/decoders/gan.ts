@@ -9,7 +9,7 @@ import type { FidComputer } from '../eval/metrics/fid.js';
 import { LOSSES, lsganLoss } from '../engine/losses.js';
 import { buildEvalGraph, TrainingSession, type TrainingSpec } from '../engine/trainer.js';
 import type { Recipe } from '../run/loop.js';
-import { DecoderBatch, decoderRecipe, sharedConfig, type DecoderSession } from './sessions.js';
+import { DecoderBatch, decoderRecipe, fedAnchorInputs, sharedConfig, type DecoderSession } from './sessions.js';
 import type { DecoderSettings } from './settings.js';
 
 export interface GanOptions {
@@ -91,7 +91,10 @@ export async function ganRecipe(s: DecoderSettings, cfg: GanConfig, meis: string
     batch: s.batch,
     seed: s.seed,
     threads: s.threads,
-    model: (ctx, b) => multiSessionGenerator(ctx, b as number, inputs, cfg),
+    model: (ctx, b) => {
+      const m = multiSessionGenerator(ctx, b as number, inputs, cfg);
+      return { inputs: m.inputs, output: m.output, stepInputs: fedAnchorInputs(ctx, sessions, m.bases) };
+    },
     objective: (ctx, fake) => {
       const t = ctx.g.input('target', 'float32', [S * s.batch, 1, H, W]);
       const adv = lsganLoss(ctx, ganDiscriminator(ctx, fake, cfg, S), scalar(ctx.g, 'real', 1));
@@ -116,7 +119,7 @@ export async function ganRecipe(s: DecoderSettings, cfg: GanConfig, meis: string
   });
   const G = await TrainingSession.create(spec);
   const D = await TrainingSession.create(discriminatorSpec(cfg, S, s));
-  const batch = new DecoderBatch(sessions, s.batch, s.pairs);
+  const batch = await DecoderBatch.create(sessions, s.batch, G.stepInputNames, s.pairs);
   const labels = { real: new Float32Array(S * s.batch), fake: new Float32Array(S * s.batch) };
   const config = {
     kind: 'gan',

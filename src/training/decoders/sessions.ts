@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ccError } from '../../common/errors.js';
-import { DECODER_INPUT, DECODER_OUTPUT, type RidgeAnchor } from '../../models/architectures/ridge.js';
+import { anchorIsFed, DECODER_INPUT, DECODER_OUTPUT, type RidgeAnchor } from '../../models/architectures/ridge.js';
 import type { MeiReadinInput } from '../../models/architectures/gan.js';
 import { applyResponseTransform, updateBundleMetrics, type DecoderKind, type Manifest, type ResponseTransform } from '../../models/bundle.js';
-import { tensor, type Graph } from '../../models/onnx/index.js';
+import { tensor, type Graph, type Value } from '../../models/onnx/index.js';
+import type { LayerContext } from '../../models/layers.js';
+import { Gemm } from '../engine/linalg.js';
 import { createSession, runOnce } from '../../models/ort.js';
 import { DEFAULT_PREPROCESS, prepareDataset, type PreparedData } from '../../datasets/preprocess.js';
 import { SensoriumDataset, sessionNames } from '../../datasets/sensorium.js';
@@ -42,12 +44,36 @@ export function openSessions(dirs: string[], out: string, o: { maxTrain?: number
   });
 }
 
-/** Fit each session's closed-form ridge (train tier, alpha by validation MSE): the anchor of a ridge-anchored decoder. */
-export async function attachRidgeAnchors(sessions: DecoderSession[], log?: (s: string) => void): Promise<void> {
+/**
+ * Fit each session's closed-form ridge (train tier, alpha by validation MSE): the anchor of a
+ * ridge-anchored decoder. With `folds` (>= 2) the anchor also carries out-of-fold train estimates,
+ * which training then feeds instead of the in-sample ridge image.
+ */
+export async function attachRidgeAnchors(sessions: DecoderSession[], folds: number, log?: (s: string) => void): Promise<void> {
   for (const s of sessions) {
-    const fit = await fitRidge(s.data, { log: log && ((m) => log(`anchor ${m}`)) });
-    s.anchor = { weights: fit.weights, bias: fit.bias, height: s.data.height, width: s.data.width };
+    const fit = await fitRidge(s.data, { outOfFold: folds >= 2 ? { folds, groups: stimulusGroups(s) } : undefined, log: log && ((m) => log(`anchor ${m}`)) });
+    s.anchor = { weights: fit.weights, bias: fit.bias, height: s.data.height, width: s.data.width, trainImages: fit.trainOutOfFold };
   }
+}
+
+/**
+ * Source photo of each train row where the simulator recorded it (meta/simulation/params.json):
+ * cortexcast synth cuts validation and test crops from photos train never sees, so the anchor's
+ * folds leave whole photos out. Other datasets (independent images) fold by row.
+ */
+function stimulusGroups(s: DecoderSession): number[] | undefined {
+  const sim = s.ds.simulation() as { trials?: { photo?: unknown }[] } | undefined;
+  const photos = s.data.train.trials.map((t) => sim?.trials?.[t[0]]?.photo);
+  if (photos.some((p) => typeof p !== 'string')) return undefined;
+  const ids = new Map<unknown, number>();
+  return photos.map((p) => ids.get(p) ?? ids.set(p, ids.size).get(p)!);
+}
+
+/** The step inputs (`anchor_<k>`) of a training graph whose ridge images are fed (anchorIsFed), else none. */
+export function fedAnchorInputs(ctx: LayerContext, sessions: DecoderSession[], bases: Value[] | undefined): Record<string, Value> | undefined {
+  if (!bases) return undefined;
+  const fed = bases.flatMap((v, k) => (sessions[k].anchor && anchorIsFed(ctx, sessions[k].anchor) ? [[`anchor_${k}`, v] as const] : []));
+  return fed.length ? Object.fromEntries(fed) : undefined;
 }
 
 /** Decode every validation trial of each session with its exported graph and score it (Table I metrics + SSIM, PixCorr). */
@@ -127,15 +153,29 @@ export async function testBundles(name: string, sessions: DecoderSession[], best
 export class DecoderBatch {
   readonly responses: Float32Array[];
   readonly images: Float32Array;
-  constructor(
+  /** Session k's fed ridge images (graph input name and buffer), where its training graph takes them. */
+  private readonly anchors: ({ input: string; images: Float32Array } | undefined)[];
+  private constructor(
     private readonly sessions: DecoderSession[],
     readonly batch: number,
+    stepInputNames: Record<string, string>,
     /** Encoder-made pairs replacing the first `round(fraction * batch)` rows of session 0's batch. */
     private readonly pairs?: { source: EncoderPairs; fraction: number },
+    /** Ridge images of encoder-made rows are computed (they have no out-of-fold estimate). */
+    private readonly gemm?: Gemm,
   ) {
     this.responses = sessions.map((s) => new Float32Array(batch * s.data.neurons));
     const { height: H, width: W } = sessions[0].data;
     this.images = new Float32Array(sessions.length * batch * H * W);
+    this.anchors = sessions.map((_, k) => {
+      const input = stepInputNames[`anchor_${k}`];
+      return input ? { input, images: new Float32Array(batch * H * W) } : undefined;
+    });
+  }
+
+  static async create(sessions: DecoderSession[], batch: number, stepInputNames: Record<string, string>, pairs?: { source: EncoderPairs; fraction: number }): Promise<DecoderBatch> {
+    const needsGemm = !!pairs && !!stepInputNames.anchor_0;
+    return new DecoderBatch(sessions, batch, stepInputNames, pairs, needsGemm ? await Gemm.create() : undefined);
   }
 
   /** Input k is `responses` alone, `responses_<k>` in a multi-session (B-All) model. */
@@ -156,19 +196,35 @@ export class DecoderBatch {
       });
       feeds[this.inputName(k)] = tensor('float32', [this.batch, n], this.responses[k]);
     });
+    this.anchors.forEach((a, k) => {
+      if (!a) return;
+      const fed = this.sessions[k].anchor!.trainImages!;
+      rows[k].forEach((row, b) => a.images.set(fed.subarray(row * P, (row + 1) * P), b * P));
+      feeds[a.input] = tensor('float32', [this.batch, 1, H, W], a.images);
+    });
     const made = this.pairs ? Math.round(this.pairs.fraction * this.batch) : 0;
     if (made) {
       const slots = [...Array(made).keys()];
       await this.pairs!.source.fill(rows[0].slice(0, made), slots, rng, this.responses[0], this.images);
+      if (this.anchors[0]) await this.ridgeOfMadeRows(made);
     }
     return feeds;
+  }
+
+  private async ridgeOfMadeRows(made: number): Promise<void> {
+    const { data, anchor } = this.sessions[0];
+    const P = data.height * data.width;
+    const est = await this.gemm!.mul(this.responses[0].subarray(0, made * data.neurons), anchor!.weights, made, data.neurons, P);
+    for (let i = 0; i < est.length; i++) this.anchors[0]!.images[i] = est[i] + anchor!.bias[i % P];
   }
 }
 
 /** What every decoder's config.json records about the shared settings. */
 export function sharedConfig(s: DecoderSettings): Record<string, unknown> {
   return {
+    recipe: s.recipe,
     anchor: s.anchor,
+    anchorFolds: s.anchor === 'ridge' ? s.anchorFolds : undefined,
     encoderPairs: s.pairs ? { encoder: s.pairs.source.encoder, fraction: s.pairs.fraction } : undefined,
     transform: s.transform,
     batch: s.batch,

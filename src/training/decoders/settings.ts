@@ -13,7 +13,13 @@ export interface DecoderSettings {
   threads?: number;
   loss?: 'logssim' | 'mse' | 'mae';
   transform: ResponseTransform;
+  /** 'cortexcast': the measured defaults (ridge anchor with out-of-fold estimates; the CNN is the ridge refiner); 'report': the report's decoders. */
+  recipe: 'cortexcast' | 'report';
   anchor: 'ridge' | 'none';
+  /** Folds of the anchor's out-of-fold train estimates (0: training sees the in-sample ridge image). */
+  anchorFolds: number;
+  /** The refiner CNN's depth (RefinerConfig.levels); its profile's when absent. */
+  refinerLevels?: 0 | 2;
   /** Encoder-made training pairs mixed into each batch (MEIcoder's low-data trick). */
   pairs?: { source: EncoderPairs; fraction: number };
   selection: Recipe['selection'];

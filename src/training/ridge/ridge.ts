@@ -14,6 +14,22 @@ export interface RidgeResult {
   /** Validation MSE (z-scored pixels) for every alpha tried. */
   path: { alpha: number; lambda: number; valMse: number }[];
   seconds: number;
+  /**
+   * With `outOfFold`: each train trial's ridge estimate from a fit that did not see it (k folds, same
+   * lambda), [n, H*W]. A deep decoder that refines the ridge image trains on these, so the errors it
+   * learns to correct are the held-out errors it meets at test time, not the smaller in-sample ones.
+   */
+  trainOutOfFold?: Float32Array;
+}
+
+/**
+ * k-fold out-of-fold estimates. `groups` (one per train row) keeps a group in one fold: where train
+ * stimuli are crops of a few photos and validation's come from another photo (cortexcast synth),
+ * folds by row would predict a crop from its neighbours and understate the held-out error.
+ */
+export interface OutOfFold {
+  folds: number;
+  groups?: readonly number[];
 }
 
 export const DEFAULT_ALPHAS = [0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300];
@@ -24,7 +40,7 @@ export const DEFAULT_ALPHAS = [0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300];
  * fewer than neurons, the primal (neurons x neurons) otherwise. Regularisation lambda = alpha *
  * mean(diag(Gram)) is chosen by validation-tier pixel MSE, the objective ridge itself minimises.
  */
-export async function fitRidge(data: PreparedData, opts: { alphas?: number[]; log?: (s: string) => void } = {}): Promise<RidgeResult> {
+export async function fitRidge(data: PreparedData, opts: { alphas?: number[]; outOfFold?: OutOfFold; log?: (s: string) => void } = {}): Promise<RidgeResult> {
   const t0 = Date.now();
   const log = opts.log ?? (() => undefined);
   const gemm = await Gemm.create();
@@ -66,7 +82,52 @@ export async function fitRidge(data: PreparedData, opts: { alphas?: number[]; lo
   // Intercept: b = meanY - meanX W.
   const mw = await gemm.mul(Float32Array.from(meanX), W, 1, N, P);
   const bias = Float32Array.from(meanY, (v, i) => v - mw[i]);
-  return { graph: buildRidgeGraph(W, bias, N, data.height, data.width), weights: W, bias, lambda: best!.lambda, alpha: best!.alpha, path, seconds: (Date.now() - t0) / 1000 };
+  let trainOutOfFold: Float32Array | undefined;
+  if (opts.outOfFold) {
+    const kernel = dual ? gram : Float64Array.from(await gemm.mul(X, X, n, N, n, false, true));
+    const fold = foldOfRows(n, opts.outOfFold);
+    trainOutOfFold = await outOfFoldPredictions(gemm, kernel, Y, meanY, n, P, best!.lambda, fold);
+    log(`ridge: ${Math.max(...fold) + 1}-fold out-of-fold train estimates${opts.outOfFold.groups ? ' (folds by stimulus group)' : ''}, lambda ${best!.lambda.toPrecision(4)}`);
+  }
+  return { graph: buildRidgeGraph(W, bias, N, data.height, data.width), weights: W, bias, lambda: best!.lambda, alpha: best!.alpha, path, seconds: (Date.now() - t0) / 1000, trainOutOfFold };
+}
+
+/** Fold index of every train row: by row, or by group (groups dealt to folds in order of first appearance). */
+function foldOfRows(n: number, o: OutOfFold): number[] {
+  if (o.groups && o.groups.length !== n) throw new RangeError(`out-of-fold ridge: ${o.groups.length} groups for ${n} train trials`);
+  const distinct = o.groups ? [...new Set(o.groups)] : undefined;
+  const folds = Math.min(o.folds, distinct?.length ?? n);
+  if (!(Number.isInteger(folds) && folds >= 2)) throw new RangeError(`out-of-fold ridge: ${o.folds} folds over ${distinct ? `${distinct.length} stimulus groups` : `${n} train trials`}`);
+  if (!distinct) return Array.from({ length: n }, (_, i) => i % folds);
+  const rank = new Map(distinct.map((g, k) => [g, k % folds]));
+  return o.groups!.map((g) => rank.get(g)!);
+}
+
+/**
+ * Kernel-form k-fold predictions: the rows of fold f are predicted by the ridge fitted on the other
+ * folds, K_HT (K_TT + lambda I)^-1 Y_T, every block cut from the one n x n kernel.
+ */
+async function outOfFoldPredictions(gemm: Gemm, kernel: Float64Array, Y: Float32Array, meanY: Float64Array, n: number, P: number, lambda: number, fold: number[]): Promise<Float32Array> {
+  const out = new Float32Array(n * P);
+  const folds = Math.max(...fold) + 1;
+  for (let f = 0; f < folds; f++) {
+    const held: number[] = [];
+    const kept: number[] = [];
+    for (let i = 0; i < n; i++) (fold[i] === f ? held : kept).push(i);
+    const t = kept.length;
+    const ktt = new Float64Array(t * t);
+    for (let a = 0; a < t; a++) for (let b = 0; b < t; b++) ktt[a * t + b] = kernel[kept[a] * n + kept[b]] + (a === b ? lambda : 0);
+    const yt = new Float64Array(t * P);
+    kept.forEach((row, a) => yt.set(Y.subarray(row * P, (row + 1) * P), a * P));
+    const coef = await choleskySolve(gemm, await cholesky(gemm, ktt, t), yt, t, P);
+    const kht = new Float32Array(held.length * t);
+    held.forEach((row, a) => kept.forEach((col, b) => (kht[a * t + b] = kernel[row * n + col])));
+    const pred = await gemm.mul(kht, coef, held.length, t, P);
+    held.forEach((row, a) => {
+      for (let j = 0; j < P; j++) out[row * P + j] = pred[a * P + j] + meanY[j];
+    });
+  }
+  return out;
 }
 
 function colMeans(m: Float32Array, rows: number, cols: number): Float64Array {

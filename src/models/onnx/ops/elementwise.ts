@@ -50,7 +50,7 @@ export const elementwiseOps: OpSchema[] = [
     inputs: [1, 1],
     infer: (ctx) => {
       const to = ctx.attr<number>('to');
-      const map: Record<number, 'float32' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool'> = { 1: 'float32', 11: 'float64', 7: 'int64', 6: 'int32', 2: 'uint8', 9: 'bool' };
+      const map: Record<number, 'float32' | 'float64' | 'int64' | 'int32' | 'uint8' | 'int8' | 'bool'> = { 1: 'float32', 11: 'float64', 7: 'int64', 6: 'int32', 2: 'uint8', 3: 'int8', 9: 'bool' };
       const dtype = map[to] ?? ctx.fail(`cast to ONNX type ${to} is not supported`);
       return [{ dtype, shape: [...ctx.input(0).shape] }];
     },

@@ -21,6 +21,37 @@ export const linalgOps: OpSchema[] = [
     },
   },
   {
+    // uint8 activations x int8 weights -> int32 (what ORT's quantized CPU kernels run); zero points optional.
+    opType: 'MatMulInteger',
+    attrs: {},
+    inputs: [2, 4],
+    infer: (ctx) => {
+      const a = ctx.input(0);
+      const b = ctx.input(1);
+      if (a.dtype !== 'uint8' && a.dtype !== 'int8') ctx.fail(`A must be uint8 or int8, not ${a.dtype}`);
+      if (b.dtype !== 'uint8' && b.dtype !== 'int8') ctx.fail(`B must be uint8 or int8, not ${b.dtype}`);
+      if (a.shape.length !== 2 || b.shape.length !== 2) ctx.fail('cortexcast uses MatMulInteger on rank-2 operands only');
+      if (!dimsAgree(a.shape[1], b.shape[0])) ctx.fail(`inner dimensions differ (${a.shape[1]} vs ${b.shape[0]})`);
+      return [{ dtype: 'int32', shape: [a.shape[0], b.shape[1]] }];
+    },
+  },
+  {
+    // x -> (uint8 x, float scale, uint8 zero point), per tensor, from x's own min and max.
+    opType: 'DynamicQuantizeLinear',
+    attrs: {},
+    inputs: [1, 1],
+    outputs: [3, 3],
+    infer: (ctx) => {
+      const x = ctx.input(0);
+      if (x.dtype !== 'float32') ctx.fail(`input must be float32, not ${x.dtype}`);
+      return [
+        { dtype: 'uint8', shape: [...x.shape] },
+        { dtype: 'float32', shape: [] },
+        { dtype: 'uint8', shape: [] },
+      ];
+    },
+  },
+  {
     opType: 'Gemm',
     attrs: { alpha: 'float', beta: 'float', transA: 'int', transB: 'int' },
     inputs: [2, 3],
