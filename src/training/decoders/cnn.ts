@@ -12,7 +12,7 @@ import type { DecoderSettings } from './settings.js';
 
 /**
  * The CNN decoder, trained on one session with MSE (or another --loss), AdamW. Recipe 'cortexcast'
- * (the default): ridge image + a small U-Net's correction of it (refiner.ts). Recipe 'report': the
+ * (the default): ridge image + a small convolutional correction of it (refiner.ts). Recipe 'report': the
  * report's FC readin + transposed convolutions; with a ridge anchor it learns a correction added to
  * the ridge image.
  */
