@@ -85,31 +85,30 @@ export async function fitRidge(data: PreparedData, opts: { alphas?: number[]; ou
   let trainOutOfFold: Float32Array | undefined;
   if (opts.outOfFold) {
     const kernel = dual ? gram : Float64Array.from(await gemm.mul(X, X, n, N, n, false, true));
-    const fold = foldOfRows(n, opts.outOfFold);
-    trainOutOfFold = await outOfFoldPredictions(gemm, kernel, Y, meanY, n, P, best!.lambda, fold);
-    log(`ridge: ${Math.max(...fold) + 1}-fold out-of-fold train estimates${opts.outOfFold.groups ? ' (folds by stimulus group)' : ''}, lambda ${best!.lambda.toPrecision(4)}`);
+    const { fold, folds } = foldOfRows(n, opts.outOfFold);
+    trainOutOfFold = await outOfFoldPredictions(gemm, kernel, Y, meanY, n, P, best!.lambda, fold, folds);
+    log(`ridge: ${folds}-fold out-of-fold train estimates${opts.outOfFold.groups ? ' (folds by stimulus group)' : ''}, lambda ${best!.lambda.toPrecision(4)}`);
   }
   return { graph: buildRidgeGraph(W, bias, N, data.height, data.width), weights: W, bias, lambda: best!.lambda, alpha: best!.alpha, path, seconds: (Date.now() - t0) / 1000, trainOutOfFold };
 }
 
 /** Fold index of every train row: by row, or by group (groups dealt to folds in order of first appearance). */
-function foldOfRows(n: number, o: OutOfFold): number[] {
+function foldOfRows(n: number, o: OutOfFold): { fold: number[]; folds: number } {
   if (o.groups && o.groups.length !== n) throw new RangeError(`out-of-fold ridge: ${o.groups.length} groups for ${n} train trials`);
   const distinct = o.groups ? [...new Set(o.groups)] : undefined;
   const folds = Math.min(o.folds, distinct?.length ?? n);
   if (!(Number.isInteger(folds) && folds >= 2)) throw new RangeError(`out-of-fold ridge: ${o.folds} folds over ${distinct ? `${distinct.length} stimulus groups` : `${n} train trials`}`);
-  if (!distinct) return Array.from({ length: n }, (_, i) => i % folds);
+  if (!distinct) return { fold: Array.from({ length: n }, (_, i) => i % folds), folds };
   const rank = new Map(distinct.map((g, k) => [g, k % folds]));
-  return o.groups!.map((g) => rank.get(g)!);
+  return { fold: o.groups!.map((g) => rank.get(g)!), folds };
 }
 
 /**
  * Kernel-form k-fold predictions: the rows of fold f are predicted by the ridge fitted on the other
  * folds, K_HT (K_TT + lambda I)^-1 Y_T, every block cut from the one n x n kernel.
  */
-async function outOfFoldPredictions(gemm: Gemm, kernel: Float64Array, Y: Float32Array, meanY: Float64Array, n: number, P: number, lambda: number, fold: number[]): Promise<Float32Array> {
+async function outOfFoldPredictions(gemm: Gemm, kernel: Float64Array, Y: Float32Array, meanY: Float64Array, n: number, P: number, lambda: number, fold: number[], folds: number): Promise<Float32Array> {
   const out = new Float32Array(n * P);
-  const folds = Math.max(...fold) + 1;
   for (let f = 0; f < folds; f++) {
     const held: number[] = [];
     const kept: number[] = [];
