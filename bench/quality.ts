@@ -2,11 +2,12 @@
  * npm run bench:quality -- [--quick] [--population default|second] [--seeds N] [--budget 45m]
  *   [--encoder-budget 20m] [--recipe cortexcast|report] [--anchor ridge|none] [--anchor-folds 0|5]
  *   [--pairs 0|0.5] [--pairs-for cnn,gan] [--refiner-levels 0|2] [--cnn-loss mse|logssim|mae]
- *   [--data DIR] [--out DIR] [--decoders cnn,gan]
+ *   [--data DIR] [--out DIR] [--decoders cnn,gan,latent-vae,latent-features] [--ae-budget 15m]
  *
  * Decoder quality against the linear readout measured in the same run: ridge (closed form), then the
  * small CNN and the small GAN (with its encoder and MEIs), each deep decoder under a wall-clock
- * budget, all evaluated on the test tier. Prints Table I plus SSIM and PixCorr per decoder and one
+ * budget, all evaluated on the test tier. The latent decoders (report IV-D) train their autoencoder
+ * once on images alone (--ae-budget), then a readin per seed. Prints Table I plus SSIM and PixCorr per decoder and one
  * line of ratios against ridge per deep decoder (below 1.0 is better than ridge):
  *   vs ridge  SSIML 0.93  MSE 0.90  FID 0.70  (gan)
  * Every choice inside (ridge alpha, the exported checkpoint) is made on the validation tier. Each
@@ -22,9 +23,12 @@ import { parseDuration } from '../src/common/duration.js';
 import { loadBundle } from '../src/models/bundle.js';
 import { SYNTH_PRESETS, synthesize, type SynthConfig } from '../src/training/data/synth.js';
 import { trainDecoder } from '../src/training/decoders/train-decoder.js';
-import { generateMeis, selectNeurons } from '../src/training/encoder/meis.js';
-import { trainEncoder } from '../src/training/encoder/train-encoder.js';
+import { encoderStage, meiStage } from '../src/training/encoder/gan-inputs.js';
+import { selectNeurons } from '../src/training/encoder/meis.js';
 import { evaluateBundle } from '../src/training/eval/evaluate.js';
+import { trainAutoencoder } from '../src/training/latent/train-autoencoder.js';
+import { trainFeatureDecoder } from '../src/training/latent/train-feature-decoder.js';
+import { trainLatent } from '../src/training/latent/train-latent.js';
 import { trainRidge } from '../src/training/ridge/train-ridge.js';
 
 const { values: a } = parseArgs({
@@ -45,6 +49,7 @@ const { values: a } = parseArgs({
     'mei-neurons': { type: 'string' },
     pairs: { type: 'string', default: '0' },
     'pairs-for': { type: 'string', default: 'cnn' },
+    'ae-budget': { type: 'string' },
   },
 });
 
@@ -67,7 +72,13 @@ const seeds = Array.from({ length: Number(a.seeds) }, (_, i) => i + 1);
 const pairsFraction = Number(a.pairs);
 const pairsFor = new Set(a['pairs-for']!.split(','));
 const usesPairs = (kind: string): boolean => pairsFraction > 0 && pairsFor.has(kind);
-const decoders = a.decoders!.split(',').filter((d): d is 'cnn' | 'gan' => d === 'cnn' || d === 'gan');
+const DECODERS = ['cnn', 'gan', 'latent-vae', 'latent-features'] as const;
+type BenchDecoder = (typeof DECODERS)[number];
+const decoders = a.decoders!.split(',').map((d) => {
+  if (!(DECODERS as readonly string[]).includes(d)) throw new Error(`--decoders: unknown ${d} (${DECODERS.join(', ')})`);
+  return d as BenchDecoder;
+});
+const aeBudget = minutes(a['ae-budget'], quick ? 3 : 15);
 
 function population(): { name: string; cfg: SynthConfig } {
   const base = quick ? SYNTH_PRESETS.small : SYNTH_PRESETS.default;
@@ -112,18 +123,18 @@ for (const seed of seeds) {
   const tag = `seed${seed}`;
   let meis: string | undefined;
   const enc = join(out, tag, 'encoder');
-  if (decoders.includes('gan') || decoders.some(usesPairs)) {
-    // A finished stage has its stop.json; an interrupted one resumes from its checkpoint.
-    if (!existsSync(join(enc, 'run', 'stop.json'))) await trainEncoder({ data: [data], out: enc, seed, budgetSeconds: encoderBudget, resume: true, log });
-  }
+  if (decoders.includes('gan') || decoders.some(usesPairs)) await encoderStage({ data: [data], out: enc, seed, budgetSeconds: encoderBudget, log });
   if (decoders.includes('gan')) {
     meis = join(out, tag, 'meis');
-    // 100 ascent steps (not the report's 1000): the MEI/RF correlation was already 0.77 at 100 on the default preset, and 1000 steps for 512 neurons take an hour here.
     // --quick: 128 MEIs (512 take ~14 min on the small preset here, longer than the rest of the pipeline).
     const meiNeurons = a['mei-neurons'] ?? (quick ? '128' : '512');
-    await generateMeis({ encoder: enc, out: meis, steps: 100, neurons: selectNeurons(enc, `top:${meiNeurons}`), log });
+    await meiStage({ encoder: enc, out: meis, neurons: selectNeurons(enc, `top:${meiNeurons}`), log });
   }
   for (const kind of decoders) {
+    if (kind === 'latent-vae' || kind === 'latent-features') {
+      table.push({ name: kind, seed, ...(await latentStage(kind, seed)) });
+      continue;
+    }
     const dir = join(out, tag, `${kind}${variant(kind) || '-cortexcast'}`);
     const started = Date.now();
     if (existsSync(join(dir, 'run', 'stop.json'))) {
@@ -133,6 +144,22 @@ for (const seed of seeds) {
     const r = await trainDecoder({ kind, data, out: dir, seed, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
     table.push({ name: label(kind), seed, row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000 });
   }
+}
+
+/** The autoencoder (once, on images alone; seed 1), then this seed's readin chained with its frozen decoder. */
+async function latentStage(kind: 'latent-vae' | 'latent-features', seed: number): Promise<{ row: Row; seconds: number }> {
+  const space = kind === 'latent-vae' ? 'vae' : 'features';
+  const ae = join(out, `autoencoder-${space}`);
+  if (!existsSync(join(ae, 'run', 'stop.json'))) {
+    const o = { data: [data], out: ae, budgetSeconds: aeBudget, resume: true, photoCrops: quick ? 3000 : undefined, log };
+    if (space === 'vae') await trainAutoencoder(o);
+    else await trainFeatureDecoder(o);
+  }
+  const dir = join(out, `seed${seed}`, kind);
+  if (existsSync(join(dir, 'run', 'stop.json'))) return { row: await testRow(dir), seconds: Number(loadBundle(dir).manifest.training.seconds ?? 0) };
+  const started = Date.now();
+  const r = await trainLatent({ autoencoder: ae, data, out: dir, seed, budgetSeconds: decoderBudget, resume: true, log });
+  return { row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000 };
 }
 
 const f = (v: number | undefined, d = 3): string => (v === undefined || !Number.isFinite(v) ? '   -  ' : v.toFixed(d).padStart(6));

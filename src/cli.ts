@@ -31,6 +31,12 @@ const positive = (name: string) => (v: string): number => {
   return n;
 };
 
+const nonNegative = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number, 0 or more`);
+  return n;
+};
+
 const fraction = (name: string) => (v: string): number => {
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`${name} must be a number from 0 to 1`);
@@ -152,6 +158,102 @@ train
     });
     for (const s of r.sessions) console.log(`bundle ${s.dir}: ${s.manifest.name} ${JSON.stringify(s.scores)}`);
     console.log(`${r.epochs} epochs in ${r.seconds.toFixed(1)} s`);
+  });
+
+train
+  .command('autoencoder')
+  .description('image autoencoder for the latent decoders, trained on images alone: a 4x8x8 VAE at 64x64 (--space vae) or a decoder of MobileNetV2 features (--space features)')
+  .requiredOption('--data <dirs...>', "dataset folder(s) whose train-tier stimuli it learns; the first one's validation tier is the held-out score")
+  .requiredOption('--out <dir>', 'autoencoder folder to write (autoencoder.json, encoder.onnx, decoder.onnx, reconstructions.png)')
+  .addOption(new Option('--space <kind>', 'latent space').choices(['vae', 'features']).default('vae'))
+  .addOption(new Option('--profile <name>', 'network size').choices(['small', 'paper']).default('small'))
+  .option('--layer <name>', "--space features: the network layer (default: the best of the layer table, by response prediction on validation)")
+  .option('--photo-crops <n>', 'random crops of the npm photos no given dataset validates or tests on', count('photo-crops'))
+  .option('--kl-weight <x>', 'VAE: weight of the KL term against the per-pixel MSE (default 1e-4)', nonNegative('kl-weight'))
+  .option('--batch <n>', 'images per step', int('batch'))
+  .option('--lr <x>', 'AdamW learning rate', positive('lr'))
+  .option('--epochs <n>', 'maximum epochs', int('epochs'))
+  .option('--validate-every <n>', 'validate every n steps (default 200)', int('validate-every'))
+  .option('--patience <n>', 'stop after n validations without a better held-out MSE (default 8)', int('patience'))
+  .option('--run <dir>', 'run folder (default <out>/run)')
+  .option('--max-steps <n>', 'stop after n steps', int('max-steps'))
+  .option('--budget <time>', 'wall-clock budget (90s, 30m, 2h)', duration('budget'))
+  .option('--resume', "continue from the run folder's checkpoint")
+  .option('--seed <n>', 'random seed', int('seed'), 1)
+  .action(async (o) => {
+    const common = {
+      data: o.data as string[],
+      out: o.out as string,
+      run: o.run,
+      profile: o.profile,
+      photoCrops: o.photoCrops,
+      batch: o.batch,
+      lr: o.lr,
+      epochs: o.epochs,
+      validateEvery: o.validateEvery,
+      patience: o.patience,
+      maxSteps: o.maxSteps,
+      budgetSeconds: o.budget,
+      resume: o.resume,
+      seed: o.seed,
+    };
+    if (o.space === 'features') {
+      const { trainFeatureDecoder } = await import('./training/latent/train-feature-decoder.js');
+      await trainFeatureDecoder({ ...common, layer: o.layer });
+    } else {
+      const { trainAutoencoder } = await import('./training/latent/train-autoencoder.js');
+      await trainAutoencoder({ ...common, klWeight: o.klWeight });
+    }
+  });
+
+train
+  .command('latent')
+  .description("latent-space decoder: a readin from responses to an autoencoder's latent, chained with its frozen decoder into one bundle")
+  .requiredOption('--autoencoder <dir>', 'autoencoder folder (cortexcast train autoencoder)')
+  .requiredOption('--data <dir>', 'dataset folder')
+  .requiredOption('--out <dir>', 'bundle folder (with --finetune the frozen-decoder bundle goes to <out>/frozen)')
+  .addOption(new Option('--profile <name>', "readin size (paper: the report's n-4096-2048-1024-256 MLP / 128-channel conv readin)").choices(['small', 'paper']).default('small'))
+  .option('--finetune', 'then train readin and decoder end to end on the images (beyond the report)')
+  .option('--finetune-lr <x>', 'fine-tuning learning rate (default 2e-5)', positive('finetune-lr'))
+  .option('--cycle <encoder>', 'fine-tuning: add a cycle-consistency term through this encoder bundle (encoder(decoded) close to the responses)')
+  .option('--cycle-weight <x>', 'weight of the cycle term (default 0.1)', positive('cycle-weight'))
+  .option('--batch <n>', 'trials per step (default 64)', int('batch'))
+  .option('--lr <x>', 'readin AdamW learning rate (default 1e-4)', positive('lr'))
+  .option('--weight-decay <x>', 'AdamW weight decay (default 1e-4)', nonNegative('weight-decay'))
+  .option('--epochs <n>', 'maximum epochs', int('epochs'))
+  .option('--validate-every <n>', 'validate every n steps (default 100)', int('validate-every'))
+  .option('--patience <n>', 'stop after n validations without a better SSIML (default 6)', int('patience'))
+  .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
+  .option('--max-steps <n>', 'stop each stage after n steps', int('max-steps'))
+  .option('--budget <time>', 'wall-clock budget of the invocation (90s, 30m, 2h); with --finetune the readin gets 60%', duration('budget'))
+  .option('--resume', "continue from the run folders' checkpoints")
+  .option('--seed <n>', 'random seed', int('seed'), 1)
+  .action(async (o) => {
+    const { trainLatent } = await import('./training/latent/train-latent.js');
+    const r = await trainLatent({
+      autoencoder: o.autoencoder,
+      data: o.data,
+      out: o.out,
+      profile: o.profile,
+      finetune: o.finetune,
+      finetuneLr: o.finetuneLr,
+      cycleEncoder: o.cycle,
+      cycleWeight: o.cycleWeight,
+      batch: o.batch,
+      lr: o.lr,
+      weightDecay: o.weightDecay,
+      epochs: o.epochs,
+      validateEvery: o.validateEvery,
+      patience: o.patience,
+      maxTrain: o.maxTrain,
+      maxSteps: o.maxSteps,
+      budgetSeconds: o.budget,
+      resume: o.resume,
+      seed: o.seed,
+    });
+    const row = (m: { metrics: { test?: Record<string, number> } }): string => ['ssiml', 'mse', 'fid'].map((k) => `${k.toUpperCase()} ${m.metrics.test?.[k]?.toFixed(3)}`).join(' ');
+    console.log(`frozen decoder  ${r.frozen.bundle}: test ${row(r.frozen.manifest)}`);
+    if (r.finetuned) console.log(`fine-tuned      ${r.finetuned.bundle}: test ${row(r.finetuned.manifest)}`);
   });
 
 for (const kind of ['cnn', 'gan'] as const) {
@@ -341,6 +443,119 @@ program
     const m = await quantizeBundle({ model: o.model, out: o.out, data: o.data, maxSsimDrop: o.maxSsimDrop, force: o.force });
     const v = m.precision!.validation;
     console.log(`bundle ${o.out}: ${m.name}; validation SSIM ${v.float.ssim.toFixed(4)} -> ${v.quantized.ssim.toFixed(4)}, MSE ${v.float.mse.toFixed(5)} -> ${v.quantized.mse.toFixed(5)}`);
+  });
+
+// The report's experiments: one sweep over seeds per figure; runs go to child processes or Slurm.
+/** --seeds: a count n (1..n) or a comma-separated list, positive integers either way (1.5 is refused, not cut to 1). */
+const seedsArg = (v: string): number | number[] => {
+  const list = v.split(',').map((x) => Number(x.trim()));
+  if (list.some((n) => !Number.isInteger(n) || n <= 0)) throw new InvalidArgumentError('seeds must be a positive integer count or a comma-separated list of positive integers');
+  return v.includes(',') ? list : list[0];
+};
+const experiment = program
+  .command('experiment')
+  .description("the report's experiments (Figures 1-4, B-All): a sweep x seeds, each run its own run folder; results.csv, figure, reconstruction grid; reruns resume");
+for (const [name, what] of [
+  ['data-scaling', 'quality against the number of training images (Figures 1 and 2, top)'],
+  ['neuron-scaling', 'quality against the number of neurons: random subsets, the same for every seed (Figures 1 and 2, bottom)'],
+  ['channels', "quality against the GAN readin's output channels (Figure 3)"],
+  ['readin', 'GAN readin ablations: base, +C neuron coordinates, +T log response transform, +C+T (Figure 4, left)'],
+  ['loss', 'training objective: log-SSIM, MSE, MAE (Figure 4, right)'],
+  ['sessions', 'one mouse vs several pooled (B-6 vs B-All, Table I); missing mice are simulated with other seeds'],
+] as const)
+  experiment
+    .command(name)
+    .description(what)
+    .requiredOption('--data <dirs...>', name === 'sessions' ? 'dataset folders: the first is evaluated, the others pooled with it' : 'dataset folder')
+    .requiredOption('--out <dir>', 'experiment folder (plan.json, runs/, results.csv, figure.svg/png, reconstructions.png)')
+    .option('--seeds <n|list>', 'seeds per swept value: a count n (1..n) or a comma-separated list', seedsArg, 3)
+    .addOption(new Option('--decoder <kind>', 'decoder trained in every run').choices(['gan', 'cnn', 'ridge']).default('gan'))
+    .addOption(new Option('--recipe <name>', "report: the report's decoders (whose settings these experiments vary); cortexcast: the ridge-anchored recipes").choices(['report', 'cortexcast']).default('report'))
+    .addOption(new Option('--profile <name>', 'decoder (and encoder) sizes').choices(['small', 'paper']).default('small'))
+    .option('--grid <values>', "comma-separated swept values (default: the report's range, cut to what the data has)")
+    .option('--budget <time>', 'per run: wall-clock budget of one invocation (90s, 30m, 2h)', duration('budget'))
+    .option('--max-steps <n>', 'per run: stop after n steps', int('max-steps'))
+    .option('--epochs <n>', 'per run: epochs (default 200)', int('epochs'))
+    .option('--validate-every <n>', 'per run: validate every n steps (default every epoch)', int('validate-every'))
+    .option('--subset-seed <n>', 'neuron-scaling: seed of the random neuron order whose first n neurons are each subset', int('subset-seed'), 1)
+    .option('--encoder-budget <time>', 'GAN: budget of the encoder behind the MEIs (default 20m)', duration('encoder-budget'))
+    .option('--encoder-max-steps <n>', 'GAN: step cap of that encoder (replaces the default budget)', int('encoder-max-steps'))
+    .option('--mei-neurons <n>', 'GAN: readin neurons (MEIs) per session, the best-predicted', int('mei-neurons'), 512)
+    .option('--mei-steps <n>', 'GAN: MEI gradient-ascent steps', int('mei-steps'), 100)
+    .option('--jobs <n>', 'runs at once: child processes here, or the Slurm array throttle', int('jobs'))
+    .option('--slurm', 'submit to Slurm as job arrays (GAN inputs, one task per run, the report after them) instead of running here')
+    .option('--sbatch-args <args>', 'extra sbatch arguments for every job, e.g. "--partition=gpu --time=4:00:00 --cpus-per-task=4"')
+    .option('--dry-run', 'write (or check) plan.json and stop')
+    .action(async (o) => {
+      const { startExperiment } = await import('./training/experiment/experiment.js');
+      const r = await startExperiment(
+        {
+          name,
+          data: o.data,
+          out: o.out,
+          seeds: o.seeds,
+          decoder: o.decoder,
+          recipe: o.recipe,
+          profile: o.profile,
+          grid: o.grid ? String(o.grid).split(',') : undefined,
+          budgetSeconds: o.budget,
+          maxSteps: o.maxSteps,
+          epochs: o.epochs,
+          validateEvery: o.validateEvery,
+          subsetSeed: o.subsetSeed,
+          encoderBudgetSeconds: o.encoderBudget,
+          encoderMaxSteps: o.encoderMaxSteps,
+          meiNeurons: o.meiNeurons,
+          meiSteps: o.meiSteps,
+        },
+        { jobs: o.jobs, slurm: o.slurm, sbatchArgs: o.sbatchArgs ? String(o.sbatchArgs).split(/\s+/).filter(Boolean) : undefined, dryRun: o.dryRun },
+      );
+      if (r.report) console.log(`${r.report.done}/${r.report.total} runs done; ${r.report.csv}${r.report.figure ? `, ${r.report.figure.svg}, ${r.report.figure.png}` : ''}${r.report.grid ? `, ${r.report.grid}` : ''}`);
+      else if (o.dryRun) console.log(`plan: ${r.dir}/plan.json (${r.plan.runs.length} runs)`);
+    });
+experiment
+  .command('resume <dir>')
+  .description("go on with an experiment folder's own plan (here or on Slurm)")
+  .option('--jobs <n>', 'runs at once', int('jobs'))
+  .option('--slurm', 'submit what is left to Slurm')
+  .option('--sbatch-args <args>', 'extra sbatch arguments for every job')
+  .action(async (dir: string, o) => {
+    const { resumeExperiment } = await import('./training/experiment/experiment.js');
+    const r = await resumeExperiment(dir, { jobs: o.jobs, slurm: o.slurm, sbatchArgs: o.sbatchArgs ? String(o.sbatchArgs).split(/\s+/).filter(Boolean) : undefined });
+    if (r.report) console.log(`${r.report.done}/${r.report.total} runs done; ${r.report.csv}`);
+  });
+experiment
+  .command('prepare <dir>')
+  .description("one session's GAN inputs (encoder, MEIs) of a plan; what --jobs and Slurm tasks run")
+  .requiredOption('--index <i>', 'preparation index in plan.json', count('index'))
+  .action(async (dir: string, o) => {
+    const { prepareSession } = await import('./training/experiment/prepare.js');
+    await prepareSession(resolve(dir), o.index);
+  });
+experiment
+  .command('run-one <dir>')
+  .description('one run of a plan (train, evaluate, result.json); what --jobs and Slurm array tasks run')
+  .requiredOption('--index <i>', 'run index in plan.json', count('index'))
+  .action(async (dir: string, o) => {
+    const { runOne } = await import('./training/experiment/run-one.js');
+    await runOne(resolve(dir), o.index);
+  });
+experiment
+  .command('report <dir>')
+  .description('results.csv, summary.json, figure.svg/png and reconstructions.png from the finished runs')
+  .action(async (dir: string) => {
+    const { writeExperimentReport } = await import('./training/experiment/report.js');
+    const r = await writeExperimentReport(resolve(dir));
+    console.log(`${r.done}/${r.total} runs done; ${r.csv}${r.figure ? `, ${r.figure.svg}, ${r.figure.png}` : ''}${r.grid ? `, ${r.grid}` : ''}`);
+  });
+experiment
+  .command('status <dir>')
+  .description('which runs are done, running, failed or pending, with an ETA')
+  .option('--json', 'print it as JSON')
+  .action(async (dir: string, o) => {
+    const { experimentProgress, formatProgress } = await import('./training/experiment/status.js');
+    const p = experimentProgress(resolve(dir));
+    console.log(o.json ? JSON.stringify({ counts: p.counts, etaSeconds: p.etaSeconds, preparations: p.preparations, runs: p.runs, slurmJobs: p.slurmJobs }, null, 1) : formatProgress(resolve(dir), p));
   });
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];

@@ -32,8 +32,10 @@ export const ERRORS = {
   CC_ERR_GRAPH: 'model graph: %s',
   // training
   CC_ERR_TRAINING_DIVERGED: '%s training diverged at step %s (loss %s); lower the learning rate or check the data',
+  CC_ERR_EXPERIMENT: 'experiment %s: %s',
   CC_ERR_WRONG_KIND: 'bundle %s is a %s bundle; %s',
   CC_ERR_QUANTIZE: 'quantize %s: %s',
+  CC_ERR_AUTOENCODER: 'autoencoder %s: %s',
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;

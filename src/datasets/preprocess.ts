@@ -61,12 +61,13 @@ export interface RawSplit {
  * resize images, take statistics from the train tier only, then normalise every tier in place.
  * Test trials that repeat an image are averaged, as the report evaluates them.
  */
-export function prepareDataset(ds: SensoriumDataset, cfg: PreprocessConfig = DEFAULT_PREPROCESS, opts: { quiet?: boolean; maxTrain?: number } = {}): PreparedData {
+export function prepareDataset(ds: SensoriumDataset, cfg: PreprocessConfig = DEFAULT_PREPROCESS, opts: { quiet?: boolean; maxTrain?: number; neurons?: readonly number[] } = {}): PreparedData {
   const [H, W] = cfg.imageSize;
-  const n = ds.neurons;
+  const columns = opts.neurons && checkedNeuronSubset(ds, opts.neurons);
+  const n = columns ? columns.length : ds.neurons;
   const bar = progress('load', ds.trialCount, { quiet: opts.quiet });
   const tick = (): void => bar.tick();
-  const readSplit = (tier: string, average: boolean, limit?: number): RawSplit => readRawSplit(ds, tier, { average, imageSize: cfg.imageSize, limit, onTrial: tick });
+  const readSplit = (tier: string, average: boolean, limit?: number): RawSplit => readRawSplit(ds, tier, { average, imageSize: cfg.imageSize, limit, neurons: columns, onTrial: tick });
   const train = readSplit('train', false, opts.maxTrain);
   const validation = readSplit('validation', false);
   const test = readSplit('test', true);
@@ -96,7 +97,7 @@ export function prepareDataset(ds: SensoriumDataset, cfg: PreprocessConfig = DEF
   return {
     prep: { config: cfg, imageMean, imageStd, responseScale, responseStd },
     neurons: n,
-    unitIds: ds.unitIds,
+    unitIds: columns ? columns.map((i) => ds.unitIds[i]) : ds.unitIds,
     height: H,
     width: W,
     train: finish(train),
@@ -105,15 +106,31 @@ export function prepareDataset(ds: SensoriumDataset, cfg: PreprocessConfig = DEF
   };
 }
 
-/** Read one tier trial by trial into preallocated matrices (resized images, raw responses). */
+/**
+ * A neuron subset as dataset column indices, checked once: integers in range, no repeats, at least
+ * one. The order given is the order of the prepared responses (and of a bundle's unit ids).
+ */
+export function checkedNeuronSubset(ds: SensoriumDataset, neurons: readonly number[]): number[] {
+  if (!neurons.length) throw ccError('CC_ERR_OPTION', 'the neuron subset is empty');
+  const bad = neurons.find((i) => !Number.isInteger(i) || i < 0 || i >= ds.neurons);
+  if (bad !== undefined) throw ccError('CC_ERR_OPTION', `neuron index ${bad} is outside 0..${ds.neurons - 1} (dataset ${ds.dir})`);
+  if (new Set(neurons).size !== neurons.length) throw ccError('CC_ERR_OPTION', 'the neuron subset lists a neuron twice');
+  return [...neurons];
+}
+
+/**
+ * Read one tier trial by trial into preallocated matrices (resized images, raw responses). With
+ * `neurons` (dataset column indices, see checkedNeuronSubset) only those responses are kept, in that order.
+ */
 export function readRawSplit(
   ds: SensoriumDataset,
   tier: string,
-  o: { average: boolean; imageSize: [number, number]; limit?: number; onTrial?: () => void },
+  o: { average: boolean; imageSize: [number, number]; limit?: number; neurons?: readonly number[]; onTrial?: () => void },
 ): RawSplit {
   const [H, W] = o.imageSize;
   const P = H * W;
-  const n = ds.neurons;
+  const columns = o.neurons;
+  const n = columns ? columns.length : ds.neurons;
   const [sh, sw] = ds.imageShape;
   let idx = ds.indices(tier);
   if (o.limit !== undefined) idx = idx.slice(0, o.limit);
@@ -134,7 +151,8 @@ export function readRawSplit(
     g.forEach((i, k) => {
       const t = ds.trial(i);
       if (k === 0) resizeArea(t.image, sh, sw, H, W, images.subarray(row * P, (row + 1) * P));
-      for (let j = 0; j < n; j++) r[j] += t.responses[j] / g.length;
+      if (columns) for (let j = 0; j < n; j++) r[j] += t.responses[columns[j]] / g.length;
+      else for (let j = 0; j < n; j++) r[j] += t.responses[j] / g.length;
       o.onTrial?.();
     });
   });

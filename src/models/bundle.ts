@@ -91,7 +91,7 @@ export type Manifest = z.infer<typeof manifestSchema>;
  * decoder runner) refuses them here, naming `where` (the bundle folder when known).
  */
 export function assertDecoder(m: Pick<Manifest, 'kind'>, where: string): void {
-  if (m.kind === 'encoder') throw ccError('CC_ERR_WRONG_KIND', where, 'encoder', 'it maps images to responses; decode or serve a decoder bundle (ridge, cnn, gan, invenc)');
+  if (m.kind === 'encoder') throw ccError('CC_ERR_WRONG_KIND', where, 'encoder', 'it maps images to responses; decode or serve a decoder bundle (ridge, cnn, gan, invenc, latent)');
 }
 
 /** A loaded bundle: manifest, model bytes and the vectors the input path needs. */

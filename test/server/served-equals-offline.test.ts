@@ -13,13 +13,15 @@ import { trainEncoder } from '../../src/training/encoder/train-encoder.js';
 import { trainInvenc } from '../../src/training/encoder/train-invenc.js';
 import { decodeRows } from '../../src/training/eval/evaluate.js';
 import { quantizeBundle } from '../../src/training/eval/quantize-bundle.js';
+import { trainAutoencoder } from '../../src/training/latent/train-autoencoder.js';
+import { trainLatent } from '../../src/training/latent/train-latent.js';
 import { meiFixture } from '../helpers/meis.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
 /**
  * Every trained decoder kind decodes the same through the server as offline (decodeRows on its
- * bundle): one server boot serving a briefly trained CNN, GAN and inverted encoder, and the CNN's
- * int8 copy.
+ * bundle): one server boot serving a briefly trained CNN, GAN, inverted encoder and latent decoder,
+ * and the CNN's int8 copy.
  */
 const quiet = (): void => undefined;
 const ITERATIVE_STEPS = 5;
@@ -28,7 +30,7 @@ describe('served equals offline, for every trained decoder kind', () => {
   let data: string;
   let server: CortexcastServer;
   let conn: DecoderConnection;
-  const bundles: Record<'cnn' | 'gan' | 'invenc' | 'cnn-int8', string> = { cnn: '', gan: '', invenc: '', 'cnn-int8': '' };
+  const bundles: Record<'cnn' | 'gan' | 'invenc' | 'cnn-int8' | 'latent', string> = { cnn: '', gan: '', invenc: '', 'cnn-int8': '', latent: '' };
 
   beforeAll(async () => {
     data = await tinyDataset();
@@ -44,6 +46,10 @@ describe('served equals offline, for every trained decoder kind', () => {
     await trainEncoder({ data: [data], out: join(work, 'encoder'), epochs: 1, batch: 16, quiet: true, log: quiet });
     bundles.invenc = join(work, 'invenc');
     await trainInvenc({ encoder: join(work, 'encoder'), out: bundles.invenc, grid: { steps: [ITERATIVE_STEPS], lr: [1000], blurSigma: [1] }, searchImages: 4, log: quiet });
+    // A latent decoder on a briefly trained VAE: readin + frozen decoder in one graph.
+    await trainAutoencoder({ data: [data], out: join(work, 'vae'), photoCrops: 0, batch: 8, maxSteps: 2, quiet: true, log: quiet });
+    bundles.latent = join(work, 'latent');
+    await trainLatent({ autoencoder: join(work, 'vae'), data, out: bundles.latent, batch: 8, maxSteps: 2, quiet: true, log: quiet });
     const models = Object.entries(bundles).map(([name, path]) => ({ name, path }));
     server = await new CortexcastServer(loadServerConfig({ flags: { grpcPort: 0, httpPort: 0, models, iterativeSteps: ITERATIVE_STEPS } }), quiet).start();
     conn = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
@@ -54,7 +60,7 @@ describe('served equals offline, for every trained decoder kind', () => {
     await server?.close();
   });
 
-  it.each(['cnn', 'gan', 'invenc', 'cnn-int8'] as const)('%s: the served image equals the offline decode of the same frame', async (kind) => {
+  it.each(['cnn', 'gan', 'invenc', 'cnn-int8', 'latent'] as const)('%s: the served image equals the offline decode of the same frame', async (kind) => {
     const ds = SensoriumDataset.open(data);
     const raw = ds.trial(ds.indices('test')[0]).responses;
     const served = await conn.decode(kind, raw);

@@ -1,4 +1,4 @@
-import { batchNorm, conv2d, convTranspose2d, dropout, int64s, leakyRelu, linear, relu, reshape, sigmoid, type LayerContext } from '../layers.js';
+import { batchNorm, conv2d, convTranspose2d, dropout, int64s, leakyRelu, linear, relu, reshape, scalar, sigmoid, type LayerContext } from '../layers.js';
 import { GraphError, tensor, type Value } from '../onnx/index.js';
 import { anchoredResidual, DECODER_INPUT, ridgeImage, type RidgeAnchor } from './ridge.js';
 
@@ -105,7 +105,10 @@ function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiRe
     if (cfg.coordinates) {
       if (!m.coordinates) throw new GraphError('MEI readin: the coordinates ablation needs neuron coordinates');
       const coords = g.initializer('coordinates', tensor('float32', [1, K, 2], m.coordinates));
-      const tiled = g.op('Expand', [coords, g.op('Concat', [g.op('Slice', [g.op('Shape', [responses]), int64s(g, 's', [0]), int64s(g, 'e', [1])]), int64s(g, 'rest', [K, 2])], { axis: 0 })]);
+      // [B, K, 1] x 0 + [1, K, 2]: the coordinates broadcast to every image of the batch (Expand would
+      // need the batch size as a constant shape, which an exported graph with a free batch axis lacks).
+      const zeros = g.op('Mul', [g.op('Unsqueeze', [picked, int64s(g, 'axis', [2])]), scalar(g, 'zero', 0)]);
+      const tiled = g.op('Add', [zeros, coords]);
       h = g.op('Concat', [h, reshape(ctx, tiled, [-1, 2])], { axis: 1 });
     }
     cfg.context.forEach((width, i) => {

@@ -67,7 +67,8 @@ interface TrialPlan {
   crop: CropSpec;
 }
 
-function planCrop(rng: Rng, photo: GreyPhoto, scale: [number, number]): CropSpec {
+/** A random 16:9 crop of `photo`, `scale` of the largest one wide (mirrored half the time): the stimuli's geometry. */
+export function planCrop(rng: Rng, photo: GreyPhoto, scale: [number, number]): CropSpec {
   const aspect = IMAGE_W / IMAGE_H;
   const maxW = Math.min(photo.width, Math.floor(photo.height * aspect));
   const width = Math.max(IMAGE_W / 4, Math.round(maxW * rng.uniform(scale[0], scale[1])));

@@ -32,13 +32,16 @@ export interface DecoderSession {
 
 const GRID_IMAGES = 10;
 
-/** Open and prepare each dataset (optionally the "T" response transform); B-All bundles go to <out>/<session>. */
-export function openSessions(dirs: string[], out: string, o: { maxTrain?: number; transform: ResponseTransform; quiet?: boolean }): DecoderSession[] {
+/**
+ * Open and prepare each dataset (optionally the "T" response transform, a neuron subset of a single
+ * session: dataset column indices); B-All bundles go to <out>/<session>.
+ */
+export function openSessions(dirs: string[], out: string, o: { maxTrain?: number; transform: ResponseTransform; neurons?: readonly number[]; quiet?: boolean }): DecoderSession[] {
   if (!dirs.length) throw ccError('CC_ERR_OPTION', 'no --data folder given');
   const names = sessionNames(dirs);
   return dirs.map((dir, k) => {
     const ds = SensoriumDataset.open(dir);
-    const data = prepareDataset(ds, DEFAULT_PREPROCESS, { quiet: o.quiet, maxTrain: o.maxTrain });
+    const data = prepareDataset(ds, DEFAULT_PREPROCESS, { quiet: o.quiet, maxTrain: o.maxTrain, neurons: o.neurons });
     if (o.transform !== 'none') for (const sp of [data.train, data.validation, data.test]) applyResponseTransform(sp.responses, new Float32Array(data.neurons).fill(1), o.transform, sp.responses);
     return { ds, data, bundle: dirs.length > 1 ? join(out, names[k]) : out };
   });
@@ -240,7 +243,7 @@ export function sharedConfig(s: DecoderSettings): Record<string, unknown> {
  * validation, export and selection are the same for every decoder.
  */
 export function decoderRecipe(
-  kind: 'cnn' | 'gan',
+  kind: DecoderKind,
   s: DecoderSettings,
   sessions: DecoderSession[],
   fid: FidComputer,

@@ -37,6 +37,11 @@ export interface TrainDecoderOptions {
   budgetSeconds?: number;
   resume?: boolean;
   maxTrain?: number;
+  /**
+   * Train on these neurons only (dataset column indices, one session): the bundle's unit ids list just
+   * them, so it decodes frames of that many responses (the experiments' neuron-scaling curve).
+   */
+  neurons?: readonly number[];
   seed?: number;
   threads?: number;
   /** GAN: MEI folder(s) (cortexcast meis; one per session), generator objective, readin, ablations. */
@@ -44,6 +49,8 @@ export interface TrainDecoderOptions {
   loss?: 'logssim' | 'mse' | 'mae';
   /** 'grid': the grid network alone on the MEI folder's neurons (MEIs not used). */
   readin?: 'mei' | 'grid' | 'fc';
+  /** GAN: output channels of the readin (the profile's when absent; the report's Figure 3 varies it). */
+  readinChannels?: number;
   /** "T" ablation: log10(clamp(r, 1e-3)) on std-scaled responses. */
   transform?: boolean;
   /** "C" ablation: neuron coordinates appended to the context input. */
@@ -109,6 +116,9 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   const run = o.run ?? join(o.out, 'run');
   const dirs = Array.isArray(o.data) ? o.data : [o.data];
   if (o.kind === 'cnn' && dirs.length > 1) throw ccError('CC_ERR_OPTION', "the CNN trains on one session; multi-session (B-All) training is the GAN's");
+  // Coordinates are looked up by dataset column, and a subset renumbers the columns.
+  if (o.neurons && (dirs.length > 1 || o.coordinates)) throw ccError('CC_ERR_OPTION', 'a neuron subset is for one session without the coordinates ablation');
+  if (o.readinChannels !== undefined && !(Number.isInteger(o.readinChannels) && o.readinChannels > 0)) throw ccError('CC_ERR_OPTION', `readin channels ${o.readinChannels} must be a positive integer`);
   const transform: ResponseTransform = o.transform ? 'log10clamp' : 'none';
   const recipeName = o.recipe ?? 'cortexcast';
   // The ridge refiner is a small network on a strong start: at the report's 3e-4 its validation MSE
@@ -132,9 +142,9 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     selection: { metric: o.select ?? (refiner ? 'mse' : 'fid'), mode: 'min' },
     log,
   };
-  const sessions = openSessions(dirs, o.out, { maxTrain: o.maxTrain, transform, quiet: o.quiet });
+  const sessions = openSessions(dirs, o.out, { maxTrain: o.maxTrain, transform, neurons: o.neurons, quiet: o.quiet });
   const meis = o.meis === undefined ? [] : Array.isArray(o.meis) ? o.meis : [o.meis];
-  const gan = o.kind === 'gan' ? ganConfig(settings, { readin: o.readin, coordinates: o.coordinates }) : undefined;
+  const gan = o.kind === 'gan' ? { ...ganConfig(settings, { readin: o.readin, coordinates: o.coordinates }), ...(o.readinChannels !== undefined && { readinChannels: o.readinChannels }) } : undefined;
   if (gan) attachMeis(gan, sessions, meis);
   if (settings.anchor === 'ridge') await attachRidgeAnchors(sessions, settings.anchorFolds, o.quiet ? undefined : log);
   if (o.encoderPairs) {

@@ -44,6 +44,23 @@ export async function decodeRows(session: ort.InferenceSession, b: DecoderBundle
 }
 
 /**
+ * The dataset columns a bundle reads: undefined when it takes the dataset's neurons as they are;
+ * the columns of its unit ids when it was trained on a subset of them (a neuron-subset decoder).
+ */
+function bundleColumns(ds: SensoriumDataset, bundle: DecoderBundle): number[] | undefined {
+  const m = bundle.manifest;
+  if (ds.neurons === m.input.neurons) {
+    if (ds.unitIds.some((u, i) => u !== bundle.unitIds[i]))
+      throw ccError('CC_ERR_DATASET_SHAPE', ds.dir, `unit ids differ from bundle ${m.name}'s (a different session or neuron order)`);
+    return undefined;
+  }
+  const column = new Map(ds.unitIds.map((u, i) => [u, i]));
+  const columns = bundle.unitIds.map((u) => column.get(u));
+  if (m.input.neurons > ds.neurons || columns.some((c) => c === undefined)) throw ccError('CC_ERR_NEURON_COUNT', ds.neurons, m.name, m.input.neurons);
+  return columns as number[];
+}
+
+/**
  * The report's Table I evaluation of one bundle on one tier (test by default, repeats averaged):
  * SSIML, MSE and FID, plus SSIM and PixCorr.
  */
@@ -52,13 +69,11 @@ export async function evaluateBundle(bundleDir: string, dataDir: string, opts: {
   assertDecoder(bundle.manifest, bundle.dir);
   const ds = SensoriumDataset.open(dataDir);
   const m = bundle.manifest;
-  if (ds.neurons !== m.input.neurons) throw ccError('CC_ERR_NEURON_COUNT', ds.neurons, m.name, m.input.neurons);
-  if (ds.unitIds.some((u, i) => u !== bundle.unitIds[i]))
-    throw ccError('CC_ERR_DATASET_SHAPE', dataDir, `unit ids differ from bundle ${m.name}'s (a different session or neuron order)`);
+  const neurons = bundleColumns(ds, bundle);
   const tier = opts.tier ?? 'test';
   const h = m.output.height;
   const w = m.output.width;
-  const split = readRawSplit(ds, tier, { average: tier === 'test', imageSize: [h, w] });
+  const split = readRawSplit(ds, tier, { average: tier === 'test', imageSize: [h, w], neurons });
   const count = split.imageIds.length;
   if (count === 0) throw ccError('CC_ERR_DATASET_SHAPE', dataDir, `tier '${tier}' has no trials`);
   const { session } = await createSession(bundle.model);

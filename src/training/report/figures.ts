@@ -54,10 +54,11 @@ export interface Series {
   values: number[];
 }
 
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+/** Text for SVG: the two characters that would break it escaped. */
+export const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 
 /** The opening of an SVG with a title and `count` panels of pw x ph side by side. */
-function panelRow(title: string, count: number, pw: number, ph: number, pad: number): { pw: number; ph: number; pad: number; parts: string[] } {
+export function panelRow(title: string, count: number, pw: number, ph: number, pad: number): { pw: number; ph: number; pad: number; parts: string[] } {
   const W = count * (pw + pad) + pad;
   const H = ph + 2 * pad + 24;
   const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<rect width="100%" height="100%" fill="white"/>`, `<text x="${pad}" y="18" font-size="14">${esc(title)}</text>`];

@@ -14,6 +14,10 @@ export interface TrainRidgeOptions {
   out: string;
   preprocess?: PreprocessConfig;
   alphas?: number[];
+  /** Use only the first n train trials (the experiments' data-scaling curve). */
+  maxTrain?: number;
+  /** Fit on these neurons only (dataset column indices): the bundle's unit ids list just them. */
+  neurons?: readonly number[];
   quiet?: boolean;
   log?: (s: string) => void;
 }
@@ -26,7 +30,7 @@ export async function trainRidge(o: TrainRidgeOptions): Promise<{ manifest: Mani
   const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
   const ds = SensoriumDataset.open(o.data);
   const cfg = o.preprocess ?? DEFAULT_PREPROCESS;
-  const data = prepareDataset(ds, cfg, { quiet: o.quiet });
+  const data = prepareDataset(ds, cfg, { quiet: o.quiet, maxTrain: o.maxTrain, neurons: o.neurons });
   const fit = await fitRidge(data, { alphas: o.alphas, log });
   const model = writeModel(fit.graph, { docString: RIDGE_DOC });
   // Validation scores of the exported graph itself.
@@ -35,7 +39,7 @@ export async function trainRidge(o: TrainRidgeOptions): Promise<{ manifest: Mani
   const val = scoreImages(data.validation.images, res[DECODER_OUTPUT].data as Float32Array, data.validation.count, data.height, data.width);
   log(`ridge: chose alpha ${fit.alpha} (lambda ${fit.lambda.toPrecision(4)}), validation SSIM ${val.ssim.toFixed(3)} PixCorr ${val.pixcorr.toFixed(3)}`);
   const manifest = writeTrainedBundle(o.out, {
-    name: `ridge-${ds.neurons}n`,
+    name: `ridge-${data.neurons}n`,
     kind: 'ridge',
     graph: fit.graph,
     docString: RIDGE_DOC,

@@ -38,6 +38,8 @@ export const elementwiseOps: OpSchema[] = [
   ),
   unary('LeakyRelu', { alpha: 'float' }),
   unary('Elu', { alpha: 'float' }),
+  // Opset 13+: normalises along one axis (default -1), not over the flattened trailing dims.
+  unary('Softmax', { axis: 'int' }),
   {
     opType: 'Clip',
     attrs: {},
