@@ -58,7 +58,7 @@ describe('latent-space decoders (VAE and feature space)', () => {
     if (onnxCheck(join(out, 'model.onnx')) !== undefined) expect(onnxCheck(join(out, 'model.onnx'))).toMatch(/^ok/);
 
     const worst = await halvesDifference(out, ae, data, (ctx, x, latent) => mlpReadin(ctx, x, latent, MLP_READIN_PROFILES.small));
-    expect(worst).toBeLessThan(1e-4);
+    expect(worst).toBeLessThan(1e-5);
     // eval reads it like any decoder.
     const ev = await evaluateBundle(out, data, {});
     expect(ev.metrics.mse).toBeGreaterThan(0);
@@ -93,7 +93,7 @@ describe('latent-space decoders (VAE and feature space)', () => {
     expect(b.manifest.kind).toBe('latent');
     expect(b.manifest.training.config.space).toBe('features');
     if (onnxCheck(join(out, 'model.onnx')) !== undefined) expect(onnxCheck(join(out, 'model.onnx'))).toMatch(/^ok/);
-    expect(await halvesDifference(out, fae, data, (ctx, x, latent) => convReadin(ctx, x, latent, CONV_READIN_PROFILES.small))).toBeLessThan(1e-4);
+    expect(await halvesDifference(out, fae, data, (ctx, x, latent) => convReadin(ctx, x, latent, CONV_READIN_PROFILES.small))).toBeLessThan(1e-5);
   }, 300_000);
 });
 
