@@ -1,7 +1,7 @@
 /**
  * npm run bench:quality -- [--quick] [--population default|second] [--seeds N] [--budget 45m]
  *   [--encoder-budget 20m] [--recipe cortexcast|report] [--anchor ridge|none] [--anchor-folds 0|5]
- *   [--pairs 0|0.5] [--pairs-for cnn,gan] [--refiner-levels 0|2] [--cnn-loss mse|logssim|mae]
+ *   [--pairs 0|0.5] [--pairs-for cnn,gan] [--refiner-levels 0|2] [--cnn-loss mse|logssim|mae|mse+logssim] [--cnn-contrast on|off]
  *   [--data DIR] [--out DIR] [--decoders cnn,gan,latent-vae,latent-features] [--ae-budget 15m]
  *
  * Decoder quality against the linear readout measured in the same run: ridge (closed form), then the
@@ -43,6 +43,7 @@ const { values: a } = parseArgs({
     'anchor-folds': { type: 'string' },
     'refiner-levels': { type: 'string' },
     'cnn-loss': { type: 'string' },
+    'cnn-contrast': { type: 'string' },
     data: { type: 'string' },
     out: { type: 'string' },
     decoders: { type: 'string', default: 'cnn,gan' },
@@ -66,7 +67,8 @@ const encoderBudget = minutes(a['encoder-budget'], quick ? 2 : 20);
 const recipe = a.recipe === 'report' ? 'report' : 'cortexcast';
 const anchor = a.anchor === undefined ? (recipe === 'cortexcast' ? 'ridge' : 'none') : a.anchor === 'none' ? 'none' : 'ridge';
 const anchorFolds = a['anchor-folds'] === undefined ? undefined : Number(a['anchor-folds']);
-const cnnLoss = a['cnn-loss'] === undefined ? undefined : (a['cnn-loss'] as 'mse' | 'logssim' | 'mae');
+const cnnLoss = a['cnn-loss'] === undefined ? undefined : (a['cnn-loss'] as 'mse' | 'logssim' | 'mae' | 'mse+logssim');
+const cnnContrast = a['cnn-contrast'] === undefined ? undefined : a['cnn-contrast'] === 'on';
 const refinerLevels = a['refiner-levels'] === undefined ? undefined : a['refiner-levels'] === '0' ? 0 : 2;
 const seeds = Array.from({ length: Number(a.seeds) }, (_, i) => i + 1);
 const pairsFraction = Number(a.pairs);
@@ -116,7 +118,7 @@ table.push({ name: 'ridge', seed: 0, row: await testRow(ridgeDir), seconds: Numb
 
 // cnn / gan: the cortexcast recipe; cnn-report etc. name what differs from it.
 const variant = (kind: string): string =>
-  [recipe === 'report' ? '-report' : '', (anchor === 'ridge') !== (recipe === 'cortexcast') ? `-anchor-${anchor}` : '', anchor === 'ridge' && anchorFolds !== undefined ? `-folds${anchorFolds}` : '', kind === 'cnn' && refinerLevels !== undefined ? `-levels${refinerLevels}` : '', kind === 'cnn' && cnnLoss ? `-${cnnLoss}` : '', usesPairs(kind) ? `-pairs${pairsFraction}` : ''].join('');
+  [recipe === 'report' ? '-report' : '', (anchor === 'ridge') !== (recipe === 'cortexcast') ? `-anchor-${anchor}` : '', anchor === 'ridge' && anchorFolds !== undefined ? `-folds${anchorFolds}` : '', kind === 'cnn' && refinerLevels !== undefined ? `-levels${refinerLevels}` : '', kind === 'cnn' && cnnLoss ? `-${cnnLoss}` : '', kind === 'cnn' && cnnContrast !== undefined ? `-contrast-${cnnContrast ? 'on' : 'off'}` : '', usesPairs(kind) ? `-pairs${pairsFraction}` : ''].join('');
 const label = (kind: string): string => `${kind}${variant(kind)}`;
 
 for (const seed of seeds) {
@@ -141,7 +143,7 @@ for (const seed of seeds) {
       table.push({ name: label(kind), seed, row: await testRow(dir), seconds: Number(loadBundle(dir).manifest.training.seconds ?? 0) });
       continue;
     }
-    const r = await trainDecoder({ kind, data, out: dir, seed, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
+    const r = await trainDecoder({ kind, data, out: dir, seed, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, anchorContrast: kind === 'cnn' ? cnnContrast : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
     table.push({ name: label(kind), seed, row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000 });
   }
 }

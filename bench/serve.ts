@@ -2,8 +2,9 @@
  * `npm run bench:serve`: 8,600-neuron frames at 30 Hz from 1, 4 and 16 concurrent streams (each its own
  * gRPC connection, as separate rigs), through the real server (a separate process) to one WebSocket
  * subscriber per stream, for each decoder built at its trained shapes with random weights: ridge, cnn
- * (cortexcast's default, the ridge refiner), their int8 copies (cortexcast quantize: ridge-int8,
- * cnn-int8) and cnn-report (the report's small CNN). End to end =
+ * (cortexcast's default, the ridge refiner with the contrast read-out), gan (the small ridge-anchored generator, MEI readin),
+ * latent-vae (MLP readin + VAE decoder), their int8 copies (cortexcast quantize), invenc (the small
+ * encoder's gradient step, --invenc-steps per frame) and cnn-report (the report's small CNN). End to end =
  * subscriber receipt minus the sender's acquisition stamp (same machine clock). Two references in
  * the same run:
  *   (a) direct: the same decode called directly on a worker thread, no server, batch 1;
@@ -13,7 +14,9 @@
  * millisecond goes: floor (transport) + decode (mean per server batch) + the rest (the server's own
  * share: queueing, scaling, fan-out).
  *
- *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,ridge-int8,cnn,cnn-int8,cnn-report] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
+ *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,ridge-int8,cnn,cnn-int8,gan,gan-int8,
+ *     latent-vae,latent-vae-int8,invenc,cnn-report] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
+ *     [--layouts 1x2,2x1] (server workers x ORT threads each) [--mei-neurons 512] [--invenc-steps 50]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -24,9 +27,13 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { DecoderConnection, subscribe, type FrameAck } from '../clients/lib/index.js';
+import { MLP_READIN_PROFILES, VAE_PROFILES, greyToZ, mlpReadin, resizeImage, vaeDecoder } from '../src/models/architectures/autoencoder.js';
 import { cnnDecoder, CNN_PROFILES } from '../src/models/architectures/cnn.js';
+import { ENCODER_OUTPUT, ENCODER_PROFILES, encoderNet } from '../src/models/architectures/encoder.js';
+import { GAN_PROFILES, ganGenerator } from '../src/models/architectures/gan.js';
+import { buildImageStep, MAX_BLUR_RADIUS, STEP_IMAGE, STEP_KERNEL, STEP_LR, STEP_NEXT, STEP_TARGET } from '../src/training/encoder/image-optimisation.js';
 import { REFINER_PROFILES, refinerCorrection } from '../src/models/architectures/refiner.js';
-import { buildRidgeGraph, DECODER_INPUT, DECODER_OUTPUT, ridgeImage } from '../src/models/architectures/ridge.js';
+import { anchorImageChannel, buildRidgeGraph, DECODER_INPUT, DECODER_OUTPUT, ridgeImage } from '../src/models/architectures/ridge.js';
 import { writeBundle } from '../src/models/bundle.js';
 import { newGraph, writeModel } from '../src/models/onnx/index.js';
 import { quantizeModel } from '../src/models/quantize.js';
@@ -40,7 +47,17 @@ const arg = (name: string, fallback: string): string => {
 };
 const seconds = Number(arg('seconds', '10'));
 const streamCounts = arg('streams', '1,4,16').split(',').map(Number);
-const models = arg('models', 'ridge,ridge-int8,cnn,cnn-int8,cnn-report').split(',');
+const ALL_MODELS = ['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'gan', 'gan-int8', 'latent-vae', 'latent-vae-int8', 'invenc', 'cnn-report'];
+const models = arg('models', ALL_MODELS.join(',')).split(',');
+for (const m of models) if (!ALL_MODELS.includes(m)) throw new Error(`--models: unknown ${m} (${ALL_MODELS.join(', ')})`);
+/** Server layouts to compare, workers x ORT threads each (e.g. 1x2,2x1). */
+const layouts = arg('layouts', '1x2').split(',').map((l) => {
+  const [w, t] = l.split('x').map(Number);
+  if (!(w >= 1 && t >= 1)) throw new Error(`--layouts: ${l} is not <workers>x<threads>`);
+  return { name: l, workers: w, threads: t };
+});
+const meiNeurons = Number(arg('mei-neurons', '512'));
+const invencSteps = Number(arg('invenc-steps', '50'));
 const neurons = Number(arg('neurons', '8600'));
 const providers = arg('providers', 'cpu');
 const maxBatch = arg('max-batch', '8');
@@ -77,13 +94,45 @@ function makeBundles(dir: string): Record<string, string> {
   const r = newGraph('cnn_refiner_small');
   const ctx = { g: r, rng: new Rng(3) };
   const input = r.input(DECODER_INPUT, 'float32', ['batch', neurons]);
-  const base = ridgeImage(ctx, input, { weights: W, bias: new Float32Array(2304), height: 36, width: 64 });
-  r.output(r.op('Add', [base, refinerCorrection(ctx, base, REFINER_PROFILES.small)]), DECODER_OUTPUT);
+  // The default recipe's refiner: the ridge image and the contrast read-out, one [neurons, 2 x 2304] MatMul.
+  const W2 = Float32Array.from({ length: neurons * 2 * 2304 }, () => rng.normal() * 0.01);
+  const contrastAnchor = { weights: W2, bias: new Float32Array(2 * 2304), height: 36, width: 64, channels: 2 };
+  const base = ridgeImage(ctx, input, contrastAnchor);
+  r.output(r.op('Add', [anchorImageChannel(ctx, base, contrastAnchor), refinerCorrection(ctx, base, REFINER_PROFILES.small)]), DECODER_OUTPUT);
   writeBundle(join(dir, 'cnn'), { ...common, name: 'cnn', kind: 'cnn', model: writeModel(r), opset: r.opset });
+  const anchor = { weights: W, bias: new Float32Array(2304), height: 36, width: 64 };
+  // cortexcast's GAN: the small generator, ridge-anchored, MEI readin on the top `meiNeurons`.
+  const gan = newGraph('gan_small');
+  const meis = Float32Array.from({ length: meiNeurons * 2304 }, () => rng.normal() * 0.1);
+  const gen = ganGenerator({ g: gan, rng: new Rng(4), mode: 'eval' }, 'batch', GAN_PROFILES.small, { neurons, mei: { meis, neuronIndex: Array.from({ length: meiNeurons }, (_, i) => i * Math.floor(neurons / meiNeurons)) }, anchor });
+  gan.output(gen.output, DECODER_OUTPUT);
+  writeBundle(join(dir, 'gan'), { ...common, name: 'gan', kind: 'gan', model: writeModel(gan), opset: gan.opset });
+  // The latent VAE decoder: the MLP readin (small) -> the VAE's decoder -> resize -> z-scored pixels.
+  const lat = newGraph('latent_vae_small');
+  const lctx = { g: lat, rng: new Rng(5), mode: 'eval' as const };
+  const linput = lat.input(DECODER_INPUT, 'float32', ['batch', neurons]);
+  const grey = vaeDecoder(lctx, mlpReadin(lctx, linput, [4, 8, 8], MLP_READIN_PROFILES.small), VAE_PROFILES.small);
+  lat.output(greyToZ(lctx, resizeImage(lctx, grey, 36, 64), 128, 40), DECODER_OUTPUT);
+  writeBundle(join(dir, 'latent-vae'), { ...common, name: 'latent-vae', kind: 'latent', model: writeModel(lat), opset: lat.opset });
+  // The inverted encoder: the small encoder's one-step gradient graph, run `invencSteps` times per frame.
+  const enc = newGraph('encoder_small');
+  const e = encoderNet({ g: enc, rng: new Rng(6), mode: 'eval' }, 'batch', neurons, ENCODER_PROFILES.small);
+  enc.output(e.output, ENCODER_OUTPUT);
+  const step = buildImageStep(writeModel(enc), 'invert', { blurRadius: MAX_BLUR_RADIUS });
+  writeBundle(join(dir, 'invenc'), {
+    ...common,
+    name: 'invenc',
+    kind: 'invenc',
+    model: writeModel(step),
+    opset: step.opset,
+    inputName: STEP_TARGET,
+    outputName: STEP_NEXT,
+    iterative: { imageInput: STEP_IMAGE, lrInput: STEP_LR, kernelInput: STEP_KERNEL, steps: invencSteps, lr: 1000, blurSigma: 1.5, blurRadius: MAX_BLUR_RADIUS, seed: 1 },
+  });
   // cortexcast quantize's graphs (its quality check needs a dataset; timing does not).
-  for (const [name, kind, model] of [['ridge-int8', 'ridge', writeModel(ridge)], ['cnn-int8', 'cnn', writeModel(r)]] as const)
+  for (const [name, kind, model] of [['ridge-int8', 'ridge', writeModel(ridge)], ['cnn-int8', 'cnn', writeModel(r)], ['gan-int8', 'gan', writeModel(gan)], ['latent-vae-int8', 'latent', writeModel(lat)]] as const)
     writeBundle(join(dir, name), { ...common, name, kind, model: quantizeModel(model).model, opset: 17 });
-  return Object.fromEntries(['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'cnn-report'].map((m) => [m, join(dir, m)]));
+  return Object.fromEntries(ALL_MODELS.map((m) => [m, join(dir, m)]));
 }
 
 interface Proc {
@@ -126,7 +175,7 @@ interface RunResult {
 /** N streams at 30 Hz for `seconds`, one subscriber per stream. */
 async function drive(grpcPort: number, http: string, n: number, model: string): Promise<RunResult> {
   const e2e: number[] = [];
-  let received = 0;
+  const acquired: number[] = [];
   let sent = 0;
   let dropped = 0;
   const frame = Float32Array.from({ length: neurons }, (_, i) => (i % 13) / 7);
@@ -136,8 +185,9 @@ async function drive(grpcPort: number, http: string, n: number, model: string): 
       await sub.hello;
       void (async () => {
         for await (const f of sub) {
-          received++;
-          if (f.t.acquired) e2e.push(f.received - f.t.acquired);
+          if (!f.t.acquired) continue;
+          acquired.push(f.t.acquired);
+          e2e.push(f.received - f.t.acquired);
         }
       })();
       return sub;
@@ -168,9 +218,9 @@ async function drive(grpcPort: number, http: string, n: number, model: string): 
   await new Promise((r) => setTimeout(r, 300));
   for (const s of subs) s.close();
   for (const c of conns) c.close();
-  // Drop the warm-up second's frames.
-  const skip = Math.round(n * HZ * (warm / 1000));
-  return { e2e: e2e.slice(skip), sent, received: Math.max(0, received - skip), dropped };
+  // Drop the frames acquired in the warm-up second (by stamp: a slow decoder returns few of them).
+  const kept = e2e.filter((_, i) => acquired[i] > t0 + warm);
+  return { e2e: kept, sent, received: kept.length, dropped };
 }
 
 /** Reference (a): the decode alone, on a worker thread like the server's, at 30 Hz. */
@@ -181,7 +231,9 @@ async function direct(bundle: string, frames: number): Promise<number[]> {
   const pool = await WorkerPool.start({ model: b.model, manifest: { kind: m.kind, onnx: m.onnx, input: m.input, output: m.output, iterative: m.iterative }, providers: providers.split(',') as ('cuda' | 'webgpu' | 'cpu')[], threads: 2 }, 1);
   if (pool.fallbacks.length) console.log(`direct ${bundle.split('/').pop()}: provider ${pool.provider}; skipped: ${pool.fallbacks.join('; ')}`);
   const out: number[] = [];
-  for (let i = 0; i < frames; i++) {
+  // At most `frames` decodes or `seconds` of them: an iterative decoder takes up to a second a frame.
+  const until = now() + seconds * 1000;
+  for (let i = 0; i < frames && (i === 0 || now() < until); i++) {
     const t = now();
     await pool.tryRun(new Float32Array(neurons).fill(0.5), 1)!;
     out.push(now() - t);
@@ -206,45 +258,48 @@ async function main(): Promise<void> {
   for (const model of models) {
     const d = await direct(bundles[model], Math.min(300, seconds * HZ));
     console.log(`direct ${model}: decode on a worker p50 ${pct(d, 50).toFixed(2)} ms  p99 ${pct(d, 99).toFixed(2)} ms`);
-    const srv = await startChild(
-      ['bin/cortexcast.js', 'serve', '--model', `${model}=${bundles[model]}`, '--grpc-port', '0', '--http-port', '0', '--threads', '2', '--providers', providers, '--max-batch', maxBatch],
-      (l) => {
-        if (!l.includes('"serving"')) return undefined;
-        const j = JSON.parse(l) as { grpc: string; http: string };
-        return { grpcPort: Number(j.grpc.split(':').pop()), httpPort: Number(new URL(j.http).port) };
-      },
-      true,
-    );
-    const http = `http://127.0.0.1:${srv.httpPort}`;
-    const served = ((await (await fetch(`${http}/api/models`)).json()) as { models: { provider: string }[] }).models[0].provider;
-    console.log(`server ${model}: execution provider ${served} (asked for ${providers})`);
-    const rss0 = await serverRss(http);
-    let peak = rss0;
-    const sampler = setInterval(() => void serverRss(http).then((v) => (peak = Math.max(peak, v))), 1000);
-    const shares: string[] = [];
-    for (const n of streamCounts) {
-      const c0 = await decodeCounters(http);
-      const r = await drive(srv.grpcPort, http, n, model);
-      const c1 = await decodeCounters(http);
-      const runs = Math.max(1, c1.runs - c0.runs);
-      const batchMs = (1000 * (c1.seconds - c0.seconds)) / runs;
-      const meanBatch = (c1.frames - c0.frames) / runs;
-      const f = floor.get(n)!;
-      console.log(
-        `server ${model} ${String(n).padStart(2)} streams: e2e p50 ${pct(r.e2e, 50).toFixed(2)} ms  p99 ${pct(r.e2e, 99).toFixed(2)} ms, ${(r.received / seconds).toFixed(0)} frames/s of ${(r.sent / seconds).toFixed(0)} sent, ${r.dropped} dropped`,
+    for (const layout of layouts) {
+      const label = layouts.length > 1 ? `${model}@${layout.name}` : model;
+      const srv = await startChild(
+        ['bin/cortexcast.js', 'serve', '--model', `${model}=${bundles[model]}`, '--grpc-port', '0', '--http-port', '0', '--workers', String(layout.workers), '--threads', String(layout.threads), '--providers', providers, '--max-batch', maxBatch],
+        (l) => {
+          if (!l.includes('"serving"')) return undefined;
+          const j = JSON.parse(l) as { grpc: string; http: string };
+          return { grpcPort: Number(j.grpc.split(':').pop()), httpPort: Number(new URL(j.http).port) };
+        },
+        true,
       );
-      const rest = pct(r.e2e, 50) - pct(f, 50) - batchMs;
-      // The warm-up second is cut by an estimated frame count, so received can exceed sent by a frame or two.
-      shares.push(
-        `  ${model} ${n} streams: decoded ${((100 * Math.min(r.received, r.sent)) / Math.max(1, r.sent)).toFixed(1)}%, p99 ${pct(r.e2e, 99) < 1000 / HZ ? 'within' : 'over'} one frame period; server batches of ${meanBatch.toFixed(1)} frames took ${batchMs.toFixed(2)} ms (batch 1 direct: ${pct(d, 50).toFixed(2)}); p50 = floor ${pct(f, 50).toFixed(2)} + decode ${batchMs.toFixed(2)} + server ${rest.toFixed(2)} ms`,
-      );
+      const http = `http://127.0.0.1:${srv.httpPort}`;
+      const served = ((await (await fetch(`${http}/api/models`)).json()) as { models: { provider: string }[] }).models[0].provider;
+      console.log(`server ${label}: execution provider ${served} (asked for ${providers}), ${layout.workers} worker(s) x ${layout.threads} thread(s)`);
+      const rss0 = await serverRss(http);
+      let peak = rss0;
+      const sampler = setInterval(() => void serverRss(http).then((v) => (peak = Math.max(peak, v))), 1000);
+      const shares: string[] = [];
+      for (const n of streamCounts) {
+        const c0 = await decodeCounters(http);
+        const r = await drive(srv.grpcPort, http, n, model);
+        const c1 = await decodeCounters(http);
+        const runs = Math.max(1, c1.runs - c0.runs);
+        const batchMs = (1000 * (c1.seconds - c0.seconds)) / runs;
+        const meanBatch = (c1.frames - c0.frames) / runs;
+        const f = floor.get(n)!;
+        console.log(
+          `server ${label} ${String(n).padStart(2)} streams: e2e p50 ${pct(r.e2e, 50).toFixed(2)} ms  p99 ${pct(r.e2e, 99).toFixed(2)} ms, ${(r.received / seconds).toFixed(0)} frames/s of ${(r.sent / seconds).toFixed(0)} sent, ${r.dropped} dropped`,
+        );
+        const rest = pct(r.e2e, 50) - pct(f, 50) - batchMs;
+        // Sent and received both count frames after the warm-up second; a frame stamped at its edge can fall on either side.
+        shares.push(
+          `  ${label} ${n} streams: decoded ${((100 * Math.min(r.received, r.sent)) / Math.max(1, r.sent)).toFixed(1)}%, p99 ${pct(r.e2e, 99) < 1000 / HZ ? 'within' : 'over'} one frame period; server batches of ${meanBatch.toFixed(1)} frames took ${batchMs.toFixed(2)} ms (batch 1 direct: ${pct(d, 50).toFixed(2)}); p50 = floor ${pct(f, 50).toFixed(2)} + decode ${batchMs.toFixed(2)} + server ${rest.toFixed(2)} ms`,
+        );
+      }
+      clearInterval(sampler);
+      const rss1 = await serverRss(http);
+      console.log(`server ${label} RSS: start ${rss0.toFixed(0)} MB, peak ${peak.toFixed(0)} MB, end ${rss1.toFixed(0)} MB (growth ${(rss1 - rss0).toFixed(0)} MB over ${streamCounts.length * (seconds + 1)} s)`);
+      for (const line of shares) console.log(line);
+      srv.child.kill('SIGTERM');
+      await new Promise((r) => srv.child.once('exit', r));
     }
-    clearInterval(sampler);
-    const rss1 = await serverRss(http);
-    console.log(`server ${model} RSS: start ${rss0.toFixed(0)} MB, peak ${peak.toFixed(0)} MB, end ${rss1.toFixed(0)} MB (growth ${(rss1 - rss0).toFixed(0)} MB over ${streamCounts.length * (seconds + 1)} s)`);
-    for (const line of shares) console.log(line);
-    srv.child.kill('SIGTERM');
-    await new Promise((r) => srv.child.once('exit', r));
   }
 }
 

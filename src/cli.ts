@@ -284,17 +284,21 @@ for (const kind of ['cnn', 'gan'] as const) {
     .option('--encoder-pairs <dir>', 'encoder bundle of the same session: mix encoder-labelled new images (crops and flips of train stimuli) into every batch')
     .option('--pairs-fraction <x>', 'fraction of each batch made of encoder pairs', Number, 0.5)
     .addOption(
-      new Option('--recipe <name>', kind === 'cnn' ? "cortexcast: ridge image + a small U-Net's correction (docs/bench); report: the report's FC-readin CNN" : "cortexcast: ridge-anchored (the core refines the ridge image); report: the report's GAN alone")
+      new Option('--recipe <name>', kind === 'cnn' ? "cortexcast: ridge image + a small convolutional correction of it (docs/bench); report: the report's FC-readin CNN" : "cortexcast: ridge-anchored (the core refines the ridge image); report: the report's GAN alone")
         .choices(['cortexcast', 'report'])
         .default('cortexcast'),
     )
-    .addOption(new Option('--select <metric>', `validation metric that picks the exported checkpoint (default: ${kind === 'cnn' ? 'mse with --recipe cortexcast, ' : ''}fid)`).choices(['fid', 'ssiml', 'mse']))
+    .addOption(new Option('--select <metric>', `validation metric that picks the exported checkpoint (default: ${kind === 'cnn' ? 'ssiml with --recipe cortexcast, ' : ''}fid)`).choices(['fid', 'ssiml', 'mse']))
     .option('--patience <n>', `stop after n validations without a better --select metric${kind === 'cnn' ? ' (default 6 for the cortexcast recipe)' : ''}`, int('patience'))
     .addOption(new Option('--anchor <kind>', "ridge: learn a correction on top of the closed-form ridge fit (step 0 is ridge); none: the decoder alone (default: the recipe's)").choices(['ridge', 'none']))
     .addOption(new Option('--refiner-levels <n>', 'cortexcast CNN: 2 = U-Net (whole-image receptive field), 0 = three full-resolution convolutions').choices(['0', '2']))
     .option('--anchor-folds <k>', `train on k-fold out-of-fold ridge images (folds keep a source photo together); 0 trains on the in-sample ridge image (default ${kind === 'cnn' ? '5 for the cortexcast recipe, else 0' : '0'})`, count('anchor-folds'))
     .option('--seed <n>', 'random seed', int('seed'), 1);
-  if (kind === 'cnn') cmd.addOption(new Option('--loss <name>', 'training objective').choices(['mse', 'logssim', 'mae']).default('mse'));
+  if (kind === 'cnn')
+    cmd
+      .addOption(new Option('--loss <name>', 'training objective (default: mse+logssim for the cortexcast recipe, mse for report)').choices(['mse', 'logssim', 'mae', 'mse+logssim']))
+      .option('--anchor-contrast', "cortexcast recipe (default on): the refiner also sees a second ridge's estimate of the stimulus' local contrast (a second MatMul as large as ridge's)")
+      .option('--no-anchor-contrast', 'the refiner sees the ridge image alone');
   if (kind === 'gan')
     cmd
       .option('--meis <dirs...>', 'MEI folder(s) from cortexcast meis (MEI readin), one per --data, same order')
@@ -329,6 +333,7 @@ for (const kind of ['cnn', 'gan'] as const) {
       anchor: o.anchor,
       anchorFolds: o.anchorFolds,
       refinerLevels: o.refinerLevels === undefined ? undefined : (Number(o.refinerLevels) as 0 | 2),
+      anchorContrast: o.anchorContrast,
       select: o.select,
       patience: o.patience,
       encoderPairs: o.encoderPairs,
@@ -680,9 +685,10 @@ program
   .option('--http-port <n>', 'viewer / metrics port', Number, 8080)
   .option('--grpc-port <n>', 'gRPC port', Number, 50051)
   .option('--seconds <n>', 'stop after n seconds (default: run until Ctrl-C)', Number)
+  .option('--no-train', 'do not train the CNN decoder in the background')
   .action(async (o) => {
     const { runDemo } = await import('./demo.js');
-    await runDemo({ cacheDir: o.cache, httpPort: o.httpPort, grpcPort: o.grpcPort, seconds: o.seconds });
+    await runDemo({ cacheDir: o.cache, httpPort: o.httpPort, grpcPort: o.grpcPort, seconds: o.seconds, trainCnn: o.train });
   });
 
 program.parseAsync(process.argv).catch((e: unknown) => {

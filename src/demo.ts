@@ -1,5 +1,8 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, openSync, readdirSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { replay } from '../clients/replay/replay.js';
 import { loadBundle, updateBundleMetrics, type DecoderBundle } from './models/bundle.js';
 import { loadServerConfig } from './server/config.js';
@@ -11,9 +14,12 @@ import { trainRidge } from './training/ridge/train-ridge.js';
 /**
  * `npm start`: the live demo. Makes (once, then cached) the small simulated dataset and a ridge
  * decoder, serves the best bundle present in the cache (lowest validation SSIML), replays the test tier at
- * 30 Hz in a loop, and prints the viewer and metrics URLs. Ctrl-C stops everything cleanly.
+ * 30 Hz in a loop, and prints the viewer and metrics URLs. Until the cache holds a finished CNN it
+ * also trains one in the background (cortexcast's recipe, 4-minute budget, one thread, low priority),
+ * which the next start serves if its validation SSIML beats ridge's. Ctrl-C stops everything cleanly
+ * (an interrupted CNN resumes on the next start).
  */
-export async function runDemo(o: { cacheDir: string; httpPort: number; grpcPort: number; seconds?: number }): Promise<void> {
+export async function runDemo(o: { cacheDir: string; httpPort: number; grpcPort: number; seconds?: number; trainCnn?: boolean }): Promise<void> {
   const dir = resolve(o.cacheDir);
   const data = join(dir, 'synth-small');
   const ridge = join(dir, 'ridge');
@@ -37,6 +43,7 @@ export async function runDemo(o: { cacheDir: string; httpPort: number; grpcPort:
   console.log(`  viewer   ${viewer}`);
   console.log(`  metrics  http://127.0.0.1:${server.httpPort}/metrics`);
   console.log(`  gRPC     127.0.0.1:${server.grpcPort}   (Ctrl-C stops)\n`);
+  const training = o.trainCnn === false ? undefined : trainCnnInBackground(dir, data);
   const ac = new AbortController();
   const stop = (): void => ac.abort();
   process.once('SIGINT', stop);
@@ -54,7 +61,42 @@ export async function runDemo(o: { cacheDir: string; httpPort: number; grpcPort:
   });
   process.stderr.write('\n');
   console.log(`demo: stopping (${stats.sent} frames sent, ${stats.decoded} decoded)`);
+  if (training && training.exitCode === null) {
+    training.kill('SIGTERM');
+    console.log('demo: the background CNN training stopped; the next start resumes it');
+  }
   await server.close();
+}
+
+/**
+ * `cortexcast train cnn` on the demo data as a child process (log: <cache>/cnn-training.log), unless
+ * the cache holds a finished one (run/stop.json). In the background because it takes minutes, which
+ * the first start should not wait for, and the ridge demo needs little of the CPU meanwhile.
+ */
+function trainCnnInBackground(dir: string, data: string): ChildProcess | undefined {
+  const out = join(dir, 'cnn');
+  if (existsSync(join(out, 'run', 'stop.json'))) return undefined;
+  const logFile = join(dir, 'cnn-training.log');
+  const fd = openSync(logFile, 'a');
+  const cli = fileURLToPath(new URL('../bin/cortexcast.js', import.meta.url));
+  const child = spawn(process.execPath, [cli, 'train', 'cnn', '--data', data, '--out', out, '--budget', '4m', '--resume'], {
+    stdio: ['ignore', fd, fd],
+    env: { ...process.env, CORTEXCAST_THREADS: '1' },
+  });
+  closeSync(fd);
+  try {
+    if (child.pid) setPriority(child.pid, 10);
+  } catch {
+    // Lower priority is a courtesy to the live demo; the training runs without it.
+  }
+  console.log(`demo: training a CNN decoder in the background (4-min budget, log ${logFile}); the next start serves it if it beats ridge on validation`);
+  child.on('exit', (code, signal) => {
+    if (signal) return;
+    if (code !== 0) return void console.log(`\ndemo: the background CNN training failed (exit ${code}); see ${logFile}`);
+    const ssiml = (d: string): string => loadBundle(d).manifest.metrics.validation?.ssiml?.toFixed(3) ?? '?';
+    console.log(`\ndemo: the CNN decoder is trained: validation SSIML ${ssiml(out)} (ridge ${ssiml(join(dir, 'ridge'))}); the next start serves the better one`);
+  });
+  return child;
 }
 
 /**

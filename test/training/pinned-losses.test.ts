@@ -5,6 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { trainDecoder } from '../../src/training/decoders/train-decoder.js';
 import { trainRidge } from '../../src/training/ridge/train-ridge.js';
 import { evaluateBundle } from '../../src/training/eval/evaluate.js';
+import { readModel } from '../../src/models/onnx/index.js';
 import { meiFixture } from '../helpers/meis.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
@@ -47,13 +48,21 @@ describe('pinned first steps (behaviour guard for restructuring)', () => {
     expect(stop).toMatchObject({ reason: 'budget', step: 1, budgetSeconds: 0.001, bestStep: 1 });
   });
 
-  it('ridge-anchored, untrained (learning rate 0): the refiner CNN, the report CNN and the GAN decode exactly like the ridge fit on the same data', async () => {
+  it('ridge-anchored, untrained (learning rate 0): the refiner CNN (with and without the contrast read-out), the report CNN and the GAN decode exactly like the ridge fit on the same data', async () => {
     await trainRidge({ data, out: join(work, 'ridge'), quiet: true, log: quiet });
     const ridge = await evaluateBundle(join(work, 'ridge'), data, { fid: 0 });
-    for (const [kind, recipe, anchorFolds] of [['cnn', 'cortexcast', 5], ['cnn', 'report', 0], ['gan', 'cortexcast', 0]] as const) {
-      const out = join(work, `${kind}-${recipe}-anchored`);
-      const r = await trainDecoder({ kind, data, out, recipe, anchor: 'ridge', anchorFolds, lr: 0, epochs: 1, maxSteps: 2, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
+    const cases = [['cnn', 'cortexcast', 5, false], ['cnn', 'cortexcast', 5, true], ['cnn', 'report', 0, false], ['gan', 'cortexcast', 0, false]] as const;
+    for (const [kind, recipe, anchorFolds, anchorContrast] of cases) {
+      const out = join(work, `${kind}-${recipe}-anchored${anchorContrast ? '-contrast' : ''}`);
+      const r = await trainDecoder({ kind, data, out, recipe, anchor: 'ridge', anchorFolds, anchorContrast, lr: 0, epochs: 1, maxSteps: 2, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
       expect((r.manifest.training.config as { anchor: string }).anchor).toBe('ridge');
+      if (anchorContrast) {
+        // The bundle computes both read-outs from the responses: one [neurons, 2 x H x W] constant.
+        const { graph } = readModel(readFileSync(join(out, 'model.onnx')));
+        const w = [...graph.initializers.entries()].find(([name]) => name.startsWith('anchor/weight'))?.[1];
+        expect(w?.tensor.dims).toEqual([r.manifest.input.neurons, 2 * 36 * 64]);
+        expect((r.manifest.training.config as { anchorContrast?: boolean }).anchorContrast).toBe(true);
+      }
       const ev = await evaluateBundle(out, data, { fid: 0 });
       let diff = 0;
       for (let i = 0; i < ev.recon.length; i++) diff = Math.max(diff, Math.abs(ev.recon[i] - ridge.recon[i]));

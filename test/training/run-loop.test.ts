@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -92,6 +92,23 @@ describe('the shared training loop', () => {
     const budget = scalarRecipe([40], 1);
     const c = await runTraining(budget, opts(tmp(), { budgetSeconds: 1e-6, startedAt: Date.now() - 1000 }));
     expect(c.stop).toMatchObject({ reason: 'budget', step: 1 });
+  });
+
+  it('a checkpoint is swapped in whole: a save killed before or between its renames resumes from the last complete one', async () => {
+    const run = tmp();
+    await runTraining(scalarRecipe([40], 1), opts(run, { epochs: 1, maxSteps: 3 }));
+    const ckpt = join(run, 'checkpoint');
+    // Killed while writing: a half-written `.partial` folder is ignored (and replaced by the next save).
+    mkdirSync(`${ckpt}.partial`);
+    writeFileSync(join(`${ckpt}.partial`, 'scalar.json'), '{"x": 99, "st');
+    // Killed between the renames: only `.previous` holds the last complete checkpoint.
+    renameSync(ckpt, `${ckpt}.previous`);
+    const resumed = scalarRecipe([40], 1);
+    const r = await runTraining(resumed, opts(run, { epochs: 2, maxSteps: 5, resume: true }));
+    expect(r.history.map((h) => h.step)).toEqual([3, 5]);
+    expect(resumed.seen).toHaveLength(2);
+    expect(existsSync(`${ckpt}.partial`) || existsSync(`${ckpt}.previous`)).toBe(false);
+    expect(JSON.parse(readFileSync(join(ckpt, 'scalar.json'), 'utf8'))).toMatchObject({ steps: 5 });
   });
 
   it('a diverged step stops the run with CC_ERR_TRAINING_DIVERGED naming the recipe and step', async () => {

@@ -18,14 +18,20 @@ export function buildRidgeGraph(weights: Float32Array, bias: Float32Array, neuro
   return g;
 }
 
-/** A fitted ridge decoder as a frozen part of a deep decoder: weights [neurons, H*W], bias [H*W]. */
+/**
+ * A fitted ridge decoder as a frozen part of a deep decoder: weights [neurons, C*H*W], bias [C*H*W].
+ * Channel 0 is the image; further channels (`channels` > 1) are other linear read-outs of the same
+ * responses, such as the local-contrast ridge (training/ridge/contrast.ts), given to a network as inputs.
+ */
 export interface RidgeAnchor {
   weights: Float32Array;
   bias: Float32Array;
   height: number;
   width: number;
+  /** Read-out channels (default 1: the image alone). */
+  channels?: number;
   /**
-   * Each train trial's out-of-fold ridge estimate [trials, H*W]: when present, a training graph takes
+   * Each train trial's out-of-fold ridge estimate [trials, C*H*W]: when present, a training graph takes
    * the ridge image as an input (`<scope>_image`, fed per row) instead of computing the in-sample one,
    * whose errors are smaller than those the decoder meets on unseen trials. Export computes it.
    */
@@ -36,21 +42,29 @@ export interface RidgeAnchor {
 export const anchorIsFed = (ctx: LayerContext, anchor: RidgeAnchor): boolean => ctx.mode === 'train' && !!anchor.trainImages;
 
 /**
- * The ridge estimate [B, 1, H, W] of responses [B, neurons], its weights constants of the graph
- * (not trained): the linear part of the decoder stays the closed-form optimum.
+ * The ridge estimate [B, C, H, W] of responses [B, neurons] (C = anchor.channels, channel 0 the image),
+ * its weights constants of the graph (not trained): the linear part of the decoder stays the
+ * closed-form optimum.
  */
 export function ridgeImage(ctx: LayerContext, responses: Value, anchor: RidgeAnchor, scope = 'anchor'): Value {
   const { g } = ctx;
   const neurons = responses.shape[1];
-  const P = anchor.height * anchor.width;
-  if (typeof neurons !== 'number' || anchor.weights.length !== neurons * P || anchor.bias.length !== P)
-    throw new GraphError(`ridge anchor: ${anchor.weights.length} weights and ${anchor.bias.length} biases do not fit ${neurons} neurons x ${anchor.height}x${anchor.width} pixels`);
-  if (anchorIsFed(ctx, anchor)) return g.input(`${scope}_image`, 'float32', [responses.shape[0], 1, anchor.height, anchor.width]);
+  const C = anchor.channels ?? 1;
+  const CP = C * anchor.height * anchor.width;
+  if (typeof neurons !== 'number' || anchor.weights.length !== neurons * CP || anchor.bias.length !== CP)
+    throw new GraphError(`ridge anchor: ${anchor.weights.length} weights and ${anchor.bias.length} biases do not fit ${neurons} neurons x ${C} x ${anchor.height}x${anchor.width} pixels`);
+  if (anchorIsFed(ctx, anchor)) return g.input(`${scope}_image`, 'float32', [responses.shape[0], C, anchor.height, anchor.width]);
   return g.scope(scope, () => {
-    const w = g.initializer('weight', tensor('float32', [neurons, P], anchor.weights));
-    const b = g.initializer('bias', tensor('float32', [P], anchor.bias));
-    return reshape(ctx, g.op('Add', [g.op('MatMul', [responses, w]), b]), [-1, 1, anchor.height, anchor.width]);
+    const w = g.initializer('weight', tensor('float32', [neurons, CP], anchor.weights));
+    const b = g.initializer('bias', tensor('float32', [CP], anchor.bias));
+    return reshape(ctx, g.op('Add', [g.op('MatMul', [responses, w]), b]), [-1, C, anchor.height, anchor.width]);
   });
+}
+
+/** Channel 0 of a ridge estimate [B, C, H, W] (the image itself), [B, 1, H, W]. */
+export function anchorImageChannel(ctx: LayerContext, base: Value, anchor: RidgeAnchor): Value {
+  if ((anchor.channels ?? 1) === 1) return base;
+  return ctx.g.op('Slice', [base, int64s(ctx.g, 'starts', [0]), int64s(ctx.g, 'ends', [1]), int64s(ctx.g, 'axes', [1])]);
 }
 
 /**

@@ -13,7 +13,8 @@ import { SensoriumDataset, sessionNames } from '../../datasets/sensorium.js';
 import { evaluateBundle } from '../eval/evaluate.js';
 import type { FidComputer } from '../eval/metrics/fid.js';
 import { scoreImages } from '../eval/metrics/image-metrics.js';
-import { fitRidge } from '../ridge/ridge.js';
+import { contrastTargets } from '../ridge/contrast.js';
+import { fitRidge, type OutOfFold } from '../ridge/ridge.js';
 import { dataSides, writeTrainedBundle } from '../run/export.js';
 import type { Recipe, RunRecord, Validation } from '../run/loop.js';
 import type { TrainingSession } from '../engine/trainer.js';
@@ -52,11 +53,40 @@ export function openSessions(dirs: string[], out: string, o: { maxTrain?: number
  * ridge-anchored decoder. With `folds` (>= 2) the anchor also carries out-of-fold train estimates,
  * which training then feeds instead of the in-sample ridge image.
  */
-export async function attachRidgeAnchors(sessions: DecoderSession[], folds: number, log?: (s: string) => void): Promise<void> {
+export async function attachRidgeAnchors(sessions: DecoderSession[], folds: number, log?: (s: string) => void, o: { contrast?: boolean } = {}): Promise<void> {
   for (const s of sessions) {
-    const fit = await fitRidge(s.data, { outOfFold: folds >= 2 ? { folds, groups: stimulusGroups(s) } : undefined, log: log && ((m) => log(`anchor ${m}`)) });
-    s.anchor = { weights: fit.weights, bias: fit.bias, height: s.data.height, width: s.data.width, trainImages: fit.trainOutOfFold };
+    const outOfFold = folds >= 2 ? { folds, groups: stimulusGroups(s) } : undefined;
+    const fit = await fitRidge(s.data, { outOfFold, log: log && ((m) => log(`anchor ${m}`)) });
+    const image = { weights: fit.weights, bias: fit.bias, trainImages: fit.trainOutOfFold };
+    // The contrast ridge picks its own regularisation (by validation MSE of the contrast maps).
+    const reads = o.contrast ? [image, await contrastReadout(s.data, outOfFold, log)] : [image];
+    s.anchor = { ...stackReadouts(reads, s.data.neurons, s.data.train.count, s.data.height * s.data.width), height: s.data.height, width: s.data.width };
   }
+}
+
+type Readout = { weights: Float32Array; bias: Float32Array; trainImages?: Float32Array };
+
+async function contrastReadout(data: PreparedData, outOfFold: OutOfFold | undefined, log?: (s: string) => void): Promise<Readout> {
+  const fit = await fitRidge(contrastTargets(data), { outOfFold, log: log && ((m) => log(`contrast ${m}`)) });
+  return { weights: fit.weights, bias: fit.bias, trainImages: fit.trainOutOfFold };
+}
+
+/** Read-outs [neurons, P] side by side as one anchor [neurons, C*P] (channel-major columns), train estimates likewise. */
+function stackReadouts(reads: Readout[], neurons: number, trials: number, P: number): Omit<RidgeAnchor, 'height' | 'width'> {
+  const C = reads.length;
+  if (C === 1) return reads[0];
+  const interleave = (parts: Float32Array[], rows: number): Float32Array => {
+    const out = new Float32Array(rows * C * P);
+    for (let r = 0; r < rows; r++) parts.forEach((m, c) => out.set(m.subarray(r * P, (r + 1) * P), (r * C + c) * P));
+    return out;
+  };
+  const fed = reads.map((r) => r.trainImages);
+  return {
+    channels: C,
+    weights: interleave(reads.map((r) => r.weights), neurons),
+    bias: interleave(reads.map((r) => r.bias), 1),
+    trainImages: fed.every((t): t is Float32Array => !!t) ? interleave(fed, trials) : undefined,
+  };
 }
 
 /**
@@ -157,7 +187,7 @@ export class DecoderBatch {
   readonly responses: Float32Array[];
   readonly images: Float32Array;
   /** Session k's fed ridge images (graph input name and buffer), where its training graph takes them. */
-  private readonly anchors: ({ input: string; images: Float32Array } | undefined)[];
+  private readonly anchors: ({ input: string; channels: number; images: Float32Array } | undefined)[];
   private constructor(
     private readonly sessions: DecoderSession[],
     readonly batch: number,
@@ -170,9 +200,10 @@ export class DecoderBatch {
     this.responses = sessions.map((s) => new Float32Array(batch * s.data.neurons));
     const { height: H, width: W } = sessions[0].data;
     this.images = new Float32Array(sessions.length * batch * H * W);
-    this.anchors = sessions.map((_, k) => {
+    this.anchors = sessions.map((s, k) => {
       const input = stepInputNames[`anchor_${k}`];
-      return input ? { input, images: new Float32Array(batch * H * W) } : undefined;
+      const C = s.anchor?.channels ?? 1;
+      return input ? { input, channels: C, images: new Float32Array(batch * C * H * W) } : undefined;
     });
   }
 
@@ -202,8 +233,9 @@ export class DecoderBatch {
     this.anchors.forEach((a, k) => {
       if (!a) return;
       const fed = this.sessions[k].anchor!.trainImages!;
-      rows[k].forEach((row, b) => a.images.set(fed.subarray(row * P, (row + 1) * P), b * P));
-      feeds[a.input] = tensor('float32', [this.batch, 1, H, W], a.images);
+      const CP = a.channels * P;
+      rows[k].forEach((row, b) => a.images.set(fed.subarray(row * CP, (row + 1) * CP), b * CP));
+      feeds[a.input] = tensor('float32', [this.batch, a.channels, H, W], a.images);
     });
     const made = this.pairs ? Math.round(this.pairs.fraction * this.batch) : 0;
     if (made) {
@@ -216,9 +248,9 @@ export class DecoderBatch {
 
   private async ridgeOfMadeRows(made: number): Promise<void> {
     const { data, anchor } = this.sessions[0];
-    const P = data.height * data.width;
-    const est = await this.gemm!.mul(this.responses[0].subarray(0, made * data.neurons), anchor!.weights, made, data.neurons, P);
-    for (let i = 0; i < est.length; i++) this.anchors[0]!.images[i] = est[i] + anchor!.bias[i % P];
+    const CP = (anchor!.channels ?? 1) * data.height * data.width;
+    const est = await this.gemm!.mul(this.responses[0].subarray(0, made * data.neurons), anchor!.weights, made, data.neurons, CP);
+    for (let i = 0; i < est.length; i++) this.anchors[0]!.images[i] = est[i] + anchor!.bias[i % CP];
   }
 }
 
@@ -228,6 +260,7 @@ export function sharedConfig(s: DecoderSettings): Record<string, unknown> {
     recipe: s.recipe,
     anchor: s.anchor,
     anchorFolds: s.anchor === 'ridge' ? s.anchorFolds : undefined,
+    ...(s.anchorContrast && { anchorContrast: true }),
     encoderPairs: s.pairs ? { encoder: s.pairs.source.encoder, fraction: s.pairs.fraction } : undefined,
     transform: s.transform,
     batch: s.batch,

@@ -2,6 +2,9 @@ import type { ResponseTransform } from '../../models/bundle.js';
 import type { Recipe } from '../run/loop.js';
 import type { EncoderPairs } from './encoder-pairs.js';
 
+/** Training objectives of the CNN (and the GAN's reconstruction term). */
+export type DecoderLoss = 'logssim' | 'mse' | 'mae' | 'mse+logssim';
+
 /** What the CNN and GAN recipes share, resolved from TrainDecoderOptions (defaults applied). */
 export interface DecoderSettings {
   profile: 'small' | 'paper' | 'appendix';
@@ -11,13 +14,15 @@ export interface DecoderSettings {
   seed: number;
   epochs: number;
   threads?: number;
-  loss?: 'logssim' | 'mse' | 'mae';
+  loss?: DecoderLoss;
   transform: ResponseTransform;
   /** 'cortexcast': the measured defaults (ridge anchor with out-of-fold estimates; the CNN is the ridge refiner); 'report': the report's decoders. */
   recipe: 'cortexcast' | 'report';
   anchor: 'ridge' | 'none';
   /** Folds of the anchor's out-of-fold train estimates (0: training sees the in-sample ridge image). */
   anchorFolds: number;
+  /** The refiner also sees a second ridge's estimate of the local contrast (training/ridge/contrast.ts). */
+  anchorContrast: boolean;
   /** The refiner CNN's depth (RefinerConfig.levels); its profile's when absent. */
   refinerLevels?: 0 | 2;
   /** Encoder-made training pairs mixed into each batch (MEIcoder's low-data trick). */

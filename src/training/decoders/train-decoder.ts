@@ -8,7 +8,7 @@ import { cnnRecipe } from './cnn.js';
 import { EncoderPairs } from './encoder-pairs.js';
 import { attachMeis, ganConfig, ganRecipe } from './gan.js';
 import { attachRidgeAnchors, openSessions, testBundles } from './sessions.js';
-import type { DecoderSettings } from './settings.js';
+import type { DecoderLoss, DecoderSettings } from './settings.js';
 
 export type DecoderKindTrained = 'cnn' | 'gan';
 
@@ -46,7 +46,7 @@ export interface TrainDecoderOptions {
   threads?: number;
   /** GAN: MEI folder(s) (cortexcast meis; one per session), generator objective, readin, ablations. */
   meis?: string | string[];
-  loss?: 'logssim' | 'mse' | 'mae';
+  loss?: DecoderLoss;
   /** 'grid': the grid network alone on the MEI folder's neurons (MEIs not used). */
   readin?: 'mei' | 'grid' | 'fc';
   /** GAN: output channels of the readin (the profile's when absent; the report's Figure 3 varies it). */
@@ -57,7 +57,7 @@ export interface TrainDecoderOptions {
   coordinates?: boolean;
   /**
    * 'cortexcast' (default): the recipe measured in docs/bench (ridge anchor; the CNN is the ridge
-   * refiner, selected by validation MSE). 'report': the report's decoders and settings, no anchor.
+   * refiner with the contrast read-out, MSE + log-SSIM, selected by validation SSIML). 'report': the report's decoders and settings, no anchor.
    */
   recipe?: 'cortexcast' | 'report';
   /**
@@ -75,12 +75,17 @@ export interface TrainDecoderOptions {
   /** cortexcast CNN: 2 (U-Net, default) or 0 (full-resolution convolutions only). */
   refinerLevels?: 0 | 2;
   /**
+   * cortexcast CNN: give the refiner a second ridge read-out, of the stimulus' local contrast
+   * (training/ridge/contrast.ts), beside the ridge image. Default on for the refiner (docs/bench).
+   */
+  anchorContrast?: boolean;
+  /**
    * Encoder bundle (cortexcast train encoder, same session) whose predictions label new images made
    * from train-tier stimuli: `pairsFraction` of every batch (default 0.5) is such pairs.
    */
   encoderPairs?: string;
   pairsFraction?: number;
-  /** Validation metric that picks the exported checkpoint (default FID, as the report; MSE for cortexcast's CNN). */
+  /** Validation metric that picks the exported checkpoint (default FID, as the report; SSIML for cortexcast's CNN). */
   select?: 'fid' | 'ssiml' | 'mse';
   /** Stop after this many validations without a better selection metric. */
   patience?: number;
@@ -133,20 +138,24 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     seed: o.seed ?? 1,
     epochs: o.epochs ?? 200,
     threads: o.threads,
-    loss: o.loss,
+    // The refiner's objective and selection ask for SSIM and MSE together: MSE alone tied ridge's SSIML,
+    // log-SSIM alone traded MSE away (docs/bench/quality-s8-*).
+    loss: o.loss ?? (refiner ? 'mse+logssim' : undefined),
     transform,
     recipe: recipeName,
     anchor: o.anchor ?? (recipeName === 'cortexcast' ? 'ridge' : 'none'),
     anchorFolds: o.anchorFolds ?? (refiner ? 5 : 0),
+    anchorContrast: o.anchorContrast ?? refiner,
     refinerLevels: o.refinerLevels,
-    selection: { metric: o.select ?? (refiner ? 'mse' : 'fid'), mode: 'min' },
+    selection: { metric: o.select ?? (refiner ? 'ssiml' : 'fid'), mode: 'min' },
     log,
   };
   const sessions = openSessions(dirs, o.out, { maxTrain: o.maxTrain, transform, neurons: o.neurons, quiet: o.quiet });
   const meis = o.meis === undefined ? [] : Array.isArray(o.meis) ? o.meis : [o.meis];
   const gan = o.kind === 'gan' ? { ...ganConfig(settings, { readin: o.readin, coordinates: o.coordinates }), ...(o.readinChannels !== undefined && { readinChannels: o.readinChannels }) } : undefined;
   if (gan) attachMeis(gan, sessions, meis);
-  if (settings.anchor === 'ridge') await attachRidgeAnchors(sessions, settings.anchorFolds, o.quiet ? undefined : log);
+  if (settings.anchorContrast && !refiner) throw ccError('CC_ERR_OPTION', "the contrast read-out is an input of cortexcast's CNN (the ridge refiner): not of the GAN or --recipe report");
+  if (settings.anchor === 'ridge') await attachRidgeAnchors(sessions, settings.anchorFolds, o.quiet ? undefined : log, { contrast: settings.anchorContrast });
   if (o.encoderPairs) {
     if (sessions.length > 1 || transform !== 'none') throw ccError('CC_ERR_OPTION', 'encoder pairs are made for one session without the response transform');
     const fraction = o.pairsFraction ?? 0.5;

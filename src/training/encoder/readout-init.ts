@@ -1,26 +1,5 @@
 import { Gemm } from '../engine/linalg.js';
-import { gaussianWindow1d } from '../eval/metrics/image-metrics.js';
-
-/** Separable Gaussian blur of one H x W image (edges clamped). */
-function blur(src: Float32Array, h: number, w: number, sigma: number): Float32Array {
-  const r = Math.ceil(3 * sigma);
-  const k = gaussianWindow1d(sigma, r);
-  const tmp = new Float32Array(h * w);
-  const out = new Float32Array(h * w);
-  for (let y = 0; y < h; y++)
-    for (let x = 0; x < w; x++) {
-      let s = 0;
-      for (let i = -r; i <= r; i++) s += k[i + r] * src[y * w + Math.min(w - 1, Math.max(0, x + i))];
-      tmp[y * w + x] = s;
-    }
-  for (let y = 0; y < h; y++)
-    for (let x = 0; x < w; x++) {
-      let s = 0;
-      for (let i = -r; i <= r; i++) s += k[i + r] * tmp[Math.min(h - 1, Math.max(0, y + i)) * w + x];
-      out[y * w + x] = s;
-    }
-  return out;
-}
+import { blurImage as blur } from '../ridge/contrast.js';
 
 /**
  * Starting positions for Gaussian readouts, from the data: each neuron's response-weighted average of

@@ -11,7 +11,7 @@ import { scoreImages } from '../eval/metrics/image-metrics.js';
 import { reconstructionGrid, writeFile } from '../report/figures.js';
 import { runTraining, type Recipe, type RunRecord } from '../run/loop.js';
 import { openSessions } from '../decoders/sessions.js';
-import { AE_IO, writeAutoencoder, type AutoencoderManifest } from './autoencoder-folder.js';
+import { AE_IO, readAutoencoder, writeAutoencoder, type AutoencoderManifest } from './autoencoder-folder.js';
 import { autoencoderImages, resampleHost, tierToGrey, type AutoencoderImageSet, type ImageSource } from './images.js';
 
 /** What training either autoencoder takes (the VAE here, the feature decoder in train-feature-decoder.ts). */
@@ -138,13 +138,16 @@ export async function trainAutoencoder(o: TrainAutoencoderOptions): Promise<Trai
     validate: async () => {
       const parts = exportGraphs(cfg, G.modelTensors());
       const sc = await scoreHeldOut(held, parts.autoencoder, o.threads);
+      validated = { step: G.step, parts, sc };
       return { scores: { ...sc.scores, kl: lastKl }, grid: sc.grid };
     },
     exportBest: async (rec) => {
-      const tensors = G.modelTensors();
-      const parts = exportGraphs(cfg, tensors);
+      // The loop exports right after the validation that found the improvement: reuse its graphs and scores.
+      const { parts, sc } = validated?.step === rec.step ? validated : await (async () => {
+        const p = exportGraphs(cfg, G.modelTensors());
+        return { parts: p, sc: await scoreHeldOut(held, p.autoencoder, o.threads) };
+      })();
       const latentScale = await latentScaleOf(parts.encoder, images, seed, o.threads);
-      const sc = await scoreHeldOut(held, parts.autoencoder, o.threads);
       const manifest = writeAutoencoder(
         o.out,
         {
@@ -168,25 +171,40 @@ export async function trainAutoencoder(o: TrainAutoencoderOptions): Promise<Trai
     loadCheckpoint: (dir) => void G.loadCheckpoint(join(dir, 'autoencoder')),
   };
   let lastKl = NaN;
+  let validated: { step: number; parts: ReturnType<typeof exportGraphs>; sc: Awaited<ReturnType<typeof scoreHeldOut>> } | undefined;
   let lastManifest: AutoencoderManifest | undefined;
+  const { manifest, history, best } = await runAutoencoderRecipe(recipe, o, { run, shuffleSeed: (e) => seed * 11 + e, startedAt: t0, label: 'autoencoder', log, written: () => lastManifest });
+  return { manifest, history, best, steps: G.step, seconds: (Date.now() - t0) / 1000 };
+}
+
+/**
+ * What both autoencoder recipes (VAE, feature decoder) share after their recipe is built: the
+ * training loop at the autoencoders' cadence (validate every 200 steps, patience 8), then the
+ * folder's held-out scores. `written` is the manifest the recipe's export wrote this invocation; a
+ * resumed run whose best came before the resume reads the folder instead.
+ */
+export async function runAutoencoderRecipe(
+  recipe: Recipe,
+  o: AutoencoderRunOptions,
+  x: { run: string; shuffleSeed: (epoch: number) => number; startedAt: number; label: string; log: (s: string) => void; written: () => AutoencoderManifest | undefined },
+): Promise<{ manifest: AutoencoderManifest; history: RunRecord[]; best: RunRecord }> {
   const { history, best } = await runTraining(recipe, {
-    run,
+    run: x.run,
     epochs: o.epochs ?? 100,
     maxSteps: o.maxSteps,
     budgetSeconds: o.budgetSeconds,
     validateEvery: o.validateEvery ?? 200,
     patience: o.patience ?? 8,
     resume: o.resume,
-    shuffleSeed: (e) => seed * 11 + e,
-    startedAt: t0,
+    shuffleSeed: x.shuffleSeed,
+    startedAt: x.startedAt,
     quiet: o.quiet,
-    log,
+    log: x.log,
   });
-  // A resumed run whose best came before the resume already wrote the folder.
-  const manifest = lastManifest ?? (await import('./autoencoder-folder.js')).readAutoencoder(o.out).manifest;
+  const manifest = x.written() ?? readAutoencoder(o.out).manifest;
   const r = manifest.heldOut;
-  log(`autoencoder ${o.out}: held-out SSIM ${r.reconstruction.ssim.toFixed(3)} MSE ${r.reconstruction.mse.toFixed(3)} (mean image: SSIM ${r.meanImage.ssim.toFixed(3)} MSE ${r.meanImage.mse.toFixed(3)}); best step ${best.step}; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  return { manifest, history, best, steps: G.step, seconds: (Date.now() - t0) / 1000 };
+  x.log(`${x.label} ${o.out}: held-out SSIM ${r.reconstruction.ssim.toFixed(3)} MSE ${r.reconstruction.mse.toFixed(3)} (mean image: SSIM ${r.meanImage.ssim.toFixed(3)} MSE ${r.meanImage.mse.toFixed(3)}); best step ${best.step}; ${((Date.now() - x.startedAt) / 1000).toFixed(0)} s`);
+  return { manifest, history, best };
 }
 
 /** Eval-mode graphs of the trained VAE: encoder (image -> posterior mean), decoder, and the two chained. */

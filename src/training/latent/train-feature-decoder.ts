@@ -9,12 +9,12 @@ import { Rng } from '../../models/rng.js';
 import { openSessions } from '../decoders/sessions.js';
 import { TrainingSession, type TrainingSpec } from '../engine/trainer.js';
 import { reconstructionGrid, writeFile } from '../report/figures.js';
-import { runTraining, type Recipe, type RunRecord } from '../run/loop.js';
-import { AE_IO, readAutoencoder, writeAutoencoder, type AutoencoderManifest } from './autoencoder-folder.js';
+import type { Recipe, RunRecord } from '../run/loop.js';
+import { AE_IO, writeAutoencoder, type AutoencoderManifest } from './autoencoder-folder.js';
 import { extractFeatures, FEATURE_INPUT, FEATURE_LAYERS, featureModel } from './feature-network.js';
 import { autoencoderImages, tierToGrey, type ImageSource } from './images.js';
 import { featureLayerTable, formatLayerTable } from './layer-selection.js';
-import { HELD_OUT_MAX, meanImageScores, scoreGrey, type AutoencoderRunOptions, type HeldOutScore } from './train-autoencoder.js';
+import { HELD_OUT_MAX, meanImageScores, runAutoencoderRecipe, scoreGrey, type AutoencoderRunOptions, type HeldOutScore } from './train-autoencoder.js';
 
 export interface TrainFeatureDecoderOptions extends AutoencoderRunOptions {
   /** MobileNetV2 layer whose map is the latent; default: the best of the layer table (validation response prediction). Photo crops default to 6,000 (features are large). */
@@ -84,6 +84,7 @@ export async function trainFeatureDecoder(o: TrainFeatureDecoderOptions): Promis
   const feedT = new Float32Array(batch * H * W);
   const config = { space: 'features', network: 'mobilenet_v2 (nsfwjs)', layer, profile, decoder: cfg, batch, lr: spec.groups![0].lr, seed, photoCrops: images.provenance.photoCrops, data: o.data };
   let lastManifest: AutoencoderManifest | undefined;
+  let validated: { step: number; tensors: ReturnType<typeof G.modelTensors>; sc: Awaited<ReturnType<typeof validate>> } | undefined;
   const validate = async (tensors: Map<string, TensorData>): Promise<HeldOutScore> => {
     const dec = decoderGraph(cfg, [C, h, w], tensors, latentScale);
     const { session } = await createSession(dec, { intraOpThreads: o.threads });
@@ -118,12 +119,17 @@ export async function trainFeatureDecoder(o: TrainFeatureDecoderOptions): Promis
       return { loss: r.loss, ms: G.lastStepMs };
     },
     validate: async () => {
-      const sc = await validate(G.modelTensors());
+      const tensors = G.modelTensors();
+      const sc = await validate(tensors);
+      validated = { step: G.step, tensors, sc };
       return { scores: sc.scores, grid: sc.grid };
     },
     exportBest: async (rec) => {
-      const tensors = G.modelTensors();
-      const sc = await validate(tensors);
+      // The loop exports right after the validation that found the improvement: reuse its scores.
+      const { tensors, sc } = validated?.step === rec.step ? validated : await (async () => {
+        const t = G.modelTensors();
+        return { tensors: t, sc: await validate(t) };
+      })();
       lastManifest = writeAutoencoder(
         o.out,
         {
@@ -145,22 +151,7 @@ export async function trainFeatureDecoder(o: TrainFeatureDecoderOptions): Promis
     saveCheckpoint: (dir) => G.saveCheckpoint(join(dir, 'feature_decoder')),
     loadCheckpoint: (dir) => void G.loadCheckpoint(join(dir, 'feature_decoder')),
   };
-  const { history, best } = await runTraining(recipe, {
-    run: o.run ?? join(o.out, 'run'),
-    epochs: o.epochs ?? 100,
-    maxSteps: o.maxSteps,
-    budgetSeconds: o.budgetSeconds,
-    validateEvery: o.validateEvery ?? 200,
-    patience: o.patience ?? 8,
-    resume: o.resume,
-    shuffleSeed: (e) => seed * 19 + e,
-    startedAt: t0,
-    quiet: o.quiet,
-    log,
-  });
-  const manifest = lastManifest ?? readAutoencoder(o.out).manifest;
-  const r = manifest.heldOut;
-  log(`feature decoder ${o.out}: held-out SSIM ${r.reconstruction.ssim.toFixed(3)} MSE ${r.reconstruction.mse.toFixed(3)} (mean image: SSIM ${r.meanImage.ssim.toFixed(3)} MSE ${r.meanImage.mse.toFixed(3)}); best step ${best.step}; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  const { manifest, history, best } = await runAutoencoderRecipe(recipe, o, { run: o.run ?? join(o.out, 'run'), shuffleSeed: (e) => seed * 19 + e, startedAt: t0, label: 'feature decoder', log, written: () => lastManifest });
   return { manifest, history, best, seconds: (Date.now() - t0) / 1000 };
 }
 

@@ -101,6 +101,7 @@ export async function trainLatent(o: TrainLatentOptions): Promise<TrainLatentRes
     recipe: 'cortexcast',
     anchor: 'none',
     anchorFolds: 0,
+    anchorContrast: false,
     selection: { metric: 'ssiml', mode: 'min' },
     log,
   });

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ccError } from '../../common/errors.js';
 import { progress } from '../../common/progress.js';
 import { Rng } from '../../models/rng.js';
-import { readRunCheckpoint, runCheckpointFile, writeConfig, writeHistory, writeRunCheckpoint, writeStop, writeValidationGrid, type GridRow, type StopRecord } from './run-folder.js';
+import { readRunCheckpoint, recoverCheckpointFolder, runCheckpointFile, saveCheckpointFolder, writeConfig, writeHistory, writeRunCheckpoint, writeStop, writeValidationGrid, type GridRow, type StopRecord } from './run-folder.js';
 
 /** One validated point of a run: where it was and what validation scored. */
 export interface RunRecord {
@@ -97,6 +97,7 @@ export async function runTraining(recipe: Recipe, o: RunOptions): Promise<RunRes
   const ckpt = join(o.run, 'checkpoint');
   let history: RunRecord[] = [];
   let startEpoch = 1;
+  if (o.resume) recoverCheckpointFolder(ckpt);
   if (o.resume && existsSync(runCheckpointFile(ckpt))) {
     const saved = readRunCheckpoint(ckpt);
     recipe.loadCheckpoint(ckpt);
@@ -126,9 +127,10 @@ export async function runTraining(recipe: Recipe, o: RunOptions): Promise<RunRes
     } else sinceBest++;
     recipe.afterValidation?.(rec);
     writeHistory(o.run, recipe.name, history, recipe.curves);
-    mkdirSync(ckpt, { recursive: true });
-    recipe.saveCheckpoint(ckpt);
-    writeRunCheckpoint(ckpt, { epoch, history });
+    saveCheckpointFolder(ckpt, (dir) => {
+      recipe.saveCheckpoint(dir);
+      writeRunCheckpoint(dir, { epoch, history });
+    });
   };
 
   let reason: StopRecord['reason'] = 'epochs';

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { readJsonFile } from '../../common/json-file.js';
@@ -31,6 +31,33 @@ export const runCheckpointFile = (ckpt: string): string => join(ckpt, 'run.json'
 
 export function writeRunCheckpoint(ckpt: string, r: { epoch: number; history: RunRecord[] }): void {
   writeFileSync(runCheckpointFile(ckpt), JSON.stringify({ format: 'cortexcast-run', ...r }, null, 1));
+}
+
+/**
+ * Write a checkpoint folder whole or not at all: into `<ckpt>.partial`, then swapped in by two
+ * renames (the old one kept as `<ckpt>.previous` until the new one is in place). A run killed mid-save
+ * (a Slurm time limit, a lost node) resumes from the last complete checkpoint, never from a mix of
+ * two steps' tensors.
+ */
+export function saveCheckpointFolder(ckpt: string, write: (dir: string) => void): void {
+  const partial = `${ckpt}.partial`;
+  const previous = `${ckpt}.previous`;
+  rmSync(partial, { recursive: true, force: true });
+  mkdirSync(partial, { recursive: true });
+  write(partial);
+  rmSync(previous, { recursive: true, force: true });
+  if (existsSync(ckpt)) renameSync(ckpt, previous);
+  renameSync(partial, ckpt);
+  rmSync(previous, { recursive: true, force: true });
+}
+
+/** Before resuming: a kill between saveCheckpointFolder's two renames leaves only `<ckpt>.previous`; put it back. */
+export function recoverCheckpointFolder(ckpt: string): void {
+  const previous = `${ckpt}.previous`;
+  if (!existsSync(runCheckpointFile(ckpt)) && existsSync(runCheckpointFile(previous))) {
+    rmSync(ckpt, { recursive: true, force: true });
+    renameSync(previous, ckpt);
+  }
 }
 
 export function readRunCheckpoint(ckpt: string): { epoch: number; history: RunRecord[] } {
