@@ -100,7 +100,7 @@ function makeBundles(dir: string): Record<string, string> {
   const base = ridgeImage(ctx, input, contrastAnchor);
   r.output(r.op('Add', [anchorImageChannel(ctx, base, contrastAnchor), refinerCorrection(ctx, base, REFINER_PROFILES.small)]), DECODER_OUTPUT);
   writeBundle(join(dir, 'cnn'), { ...common, name: 'cnn', kind: 'cnn', model: writeModel(r), opset: r.opset });
-  const anchor = { weights: W, bias: new Float32Array(2304), height: 36, width: 64 };
+  const anchor = { weights: W, bias: new Float32Array(2304), height: 36, width: 64, channels: 1 };
   // cortexcast's GAN: the small generator, ridge-anchored, MEI readin on the top `meiNeurons`.
   const gan = newGraph('gan_small');
   const meis = Float32Array.from({ length: meiNeurons * 2304 }, () => rng.normal() * 0.1);

@@ -170,7 +170,7 @@ function generatorCore(ctx: LayerContext, x: Value, cfg: GanConfig): Value {
 function sessionFeatures(ctx: LayerContext, input: Value, cfg: GanConfig, s: GanSessionInput, scope: string): { features: Value; base?: Value } {
   const features = readin(ctx, input, cfg, s.mei, scope);
   if (!s.anchor) return { features };
-  if ((s.anchor.channels ?? 1) !== 1) throw new GraphError(`${scope}: the GAN's ridge anchor is the image alone (${s.anchor.channels} read-out channels given)`);
+  if (s.anchor.channels !== 1) throw new GraphError(`${scope}: the GAN's ridge anchor is the image alone (${s.anchor.channels} read-out channels given)`);
   const base = ridgeImage(ctx, input, s.anchor, `${scope}_anchor`);
   return { features: ctx.g.op('Concat', [features, base], { axis: 1 }), base };
 }

@@ -28,8 +28,8 @@ export interface RidgeAnchor {
   bias: Float32Array;
   height: number;
   width: number;
-  /** Read-out channels (default 1: the image alone). */
-  channels?: number;
+  /** Read-out channels (1: the image alone). */
+  channels: number;
   /**
    * Each train trial's out-of-fold ridge estimate [trials, C*H*W]: when present, a training graph takes
    * the ridge image as an input (`<scope>_image`, fed per row) instead of computing the in-sample one,
@@ -49,7 +49,7 @@ export const anchorIsFed = (ctx: LayerContext, anchor: RidgeAnchor): boolean => 
 export function ridgeImage(ctx: LayerContext, responses: Value, anchor: RidgeAnchor, scope = 'anchor'): Value {
   const { g } = ctx;
   const neurons = responses.shape[1];
-  const C = anchor.channels ?? 1;
+  const C = anchor.channels;
   const CP = C * anchor.height * anchor.width;
   if (typeof neurons !== 'number' || anchor.weights.length !== neurons * CP || anchor.bias.length !== CP)
     throw new GraphError(`ridge anchor: ${anchor.weights.length} weights and ${anchor.bias.length} biases do not fit ${neurons} neurons x ${C} x ${anchor.height}x${anchor.width} pixels`);
@@ -63,7 +63,7 @@ export function ridgeImage(ctx: LayerContext, responses: Value, anchor: RidgeAnc
 
 /** Channel 0 of a ridge estimate [B, C, H, W] (the image itself), [B, 1, H, W]. */
 export function anchorImageChannel(ctx: LayerContext, base: Value, anchor: RidgeAnchor): Value {
-  if ((anchor.channels ?? 1) === 1) return base;
+  if (anchor.channels === 1) return base;
   return ctx.g.op('Slice', [base, int64s(ctx.g, 'starts', [0]), int64s(ctx.g, 'ends', [1]), int64s(ctx.g, 'axes', [1])]);
 }
 

@@ -37,7 +37,6 @@ export async function cnnRecipe(s: DecoderSettings, sessions: DecoderSession[], 
         const output = anchoredResidual(ctx, anchorImageChannel(ctx, base, sess.anchor!), refinerCorrection(ctx, base, refiner), REFINER_LAST_LAYER);
         return { inputs: [input], output, stepInputs: fedAnchorInputs(ctx, sessions, [base]) };
       }
-      if ((sess.anchor?.channels ?? 1) !== 1) throw ccError('CC_ERR_OPTION', "the report's CNN adds its output to the ridge image alone: --anchor-contrast is the refiner's");
       const m = cnnDecoder(ctx, data.neurons, b, cfg);
       if (!sess.anchor) return { inputs: [m.input], output: m.output };
       const base = ridgeImage(ctx, m.input, sess.anchor);
@@ -53,7 +52,7 @@ export async function cnnRecipe(s: DecoderSettings, sessions: DecoderSession[], 
   const G = await TrainingSession.create(spec);
   const batch = await DecoderBatch.create(sessions, s.batch, G.stepInputNames, s.pairs);
   const config = { kind: 'cnn', profile: s.profile, recipe: s.recipe, architecture: refiner ? { refiner } : cfg, loss: lossName, ...sharedConfig(s), data: sess.ds.dir, parameters: G.parameterCount };
-  s.log(`cnn (${s.profile}${refiner ? `, ridge refiner${(sess.anchor?.channels ?? 1) > 1 ? ' with the contrast read-out' : ''}` : sess.anchor ? ', ridge-anchored' : ''}): ${G.parameterCount.toLocaleString()} parameters, ${data.neurons} neurons, batch ${s.batch}`);
+  s.log(`cnn (${s.profile}${refiner ? `, ridge refiner${sess.anchor!.channels > 1 ? ' with the contrast read-out' : ''}` : sess.anchor ? ', ridge-anchored' : ''}): ${G.parameterCount.toLocaleString()} parameters, ${data.neurons} neurons, batch ${s.batch}`);
   const recipe = decoderRecipe('cnn', s, sessions, fid, config, {
     generator: G,
     graphs: () => [buildEvalGraph(spec, G.modelTensors(), false).graph],

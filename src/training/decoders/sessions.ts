@@ -56,25 +56,24 @@ export function openSessions(dirs: string[], out: string, o: { maxTrain?: number
 export async function attachRidgeAnchors(sessions: DecoderSession[], folds: number, log?: (s: string) => void, o: { contrast?: boolean } = {}): Promise<void> {
   for (const s of sessions) {
     const outOfFold = folds >= 2 ? { folds, groups: stimulusGroups(s) } : undefined;
-    const fit = await fitRidge(s.data, { outOfFold, log: log && ((m) => log(`anchor ${m}`)) });
-    const image = { weights: fit.weights, bias: fit.bias, trainImages: fit.trainOutOfFold };
     // The contrast ridge picks its own regularisation (by validation MSE of the contrast maps).
-    const reads = o.contrast ? [image, await contrastReadout(s.data, outOfFold, log)] : [image];
+    const reads = [await fitReadout(s.data, outOfFold, 'anchor', log)];
+    if (o.contrast) reads.push(await fitReadout(contrastTargets(s.data), outOfFold, 'contrast', log));
     s.anchor = { ...stackReadouts(reads, s.data.neurons, s.data.train.count, s.data.height * s.data.width), height: s.data.height, width: s.data.width };
   }
 }
 
 type Readout = { weights: Float32Array; bias: Float32Array; trainImages?: Float32Array };
 
-async function contrastReadout(data: PreparedData, outOfFold: OutOfFold | undefined, log?: (s: string) => void): Promise<Readout> {
-  const fit = await fitRidge(contrastTargets(data), { outOfFold, log: log && ((m) => log(`contrast ${m}`)) });
+async function fitReadout(data: PreparedData, outOfFold: OutOfFold | undefined, tag: string, log?: (s: string) => void): Promise<Readout> {
+  const fit = await fitRidge(data, { outOfFold, log: log && ((m) => log(`${tag} ${m}`)) });
   return { weights: fit.weights, bias: fit.bias, trainImages: fit.trainOutOfFold };
 }
 
 /** Read-outs [neurons, P] side by side as one anchor [neurons, C*P] (channel-major columns), train estimates likewise. */
 function stackReadouts(reads: Readout[], neurons: number, trials: number, P: number): Omit<RidgeAnchor, 'height' | 'width'> {
   const C = reads.length;
-  if (C === 1) return reads[0];
+  if (C === 1) return { ...reads[0], channels: 1 };
   const interleave = (parts: Float32Array[], rows: number): Float32Array => {
     const out = new Float32Array(rows * C * P);
     for (let r = 0; r < rows; r++) parts.forEach((m, c) => out.set(m.subarray(r * P, (r + 1) * P), (r * C + c) * P));
@@ -202,8 +201,8 @@ export class DecoderBatch {
     this.images = new Float32Array(sessions.length * batch * H * W);
     this.anchors = sessions.map((s, k) => {
       const input = stepInputNames[`anchor_${k}`];
-      const C = s.anchor?.channels ?? 1;
-      return input ? { input, channels: C, images: new Float32Array(batch * C * H * W) } : undefined;
+      // A fed anchor input exists only where the session has an anchor.
+      return input ? { input, channels: s.anchor!.channels, images: new Float32Array(batch * s.anchor!.channels * H * W) } : undefined;
     });
   }
 
@@ -248,7 +247,7 @@ export class DecoderBatch {
 
   private async ridgeOfMadeRows(made: number): Promise<void> {
     const { data, anchor } = this.sessions[0];
-    const CP = (anchor!.channels ?? 1) * data.height * data.width;
+    const CP = anchor!.channels * data.height * data.width;
     const est = await this.gemm!.mul(this.responses[0].subarray(0, made * data.neurons), anchor!.weights, made, data.neurons, CP);
     for (let i = 0; i < est.length; i++) this.anchors[0]!.images[i] = est[i] + anchor!.bias[i % CP];
   }

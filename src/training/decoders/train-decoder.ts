@@ -150,11 +150,11 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     selection: { metric: o.select ?? (refiner ? 'ssiml' : 'fid'), mode: 'min' },
     log,
   };
+  if (settings.anchorContrast && !refiner) throw ccError('CC_ERR_OPTION', "the contrast read-out is an input of cortexcast's CNN (the ridge refiner): not of the GAN or --recipe report");
   const sessions = openSessions(dirs, o.out, { maxTrain: o.maxTrain, transform, neurons: o.neurons, quiet: o.quiet });
   const meis = o.meis === undefined ? [] : Array.isArray(o.meis) ? o.meis : [o.meis];
   const gan = o.kind === 'gan' ? { ...ganConfig(settings, { readin: o.readin, coordinates: o.coordinates }), ...(o.readinChannels !== undefined && { readinChannels: o.readinChannels }) } : undefined;
   if (gan) attachMeis(gan, sessions, meis);
-  if (settings.anchorContrast && !refiner) throw ccError('CC_ERR_OPTION', "the contrast read-out is an input of cortexcast's CNN (the ridge refiner): not of the GAN or --recipe report");
   if (settings.anchor === 'ridge') await attachRidgeAnchors(sessions, settings.anchorFolds, o.quiet ? undefined : log, { contrast: settings.anchorContrast });
   if (o.encoderPairs) {
     if (sessions.length > 1 || transform !== 'none') throw ccError('CC_ERR_OPTION', 'encoder pairs are made for one session without the response transform');

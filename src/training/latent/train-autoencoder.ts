@@ -136,17 +136,13 @@ export async function trainAutoencoder(o: TrainAutoencoderOptions): Promise<Trai
       return { loss: r.loss, shown: r.metrics.reconstruction, ms: G.lastStepMs };
     },
     validate: async () => {
-      const parts = exportGraphs(cfg, G.modelTensors());
-      const sc = await scoreHeldOut(held, parts.autoencoder, o.threads);
-      validated = { step: G.step, parts, sc };
+      validated = await scoreNow();
+      const { sc } = validated;
       return { scores: { ...sc.scores, kl: lastKl }, grid: sc.grid };
     },
     exportBest: async (rec) => {
       // The loop exports right after the validation that found the improvement: reuse its graphs and scores.
-      const { parts, sc } = validated?.step === rec.step ? validated : await (async () => {
-        const p = exportGraphs(cfg, G.modelTensors());
-        return { parts: p, sc: await scoreHeldOut(held, p.autoencoder, o.threads) };
-      })();
+      const { parts, sc } = validated?.step === rec.step ? validated : await scoreNow();
       const latentScale = await latentScaleOf(parts.encoder, images, seed, o.threads);
       const manifest = writeAutoencoder(
         o.out,
@@ -171,7 +167,11 @@ export async function trainAutoencoder(o: TrainAutoencoderOptions): Promise<Trai
     loadCheckpoint: (dir) => void G.loadCheckpoint(join(dir, 'autoencoder')),
   };
   let lastKl = NaN;
-  let validated: { step: number; parts: ReturnType<typeof exportGraphs>; sc: Awaited<ReturnType<typeof scoreHeldOut>> } | undefined;
+  const scoreNow = async (): Promise<{ step: number; parts: ReturnType<typeof exportGraphs>; sc: Awaited<ReturnType<typeof scoreHeldOut>> }> => {
+    const parts = exportGraphs(cfg, G.modelTensors());
+    return { step: G.step, parts, sc: await scoreHeldOut(held, parts.autoencoder, o.threads) };
+  };
+  let validated: Awaited<ReturnType<typeof scoreNow>> | undefined;
   let lastManifest: AutoencoderManifest | undefined;
   const { manifest, history, best } = await runAutoencoderRecipe(recipe, o, { run, shuffleSeed: (e) => seed * 11 + e, startedAt: t0, label: 'autoencoder', log, written: () => lastManifest });
   return { manifest, history, best, steps: G.step, seconds: (Date.now() - t0) / 1000 };

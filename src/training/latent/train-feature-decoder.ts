@@ -84,7 +84,6 @@ export async function trainFeatureDecoder(o: TrainFeatureDecoderOptions): Promis
   const feedT = new Float32Array(batch * H * W);
   const config = { space: 'features', network: 'mobilenet_v2 (nsfwjs)', layer, profile, decoder: cfg, batch, lr: spec.groups![0].lr, seed, photoCrops: images.provenance.photoCrops, data: o.data };
   let lastManifest: AutoencoderManifest | undefined;
-  let validated: { step: number; tensors: ReturnType<typeof G.modelTensors>; sc: Awaited<ReturnType<typeof validate>> } | undefined;
   const validate = async (tensors: Map<string, TensorData>): Promise<HeldOutScore> => {
     const dec = decoderGraph(cfg, [C, h, w], tensors, latentScale);
     const { session } = await createSession(dec, { intraOpThreads: o.threads });
@@ -96,6 +95,11 @@ export async function trainFeatureDecoder(o: TrainFeatureDecoderOptions): Promis
     }
     return scoreGrey(sources[0], recon, heldCount, H, W);
   };
+  const scoreNow = async (): Promise<{ step: number; tensors: Map<string, TensorData>; sc: HeldOutScore }> => {
+    const tensors = G.modelTensors();
+    return { step: G.step, tensors, sc: await validate(tensors) };
+  };
+  let validated: Awaited<ReturnType<typeof scoreNow>> | undefined;
   const recipe: Recipe = {
     name: 'feature-decoder',
     trainCounts: [images.count],
@@ -119,17 +123,13 @@ export async function trainFeatureDecoder(o: TrainFeatureDecoderOptions): Promis
       return { loss: r.loss, ms: G.lastStepMs };
     },
     validate: async () => {
-      const tensors = G.modelTensors();
-      const sc = await validate(tensors);
-      validated = { step: G.step, tensors, sc };
+      validated = await scoreNow();
+      const { sc } = validated;
       return { scores: sc.scores, grid: sc.grid };
     },
     exportBest: async (rec) => {
       // The loop exports right after the validation that found the improvement: reuse its scores.
-      const { tensors, sc } = validated?.step === rec.step ? validated : await (async () => {
-        const t = G.modelTensors();
-        return { tensors: t, sc: await validate(t) };
-      })();
+      const { tensors, sc } = validated?.step === rec.step ? validated : await scoreNow();
       lastManifest = writeAutoencoder(
         o.out,
         {
