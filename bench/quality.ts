@@ -1,7 +1,7 @@
 /**
  * npm run bench:quality -- [--quick] [--population default|second] [--seeds N] [--budget 45m]
  *   [--encoder-budget 20m] [--recipe cortexcast|report] [--anchor ridge|none] [--anchor-folds 0|5]
- *   [--pairs 0|0.5] [--pairs-for cnn,gan] [--refiner-levels 0|2] [--cnn-loss mse|logssim|mae|mse+logssim] [--cnn-contrast on|off]
+ *   [--pairs 0|0.5] [--pairs-for cnn,gan] [--refiner-levels 0|2] [--cnn-loss mse|logssim|mae|mse+logssim] [--cnn-contrast on|off] [--cnn-contrast-downsample 1|2|4]
  *   [--data DIR] [--out DIR] [--decoders cnn,gan,latent-vae,latent-features] [--ae-budget 15m]
  *
  * Decoder quality against the linear readout measured in the same run: ridge (closed form), then the
@@ -44,6 +44,7 @@ const { values: a } = parseArgs({
     'refiner-levels': { type: 'string' },
     'cnn-loss': { type: 'string' },
     'cnn-contrast': { type: 'string' },
+    'cnn-contrast-downsample': { type: 'string' },
     data: { type: 'string' },
     out: { type: 'string' },
     decoders: { type: 'string', default: 'cnn,gan' },
@@ -69,6 +70,7 @@ const anchor = a.anchor === undefined ? (recipe === 'cortexcast' ? 'ridge' : 'no
 const anchorFolds = a['anchor-folds'] === undefined ? undefined : Number(a['anchor-folds']);
 const cnnLoss = a['cnn-loss'] === undefined ? undefined : (a['cnn-loss'] as 'mse' | 'logssim' | 'mae' | 'mse+logssim');
 const cnnContrast = a['cnn-contrast'] === undefined ? undefined : a['cnn-contrast'] === 'on';
+const cnnContrastDownsample = a['cnn-contrast-downsample'] === undefined ? undefined : Number(a['cnn-contrast-downsample']);
 const refinerLevels = a['refiner-levels'] === undefined ? undefined : a['refiner-levels'] === '0' ? 0 : 2;
 const seeds = Array.from({ length: Number(a.seeds) }, (_, i) => i + 1);
 const pairsFraction = Number(a.pairs);
@@ -143,7 +145,7 @@ for (const seed of seeds) {
       table.push({ name: label(kind), seed, row: await testRow(dir), seconds: Number(loadBundle(dir).manifest.training.seconds ?? 0) });
       continue;
     }
-    const r = await trainDecoder({ kind, data, out: dir, seed, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, anchorContrast: kind === 'cnn' ? cnnContrast : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
+    const r = await trainDecoder({ kind, data, out: dir, seed, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, anchorContrast: kind === 'cnn' ? cnnContrast : undefined, contrastDownsample: kind === 'cnn' ? cnnContrastDownsample : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
     table.push({ name: label(kind), seed, row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000 });
   }
 }

@@ -15,7 +15,7 @@
  * share: queueing, scaling, fan-out).
  *
  *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,ridge-int8,cnn,cnn-int8,gan,gan-int8,
- *     latent-vae,latent-vae-int8,invenc,cnn-report] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
+ *     latent-vae,latent-vae-int8,invenc,cnn-report,cnn-fullcontrast,cnn-fullcontrast-int8] [--contrast-downsample f] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
  *     [--layouts 1x2,2x1] (server workers x ORT threads each) [--mei-neurons 512] [--invenc-steps 50]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -27,7 +27,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { DecoderConnection, subscribe, type FrameAck } from '../clients/lib/index.js';
-import { MLP_READIN_PROFILES, VAE_PROFILES, greyToZ, mlpReadin, resizeImage, vaeDecoder } from '../src/models/architectures/autoencoder.js';
+import { MLP_READIN_PROFILES, VAE_PROFILES, greyToZ, mlpReadin, vaeDecoder } from '../src/models/architectures/autoencoder.js';
+import { resizeImage } from '../src/models/layers.js';
 import { cnnDecoder, CNN_PROFILES } from '../src/models/architectures/cnn.js';
 import { ENCODER_OUTPUT, ENCODER_PROFILES, encoderNet } from '../src/models/architectures/encoder.js';
 import { GAN_PROFILES, ganGenerator } from '../src/models/architectures/gan.js';
@@ -40,6 +41,7 @@ import { quantizeModel } from '../src/models/quantize.js';
 import { Rng } from '../src/models/rng.js';
 import { percentile } from '../src/common/stats.js';
 import { WorkerPool } from '../src/server/worker-pool.js';
+import { CONTRAST_DOWNSAMPLE } from '../src/training/decoders/train-decoder.js';
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -47,8 +49,11 @@ const arg = (name: string, fallback: string): string => {
 };
 const seconds = Number(arg('seconds', '10'));
 const streamCounts = arg('streams', '1,4,16').split(',').map(Number);
-const ALL_MODELS = ['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'gan', 'gan-int8', 'latent-vae', 'latent-vae-int8', 'invenc', 'cnn-report'];
-const models = arg('models', ALL_MODELS.join(',')).split(',');
+const ALL_MODELS = ['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'gan', 'gan-int8', 'latent-vae', 'latent-vae-int8', 'invenc', 'cnn-report', 'cnn-fullcontrast', 'cnn-fullcontrast-int8'];
+/** Served unless --models names others: the session-8 refiner (full-size contrast read-out) is for comparison only. */
+const DEFAULT_MODELS = ALL_MODELS.filter((m) => !m.startsWith('cnn-fullcontrast'));
+const models = arg('models', DEFAULT_MODELS.join(',')).split(',');
+const contrastDownsample = Number(arg('contrast-downsample', String(CONTRAST_DOWNSAMPLE)));
 for (const m of models) if (!ALL_MODELS.includes(m)) throw new Error(`--models: unknown ${m} (${ALL_MODELS.join(', ')})`);
 /** Server layouts to compare, workers x ORT threads each (e.g. 1x2,2x1). */
 const layouts = arg('layouts', '1x2').split(',').map((l) => {
@@ -91,15 +96,23 @@ function makeBundles(dir: string): Record<string, string> {
   const { output } = cnnDecoder({ g, rng: new Rng(2) }, neurons, 'batch', CNN_PROFILES.small);
   g.output(output, DECODER_OUTPUT);
   writeBundle(join(dir, 'cnn-report'), { ...common, name: 'cnn-report', kind: 'cnn', model: writeModel(g), opset: g.opset });
-  const r = newGraph('cnn_refiner_small');
-  const ctx = { g: r, rng: new Rng(3) };
-  const input = r.input(DECODER_INPUT, 'float32', ['batch', neurons]);
-  // The default recipe's refiner: the ridge image and the contrast read-out, one [neurons, 2 x 2304] MatMul.
-  const W2 = Float32Array.from({ length: neurons * 2 * 2304 }, () => rng.normal() * 0.01);
-  const contrastAnchor = { weights: W2, bias: new Float32Array(2 * 2304), height: 36, width: 64, channels: 2 };
-  const base = ridgeImage(ctx, input, contrastAnchor);
-  r.output(r.op('Add', [anchorImageChannel(ctx, base, contrastAnchor), refinerCorrection(ctx, base, REFINER_PROFILES.small)]), DECODER_OUTPUT);
-  writeBundle(join(dir, 'cnn'), { ...common, name: 'cnn', kind: 'cnn', model: writeModel(r), opset: r.opset });
+  // The default recipe's refiner: the ridge image and the contrast read-out (on a grid `contrastDownsample`
+  // times coarser, upsampled in the graph), and as `cnn-fullcontrast` both at full size (one [neurons, 2 x 2304] MatMul).
+  const refiner = (name: string, f: number): ReturnType<typeof newGraph> => {
+    const r = newGraph(name);
+    const ctx = { g: r, rng: new Rng(3) };
+    const input = r.input(DECODER_INPUT, 'float32', ['batch', neurons]);
+    const [h, w] = [Math.round(36 / f), Math.round(64 / f)];
+    const cols = 2304 + h * w;
+    const contrastAnchor = { weights: Float32Array.from({ length: neurons * cols }, () => rng.normal() * 0.01), bias: new Float32Array(cols), height: 36, width: 64, channels: 2, ...(f > 1 && { grids: [[36, 64], [h, w]] as const }) };
+    const base = ridgeImage(ctx, input, contrastAnchor);
+    r.output(r.op('Add', [anchorImageChannel(ctx, base, contrastAnchor), refinerCorrection(ctx, base, REFINER_PROFILES.small)]), DECODER_OUTPUT);
+    return r;
+  };
+  const cnn = refiner('cnn_refiner_small', contrastDownsample);
+  const cnnFull = refiner('cnn_refiner_small_fullcontrast', 1);
+  writeBundle(join(dir, 'cnn'), { ...common, name: 'cnn', kind: 'cnn', model: writeModel(cnn), opset: cnn.opset });
+  writeBundle(join(dir, 'cnn-fullcontrast'), { ...common, name: 'cnn-fullcontrast', kind: 'cnn', model: writeModel(cnnFull), opset: cnnFull.opset });
   const anchor = { weights: W, bias: new Float32Array(2304), height: 36, width: 64, channels: 1 };
   // cortexcast's GAN: the small generator, ridge-anchored, MEI readin on the top `meiNeurons`.
   const gan = newGraph('gan_small');
@@ -130,7 +143,7 @@ function makeBundles(dir: string): Record<string, string> {
     iterative: { imageInput: STEP_IMAGE, lrInput: STEP_LR, kernelInput: STEP_KERNEL, steps: invencSteps, lr: 1000, blurSigma: 1.5, blurRadius: MAX_BLUR_RADIUS, seed: 1 },
   });
   // cortexcast quantize's graphs (its quality check needs a dataset; timing does not).
-  for (const [name, kind, model] of [['ridge-int8', 'ridge', writeModel(ridge)], ['cnn-int8', 'cnn', writeModel(r)], ['gan-int8', 'gan', writeModel(gan)], ['latent-vae-int8', 'latent', writeModel(lat)]] as const)
+  for (const [name, kind, model] of [['ridge-int8', 'ridge', writeModel(ridge)], ['cnn-int8', 'cnn', writeModel(cnn)], ['cnn-fullcontrast-int8', 'cnn', writeModel(cnnFull)], ['gan-int8', 'gan', writeModel(gan)], ['latent-vae-int8', 'latent', writeModel(lat)]] as const)
     writeBundle(join(dir, name), { ...common, name, kind, model: quantizeModel(model).model, opset: 17 });
   return Object.fromEntries(ALL_MODELS.map((m) => [m, join(dir, m)]));
 }

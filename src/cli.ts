@@ -297,8 +297,9 @@ for (const kind of ['cnn', 'gan'] as const) {
   if (kind === 'cnn')
     cmd
       .addOption(new Option('--loss <name>', 'training objective (default: mse+logssim for the cortexcast recipe, mse for report)').choices(['mse', 'logssim', 'mae', 'mse+logssim']))
-      .option('--anchor-contrast', "cortexcast recipe (default on): the refiner also sees a second ridge's estimate of the stimulus' local contrast (a second MatMul as large as ridge's)")
-      .option('--no-anchor-contrast', 'the refiner sees the ridge image alone');
+      .option('--anchor-contrast', "cortexcast recipe (default on): the refiner also sees a second ridge's estimate of the stimulus' local contrast (on a coarser grid, see --contrast-downsample)")
+      .option('--no-anchor-contrast', 'the refiner sees the ridge image alone')
+      .option('--contrast-downsample <f>', "the contrast read-out's grid is the image's divided by f, upsampled bilinearly in the graph (default 4: 1/16 of the full-size read-out's weights, same validation quality; 1: full size)", count('contrast-downsample'));
   if (kind === 'gan')
     cmd
       .option('--meis <dirs...>', 'MEI folder(s) from cortexcast meis (MEI readin), one per --data, same order')
@@ -334,6 +335,7 @@ for (const kind of ['cnn', 'gan'] as const) {
       anchorFolds: o.anchorFolds,
       refinerLevels: o.refinerLevels === undefined ? undefined : (Number(o.refinerLevels) as 0 | 2),
       anchorContrast: o.anchorContrast,
+      contrastDownsample: o.contrastDownsample,
       select: o.select,
       patience: o.patience,
       encoderPairs: o.encoderPairs,

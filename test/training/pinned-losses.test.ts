@@ -48,25 +48,32 @@ describe('pinned first steps (behaviour guard for restructuring)', () => {
     expect(stop).toMatchObject({ reason: 'budget', step: 1, budgetSeconds: 0.001, bestStep: 1 });
   });
 
-  it('ridge-anchored, untrained (learning rate 0): the refiner CNN (with and without the contrast read-out), the report CNN and the GAN decode exactly like the ridge fit on the same data', async () => {
+  it('ridge-anchored, untrained (learning rate 0): the refiner CNN (with and without the contrast read-out, full-size and coarse), the report CNN and the GAN decode exactly like the ridge fit on the same data', async () => {
     await trainRidge({ data, out: join(work, 'ridge'), quiet: true, log: quiet });
     const ridge = await evaluateBundle(join(work, 'ridge'), data, { fid: 0 });
-    const cases = [['cnn', 'cortexcast', 5, false], ['cnn', 'cortexcast', 5, true], ['cnn', 'report', 0, false], ['gan', 'cortexcast', 0, false]] as const;
-    for (const [kind, recipe, anchorFolds, anchorContrast] of cases) {
-      const out = join(work, `${kind}-${recipe}-anchored${anchorContrast ? '-contrast' : ''}`);
-      const r = await trainDecoder({ kind, data, out, recipe, anchor: 'ridge', anchorFolds, anchorContrast, lr: 0, epochs: 1, maxSteps: 2, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
+    const cases = [['cnn', 'cortexcast', 5, false, 1], ['cnn', 'cortexcast', 5, true, 1], ['cnn', 'cortexcast', 5, true, 4], ['cnn', 'report', 0, false, 1], ['gan', 'cortexcast', 0, false, 1]] as const;
+    for (const [kind, recipe, anchorFolds, anchorContrast, contrastDownsample] of cases) {
+      const out = join(work, `${kind}-${recipe}-anchored${anchorContrast ? `-contrast${contrastDownsample}` : ''}`);
+      const r = await trainDecoder({ kind, data, out, recipe, anchor: 'ridge', anchorFolds, anchorContrast, contrastDownsample, lr: 0, epochs: 1, maxSteps: 2, meis: kind === 'gan' ? join(work, 'meis') : undefined, quiet: true, log: quiet });
       expect((r.manifest.training.config as { anchor: string }).anchor).toBe('ridge');
       if (anchorContrast) {
-        // The bundle computes both read-outs from the responses: one [neurons, 2 x H x W] constant.
+        // The bundle computes both read-outs from the responses: one [neurons, 2 x H x W] constant at
+        // full size; a coarse contrast read-out is its own [neurons, H/f x W/f] constant, then a bilinear upsampling.
         const { graph } = readModel(readFileSync(join(out, 'model.onnx')));
-        const w = [...graph.initializers.entries()].find(([name]) => name.startsWith('anchor/weight'))?.[1];
-        expect(w?.tensor.dims).toEqual([r.manifest.input.neurons, 2 * 36 * 64]);
-        expect((r.manifest.training.config as { anchorContrast?: boolean }).anchorContrast).toBe(true);
+        const dims = (prefix: string): readonly number[] | undefined => [...graph.initializers.entries()].find(([name]) => name.startsWith(prefix))?.[1].tensor.dims;
+        const n = r.manifest.input.neurons;
+        if (contrastDownsample === 1) expect(dims('anchor/weight')).toEqual([n, 2 * 36 * 64]);
+        else {
+          expect(dims('anchor/weight_0')).toEqual([n, 36 * 64]);
+          expect(dims('anchor/weight_1')).toEqual([n, (36 / 4) * (64 / 4)]);
+          expect(dims('anchor/upsample_1/resize/columns')).toEqual([64 / 4, 64]);
+        }
+        expect(r.manifest.training.config as Record<string, unknown>).toMatchObject({ anchorContrast: true, contrastDownsample });
       }
       const ev = await evaluateBundle(out, data, { fid: 0 });
       let diff = 0;
       for (let i = 0; i < ev.recon.length; i++) diff = Math.max(diff, Math.abs(ev.recon[i] - ridge.recon[i]));
       expect(diff, kind).toBeLessThan(1e-4);
     }
-  });
+  }, 180_000);
 });

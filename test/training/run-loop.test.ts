@@ -89,6 +89,10 @@ describe('the shared training loop', () => {
     expect(second.seen).toHaveLength(20); // epochs 2 and 3 of 10 steps; epoch 1 ended at the checkpoint
     expect(b.history[0].step).toBe(3);
     expect(b.history.map((h) => h.step)).toEqual([3, 13, 23]);
+    // Resuming under other settings is refused, naming them; the run folder is left as it was.
+    const other = scalarRecipe([40], 2);
+    await expect(runTraining(other, opts(run, { epochs: 4, resume: true }))).rejects.toThrow(/CC_ERR_CHECKPOINT.*other settings than the run's \(target: 1 -> 2\)/);
+    expect(JSON.parse(readFileSync(join(run, 'config.json'), 'utf8'))).toEqual({ target: 1 });
     const budget = scalarRecipe([40], 1);
     const c = await runTraining(budget, opts(tmp(), { budgetSeconds: 1e-6, startedAt: Date.now() - 1000 }));
     expect(c.stop).toMatchObject({ reason: 'budget', step: 1 });

@@ -170,49 +170,6 @@ export function convReadin(ctx: LayerContext, responses: Value, latent: readonly
   });
 }
 
-/**
- * Resampling matrix [inSize, outSize] (right-multiplied: x [.., inSize] -> [.., outSize]). Upsampling
- * interpolates linearly (half-pixel centres); downsampling averages the covered input cells by area,
- * as the datasets' images are made (resizeArea).
- */
-export function resampleMatrix(inSize: number, outSize: number): Float32Array {
-  const m = new Float32Array(inSize * outSize);
-  if (outSize >= inSize) {
-    for (let o = 0; o < outSize; o++) {
-      const c = Math.min(inSize - 1, Math.max(0, ((o + 0.5) * inSize) / outSize - 0.5));
-      const i0 = Math.floor(c);
-      const i1 = Math.min(inSize - 1, i0 + 1);
-      m[i0 * outSize + o] += 1 - (c - i0);
-      m[i1 * outSize + o] += c - i0;
-    }
-    return m;
-  }
-  const scale = inSize / outSize;
-  for (let o = 0; o < outSize; o++) {
-    const a = o * scale;
-    const b = a + scale;
-    for (let i = Math.floor(a); i < Math.min(inSize, Math.ceil(b)); i++) m[i * outSize + o] = (Math.min(b, i + 1) - Math.max(a, i)) / scale;
-  }
-  return m;
-}
-
-/** Resize images [B, 1, H, W] to [B, 1, outH, outW] with two constant MatMuls (differentiable, no Resize op). */
-export function resizeImage(ctx: LayerContext, x: Value, outH: number, outW: number): Value {
-  const { g } = ctx;
-  const H = fixedDim(x, 2, 'resize');
-  const W = fixedDim(x, 3, 'resize');
-  if (H === outH && W === outW) return x;
-  return g.scope('resize', () => {
-    let y = x;
-    if (W !== outW) y = g.op('MatMul', [y, g.initializer('columns', tensor('float32', [W, outW], resampleMatrix(W, outW)))]);
-    if (H !== outH) {
-      const t = g.op('Transpose', [y], { perm: [0, 1, 3, 2] });
-      y = g.op('Transpose', [g.op('MatMul', [t, g.initializer('rows', tensor('float32', [H, outH], resampleMatrix(H, outH)))])], { perm: [0, 1, 3, 2] });
-    }
-    return y;
-  });
-}
-
 /** Grey levels in [0, 1] -> a dataset's z-scored pixels ((255 a - mean) / std) and back. */
 export function greyToZ(ctx: LayerContext, grey: Value, pixelMean: number, pixelStd: number): Value {
   const { g } = ctx;

@@ -1,5 +1,5 @@
 import { GraphError, newGraph, tensor, type Graph, type Value } from '../onnx/index.js';
-import { int64s, reshape, type LayerContext } from '../layers.js';
+import { int64s, reshape, resizeImage, type LayerContext } from '../layers.js';
 
 export const DECODER_INPUT = 'responses';
 export const DECODER_OUTPUT = 'image';
@@ -19,23 +19,36 @@ export function buildRidgeGraph(weights: Float32Array, bias: Float32Array, neuro
 }
 
 /**
- * A fitted ridge decoder as a frozen part of a deep decoder: weights [neurons, C*H*W], bias [C*H*W].
- * Channel 0 is the image; further channels (`channels` > 1) are other linear read-outs of the same
- * responses, such as the local-contrast ridge (training/ridge/contrast.ts), given to a network as inputs.
+ * A fitted ridge decoder as a frozen part of a deep decoder. Channel 0 is the image; further channels
+ * (`channels` > 1) are other linear read-outs of the same responses, such as the local-contrast ridge
+ * (training/ridge/contrast.ts), given to a network as inputs. A smooth read-out may be fitted on a
+ * coarser grid (`grids`) and upsampled bilinearly in the graph: the weights a frame reads shrink with it.
  */
 export interface RidgeAnchor {
+  /** [neurons, sum over channels of grid height x width], each row the channels' columns side by side. */
   weights: Float32Array;
   bias: Float32Array;
   height: number;
   width: number;
   /** Read-out channels (1: the image alone). */
   channels: number;
+  /** Each channel's read-out grid [h, w]; absent: every channel at height x width. Channel 0 is always full size. */
+  grids?: readonly (readonly [number, number])[];
   /**
-   * Each train trial's out-of-fold ridge estimate [trials, C*H*W]: when present, a training graph takes
-   * the ridge image as an input (`<scope>_image`, fed per row) instead of computing the in-sample one,
-   * whose errors are smaller than those the decoder meets on unseen trials. Export computes it.
+   * Each train trial's out-of-fold ridge estimate [trials, C*H*W] (coarse channels already upsampled):
+   * when present, a training graph takes the ridge image as an input (`<scope>_image`, fed per row)
+   * instead of computing the in-sample one, whose errors are smaller than those the decoder meets on
+   * unseen trials. Export computes it.
    */
   trainImages?: Float32Array;
+}
+
+/** Each channel's read-out grid [h, w] (full size where the anchor names none). */
+export function anchorGrids(anchor: RidgeAnchor): (readonly [number, number])[] {
+  const grids = anchor.grids ?? Array.from({ length: anchor.channels }, () => [anchor.height, anchor.width] as const);
+  if (grids.length !== anchor.channels) throw new GraphError(`ridge anchor: ${grids.length} grids for ${anchor.channels} channels`);
+  if (grids[0][0] !== anchor.height || grids[0][1] !== anchor.width) throw new GraphError(`ridge anchor: the image channel's grid ${grids[0].join('x')} is not ${anchor.height}x${anchor.width}`);
+  return [...grids];
 }
 
 /** Whether a graph built on ctx takes this anchor's ridge image as a fed input (training with out-of-fold estimates). */
@@ -44,20 +57,39 @@ export const anchorIsFed = (ctx: LayerContext, anchor: RidgeAnchor): boolean => 
 /**
  * The ridge estimate [B, C, H, W] of responses [B, neurons] (C = anchor.channels, channel 0 the image),
  * its weights constants of the graph (not trained): the linear part of the decoder stays the
- * closed-form optimum.
+ * closed-form optimum. All channels at full size are one MatMul; a coarse channel is its own MatMul,
+ * upsampled bilinearly by resizeImage's two small constant MatMuls.
  */
 export function ridgeImage(ctx: LayerContext, responses: Value, anchor: RidgeAnchor, scope = 'anchor'): Value {
   const { g } = ctx;
   const neurons = responses.shape[1];
   const C = anchor.channels;
-  const CP = C * anchor.height * anchor.width;
-  if (typeof neurons !== 'number' || anchor.weights.length !== neurons * CP || anchor.bias.length !== CP)
-    throw new GraphError(`ridge anchor: ${anchor.weights.length} weights and ${anchor.bias.length} biases do not fit ${neurons} neurons x ${C} x ${anchor.height}x${anchor.width} pixels`);
-  if (anchorIsFed(ctx, anchor)) return g.input(`${scope}_image`, 'float32', [responses.shape[0], C, anchor.height, anchor.width]);
+  const { height: H, width: W } = anchor;
+  const grids = anchorGrids(anchor);
+  const cols = grids.reduce((a, [h, w]) => a + h * w, 0);
+  if (typeof neurons !== 'number' || anchor.weights.length !== neurons * cols || anchor.bias.length !== cols)
+    throw new GraphError(`ridge anchor: ${anchor.weights.length} weights and ${anchor.bias.length} biases do not fit ${neurons} neurons x ${grids.map(([h, w]) => `${h}x${w}`).join(' + ')} pixels`);
+  if (anchorIsFed(ctx, anchor)) return g.input(`${scope}_image`, 'float32', [responses.shape[0], C, H, W]);
+  const full = grids.every(([h, w]) => h === H && w === W);
   return g.scope(scope, () => {
-    const w = g.initializer('weight', tensor('float32', [neurons, CP], anchor.weights));
-    const b = g.initializer('bias', tensor('float32', [CP], anchor.bias));
-    return reshape(ctx, g.op('Add', [g.op('MatMul', [responses, w]), b]), [-1, C, anchor.height, anchor.width]);
+    if (full) {
+      const w = g.initializer('weight', tensor('float32', [neurons, cols], anchor.weights));
+      const b = g.initializer('bias', tensor('float32', [cols], anchor.bias));
+      return reshape(ctx, g.op('Add', [g.op('MatMul', [responses, w]), b]), [-1, C, H, W]);
+    }
+    let offset = 0;
+    const maps = grids.map(([h, w], c) => {
+      const n = h * w;
+      const weights = new Float32Array(neurons * n);
+      for (let r = 0; r < neurons; r++) weights.set(anchor.weights.subarray(r * cols + offset, r * cols + offset + n), r * n);
+      const bias = anchor.bias.slice(offset, offset + n);
+      offset += n;
+      const wc = g.initializer(`weight_${c}`, tensor('float32', [neurons, n], weights));
+      const bc = g.initializer(`bias_${c}`, tensor('float32', [n], bias));
+      const m = reshape(ctx, g.op('Add', [g.op('MatMul', [responses, wc]), bc]), [-1, 1, h, w]);
+      return h === H && w === W ? m : g.scope(`upsample_${c}`, () => resizeImage(ctx, m, H, W));
+    });
+    return g.op('Concat', maps, { axis: 1 });
   });
 }
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ccError } from '../../common/errors.js';
-import { anchorIsFed, DECODER_INPUT, DECODER_OUTPUT, type RidgeAnchor } from '../../models/architectures/ridge.js';
+import { anchorGrids, anchorIsFed, DECODER_INPUT, DECODER_OUTPUT, type RidgeAnchor } from '../../models/architectures/ridge.js';
 import type { MeiReadinInput } from '../../models/architectures/gan.js';
 import { applyResponseTransform, updateBundleMetrics, type DecoderKind, type Manifest, type ResponseTransform } from '../../models/bundle.js';
 import { tensor, type Graph, type Value } from '../../models/onnx/index.js';
@@ -13,6 +13,7 @@ import { SensoriumDataset, sessionNames } from '../../datasets/sensorium.js';
 import { evaluateBundle } from '../eval/evaluate.js';
 import type { FidComputer } from '../eval/metrics/fid.js';
 import { scoreImages } from '../eval/metrics/image-metrics.js';
+import { resampleHost } from '../latent/images.js';
 import { contrastTargets } from '../ridge/contrast.js';
 import { fitRidge, type OutOfFold } from '../ridge/ridge.js';
 import { dataSides, writeTrainedBundle } from '../run/export.js';
@@ -51,41 +52,71 @@ export function openSessions(dirs: string[], out: string, o: { maxTrain?: number
 /**
  * Fit each session's closed-form ridge (train tier, alpha by validation MSE): the anchor of a
  * ridge-anchored decoder. With `folds` (>= 2) the anchor also carries out-of-fold train estimates,
- * which training then feeds instead of the in-sample ridge image.
+ * which training then feeds instead of the in-sample ridge image. `contrast` adds the local-contrast
+ * read-out, on a grid `contrastDownsample` times coarser than the image's.
  */
-export async function attachRidgeAnchors(sessions: DecoderSession[], folds: number, log?: (s: string) => void, o: { contrast?: boolean } = {}): Promise<void> {
+export async function attachRidgeAnchors(sessions: DecoderSession[], folds: number, log?: (s: string) => void, o: { contrast?: boolean; contrastDownsample?: number } = {}): Promise<void> {
   for (const s of sessions) {
     const outOfFold = folds >= 2 ? { folds, groups: stimulusGroups(s) } : undefined;
     // The contrast ridge picks its own regularisation (by validation MSE of the contrast maps).
     const reads = [await fitReadout(s.data, outOfFold, 'anchor', log)];
-    if (o.contrast) reads.push(await fitReadout(contrastTargets(s.data), outOfFold, 'contrast', log));
-    s.anchor = { ...stackReadouts(reads, s.data.neurons, s.data.train.count, s.data.height * s.data.width), height: s.data.height, width: s.data.width };
+    if (o.contrast) reads.push(await fitReadout(contrastTargets(s.data, { downsample: o.contrastDownsample }), outOfFold, 'contrast', log));
+    s.anchor = stackReadouts(reads, s.data);
   }
 }
 
-type Readout = { weights: Float32Array; bias: Float32Array; trainImages?: Float32Array };
+type Readout = { weights: Float32Array; bias: Float32Array; trainImages?: Float32Array; grid: [number, number] };
 
 async function fitReadout(data: PreparedData, outOfFold: OutOfFold | undefined, tag: string, log?: (s: string) => void): Promise<Readout> {
   const fit = await fitRidge(data, { outOfFold, log: log && ((m) => log(`${tag} ${m}`)) });
-  return { weights: fit.weights, bias: fit.bias, trainImages: fit.trainOutOfFold };
+  return { weights: fit.weights, bias: fit.bias, trainImages: fit.trainOutOfFold, grid: [data.height, data.width] };
 }
 
-/** Read-outs [neurons, P] side by side as one anchor [neurons, C*P] (channel-major columns), train estimates likewise. */
-function stackReadouts(reads: Readout[], neurons: number, trials: number, P: number): Omit<RidgeAnchor, 'height' | 'width'> {
+/**
+ * Read-outs [neurons, h_c*w_c] side by side as one anchor [neurons, sum of h_c*w_c] (channel-major
+ * columns per row); train estimates at full size [trials, C*H*W], coarse ones upsampled as the graph does.
+ */
+function stackReadouts(reads: Readout[], data: PreparedData): RidgeAnchor {
+  const { height: H, width: W, neurons } = data;
+  const P = H * W;
   const C = reads.length;
-  if (C === 1) return { ...reads[0], channels: 1 };
-  const interleave = (parts: Float32Array[], rows: number): Float32Array => {
-    const out = new Float32Array(rows * C * P);
-    for (let r = 0; r < rows; r++) parts.forEach((m, c) => out.set(m.subarray(r * P, (r + 1) * P), (r * C + c) * P));
+  const base = { height: H, width: W, channels: C };
+  if (C === 1) return { ...base, weights: reads[0].weights, bias: reads[0].bias, trainImages: reads[0].trainImages };
+  const sizes = reads.map((r) => r.grid[0] * r.grid[1]);
+  const interleave = (parts: Float32Array[], rows: number, widths: number[]): Float32Array => {
+    const row = widths.reduce((a, b) => a + b, 0);
+    const out = new Float32Array(rows * row);
+    for (let r = 0; r < rows; r++) {
+      let at = r * row;
+      parts.forEach((m, c) => {
+        out.set(m.subarray(r * widths[c], (r + 1) * widths[c]), at);
+        at += widths[c];
+      });
+    }
     return out;
   };
-  const fed = reads.map((r) => r.trainImages);
+  const coarse = reads.some((r) => r.grid[0] !== H || r.grid[1] !== W);
+  let fed: Float32Array | undefined;
+  if (reads.every((r) => r.trainImages)) {
+    const trials = data.train.count;
+    const full = reads.map((r) => upsampled(r.trainImages!, trials, r.grid, H, W));
+    fed = interleave(full, trials, reads.map(() => P));
+  }
   return {
-    channels: C,
-    weights: interleave(reads.map((r) => r.weights), neurons),
-    bias: interleave(reads.map((r) => r.bias), 1),
-    trainImages: fed.every((t): t is Float32Array => !!t) ? interleave(fed, trials) : undefined,
+    ...base,
+    ...(coarse && { grids: reads.map((r) => r.grid) }),
+    weights: interleave(reads.map((r) => r.weights), neurons, sizes),
+    bias: interleave(reads.map((r) => r.bias), 1, sizes),
+    trainImages: fed,
   };
+}
+
+/** Images [count, h*w] at full size [count, H*W], resampled as the graph's resizeImage does (no copy when already full size). */
+function upsampled(images: Float32Array, count: number, [h, w]: readonly [number, number], H: number, W: number): Float32Array {
+  if (h === H && w === W) return images;
+  const out = new Float32Array(count * H * W);
+  for (let i = 0; i < count; i++) resampleHost(images.subarray(i * h * w, (i + 1) * h * w), h, w, H, W, out.subarray(i * H * W, (i + 1) * H * W));
+  return out;
 }
 
 /**
@@ -247,9 +278,21 @@ export class DecoderBatch {
 
   private async ridgeOfMadeRows(made: number): Promise<void> {
     const { data, anchor } = this.sessions[0];
-    const CP = anchor!.channels * data.height * data.width;
-    const est = await this.gemm!.mul(this.responses[0].subarray(0, made * data.neurons), anchor!.weights, made, data.neurons, CP);
-    for (let i = 0; i < est.length; i++) this.anchors[0]!.images[i] = est[i] + anchor!.bias[i % CP];
+    const a = anchor!;
+    const P = data.height * data.width;
+    const grids = anchorGrids(a);
+    const cols = grids.reduce((s, [h, w]) => s + h * w, 0);
+    const est = await this.gemm!.mul(this.responses[0].subarray(0, made * data.neurons), a.weights, made, data.neurons, cols);
+    const out = this.anchors[0]!.images;
+    let offset = 0;
+    for (const [c, [h, w]] of grids.entries()) {
+      const n = h * w;
+      const part = new Float32Array(made * n);
+      for (let r = 0; r < made; r++) for (let j = 0; j < n; j++) part[r * n + j] = est[r * cols + offset + j] + a.bias[offset + j];
+      const full = upsampled(part, made, [h, w], data.height, data.width);
+      for (let r = 0; r < made; r++) out.set(full.subarray(r * P, (r + 1) * P), (r * a.channels + c) * P);
+      offset += n;
+    }
   }
 }
 
@@ -259,7 +302,7 @@ export function sharedConfig(s: DecoderSettings): Record<string, unknown> {
     recipe: s.recipe,
     anchor: s.anchor,
     anchorFolds: s.anchor === 'ridge' ? s.anchorFolds : undefined,
-    ...(s.anchorContrast && { anchorContrast: true }),
+    ...(s.anchorContrast && { anchorContrast: true, contrastDownsample: s.contrastDownsample }),
     encoderPairs: s.pairs ? { encoder: s.pairs.source.encoder, fraction: s.pairs.fraction } : undefined,
     transform: s.transform,
     batch: s.batch,

@@ -23,6 +23,8 @@ export interface DecoderSettings {
   anchorFolds: number;
   /** The refiner also sees a second ridge's estimate of the local contrast (training/ridge/contrast.ts). */
   anchorContrast: boolean;
+  /** The contrast read-out's grid is the image's divided by this (1: full size). */
+  contrastDownsample: number;
   /** The refiner CNN's depth (RefinerConfig.levels); its profile's when absent. */
   refinerLevels?: 0 | 2;
   /** Encoder-made training pairs mixed into each batch (MEIcoder's low-data trick). */

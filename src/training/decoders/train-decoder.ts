@@ -79,6 +79,8 @@ export interface TrainDecoderOptions {
    * (training/ridge/contrast.ts), beside the ridge image. Default on for the refiner (docs/bench).
    */
   anchorContrast?: boolean;
+  /** The contrast read-out's grid: the image's divided by this (default CONTRAST_DOWNSAMPLE). */
+  contrastDownsample?: number;
   /**
    * Encoder bundle (cortexcast train encoder, same session) whose predictions label new images made
    * from train-tier stimuli: `pairsFraction` of every batch (default 0.5) is such pairs.
@@ -94,6 +96,14 @@ export interface TrainDecoderOptions {
 }
 
 export type EpochRecord = RunRecord;
+
+/**
+ * The contrast read-out's default grid divisor: 9x16 for 36x64 images. It reads 1/16 of the full-size
+ * read-out's weights per frame (the refiner's MatMul 53% of the full-size one's), and validation did
+ * not tell the two apart: SSIML 0.2934 vs 0.2931 (second population) and 0.2678 vs 0.2675 (default
+ * preset), MSE equal to 4 digits, same seed and steps (docs/bench/quality-s9-contrast-grid.txt).
+ */
+export const CONTRAST_DOWNSAMPLE = 4;
 
 export interface TrainDecoderResult {
   /** The (first) session's bundle manifest; `manifests` has every session's. */
@@ -146,16 +156,18 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     anchor: o.anchor ?? (recipeName === 'cortexcast' ? 'ridge' : 'none'),
     anchorFolds: o.anchorFolds ?? (refiner ? 5 : 0),
     anchorContrast: o.anchorContrast ?? refiner,
+    contrastDownsample: o.contrastDownsample ?? CONTRAST_DOWNSAMPLE,
     refinerLevels: o.refinerLevels,
     selection: { metric: o.select ?? (refiner ? 'ssiml' : 'fid'), mode: 'min' },
     log,
   };
+  if (!(Number.isInteger(settings.contrastDownsample) && settings.contrastDownsample >= 1)) throw ccError('CC_ERR_OPTION', `contrast downsample ${settings.contrastDownsample} must be a whole number >= 1`);
   if (settings.anchorContrast && !refiner) throw ccError('CC_ERR_OPTION', "the contrast read-out is an input of cortexcast's CNN (the ridge refiner): not of the GAN or --recipe report");
   const sessions = openSessions(dirs, o.out, { maxTrain: o.maxTrain, transform, neurons: o.neurons, quiet: o.quiet });
   const meis = o.meis === undefined ? [] : Array.isArray(o.meis) ? o.meis : [o.meis];
   const gan = o.kind === 'gan' ? { ...ganConfig(settings, { readin: o.readin, coordinates: o.coordinates }), ...(o.readinChannels !== undefined && { readinChannels: o.readinChannels }) } : undefined;
   if (gan) attachMeis(gan, sessions, meis);
-  if (settings.anchor === 'ridge') await attachRidgeAnchors(sessions, settings.anchorFolds, o.quiet ? undefined : log, { contrast: settings.anchorContrast });
+  if (settings.anchor === 'ridge') await attachRidgeAnchors(sessions, settings.anchorFolds, o.quiet ? undefined : log, { contrast: settings.anchorContrast, contrastDownsample: settings.contrastDownsample });
   if (o.encoderPairs) {
     if (sessions.length > 1 || transform !== 'none') throw ccError('CC_ERR_OPTION', 'encoder pairs are made for one session without the response transform');
     const fraction = o.pairsFraction ?? 0.5;

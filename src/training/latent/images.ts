@@ -1,6 +1,6 @@
 import { ccError } from '../../common/errors.js';
 import { progress } from '../../common/progress.js';
-import { resampleMatrix } from '../../models/architectures/autoencoder.js';
+import { resampleMatrix } from '../../models/layers.js';
 import { Rng } from '../../models/rng.js';
 import { resizeArea } from '../../datasets/image-ops.js';
 import type { PreparedData } from '../../datasets/preprocess.js';

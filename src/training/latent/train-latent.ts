@@ -8,7 +8,6 @@ import {
   greyToZ,
   MLP_READIN_PROFILES,
   mlpReadin,
-  resizeImage,
   vaeDecoder,
   type FeatureDecoderConfig,
   type VaeConfig,
@@ -16,7 +15,7 @@ import {
 import { encoderCore, factorizedReadout, gaussianReadout, positiveRate, type EncoderConfig } from '../../models/architectures/encoder.js';
 import { DECODER_INPUT, DECODER_OUTPUT } from '../../models/architectures/ridge.js';
 import { loadBundle, type Manifest } from '../../models/bundle.js';
-import { reduce, scalar, sigmoid, type LayerContext } from '../../models/layers.js';
+import { reduce, resizeImage, scalar, sigmoid, type LayerContext } from '../../models/layers.js';
 import { readModel, tensor, type TensorData, type Value } from '../../models/onnx/index.js';
 import { createSession, runOnce } from '../../models/ort.js';
 import { Rng } from '../../models/rng.js';
@@ -102,6 +101,7 @@ export async function trainLatent(o: TrainLatentOptions): Promise<TrainLatentRes
     anchor: 'none',
     anchorFolds: 0,
     anchorContrast: false,
+    contrastDownsample: 1,
     selection: { metric: 'ssiml', mode: 'min' },
     log,
   });

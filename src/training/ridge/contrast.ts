@@ -1,3 +1,4 @@
+import { resizeArea } from '../../datasets/image-ops.js';
 import { gaussianWindow1d } from '../eval/metrics/image-metrics.js';
 import type { PreparedData, PreparedSplit } from '../../datasets/preprocess.js';
 
@@ -21,10 +22,25 @@ export function localContrast(images: Float32Array, count: number, height: numbe
   return out;
 }
 
-/** The data with every tier's images replaced by their local contrast: what the contrast ridge is fitted to. */
-export function contrastTargets(data: PreparedData, sigma?: number): PreparedData {
-  const tier = (s: PreparedSplit): PreparedSplit => ({ ...s, images: localContrast(s.images, s.count, data.height, data.width, sigma) });
-  return { ...data, train: tier(data.train), validation: tier(data.validation), test: tier(data.test) };
+/**
+ * The data with every tier's images replaced by their local contrast: what the contrast ridge is
+ * fitted to. With `downsample` f > 1 the maps are area-averaged to a round(H/f) x round(W/f) grid (the
+ * data's height and width become the grid's): the energy is blurred, so a coarse grid keeps most of it.
+ */
+export function contrastTargets(data: PreparedData, o: { sigma?: number; downsample?: number } = {}): PreparedData {
+  const f = o.downsample ?? 1;
+  if (!(Number.isInteger(f) && f >= 1)) throw new RangeError(`contrast read-out: downsample ${f} must be a whole number >= 1`);
+  const [H, W] = [data.height, data.width];
+  // Sizes that f does not divide get the nearest grid (area resampling takes any ratio).
+  const [h, w] = [Math.max(1, Math.round(H / f)), Math.max(1, Math.round(W / f))];
+  const tier = (s: PreparedSplit): PreparedSplit => {
+    const maps = localContrast(s.images, s.count, H, W, o.sigma);
+    if (f === 1) return { ...s, images: maps };
+    const coarse = new Float32Array(s.count * h * w);
+    for (let i = 0; i < s.count; i++) resizeArea(maps.subarray(i * H * W, (i + 1) * H * W), H, W, h, w, coarse.subarray(i * h * w, (i + 1) * h * w));
+    return { ...s, images: coarse };
+  };
+  return { ...data, height: h, width: w, train: tier(data.train), validation: tier(data.validation), test: tier(data.test) };
 }
 
 /** Separable Gaussian blur of one H x W image (radius 3 sigma, edges clamped, so a flat image stays flat). */

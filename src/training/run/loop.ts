@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ccError } from '../../common/errors.js';
 import { progress } from '../../common/progress.js';
 import { Rng } from '../../models/rng.js';
-import { readRunCheckpoint, recoverCheckpointFolder, runCheckpointFile, saveCheckpointFolder, writeConfig, writeHistory, writeRunCheckpoint, writeStop, writeValidationGrid, type GridRow, type StopRecord } from './run-folder.js';
+import { configChanges, readConfig, readRunCheckpoint, recoverCheckpointFolder, runCheckpointFile, saveCheckpointFolder, writeConfig, writeHistory, writeRunCheckpoint, writeStop, writeValidationGrid, type GridRow, type StopRecord } from './run-folder.js';
 
 /** One validated point of a run: where it was and what validation scored. */
 export interface RunRecord {
@@ -93,11 +93,14 @@ const better = (sel: Recipe['selection'], a: RunRecord, b: RunRecord | undefined
 // Over 80 lines: the epoch/step loop and its stop conditions read best as one piece; validation is the inner closure.
 export async function runTraining(recipe: Recipe, o: RunOptions): Promise<RunResult> {
   mkdirSync(o.run, { recursive: true });
-  writeConfig(o.run, recipe.config);
   const ckpt = join(o.run, 'checkpoint');
+  if (o.resume) recoverCheckpointFolder(ckpt);
+  // A resumed run continues the same training: weights trained under other settings would be mixed in silently.
+  const changed = o.resume && existsSync(runCheckpointFile(ckpt)) ? configChanges(readConfig(o.run), recipe.config) : [];
+  if (changed.length) throw ccError('CC_ERR_CHECKPOINT', o.run, `--resume with other settings than the run's (${changed.join('; ')}); start a new run folder, or resume with the same options`);
+  writeConfig(o.run, recipe.config);
   let history: RunRecord[] = [];
   let startEpoch = 1;
-  if (o.resume) recoverCheckpointFolder(ckpt);
   if (o.resume && existsSync(runCheckpointFile(ckpt))) {
     const saved = readRunCheckpoint(ckpt);
     recipe.loadCheckpoint(ckpt);

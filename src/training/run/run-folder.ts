@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { readJsonFile } from '../../common/json-file.js';
@@ -66,6 +66,24 @@ export function readRunCheckpoint(ckpt: string): { epoch: number; history: RunRe
 
 export function writeConfig(run: string, config: Record<string, unknown>): void {
   writeFileSync(join(run, 'config.json'), JSON.stringify(config, null, 1));
+}
+
+/** The run folder's recorded settings (config.json), or undefined where it has none. */
+export function readConfig(run: string): Record<string, unknown> | undefined {
+  const file = join(run, 'config.json');
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : undefined;
+}
+
+/** Settings a resume may change: how long the run goes on. */
+const RESUMABLE_SETTINGS = new Set(['epochs']);
+
+/** 'key: was -> now' for each setting (other than RESUMABLE_SETTINGS) that differs between a run's recorded config and a new one. */
+export function configChanges(recorded: Record<string, unknown> | undefined, config: Record<string, unknown>): string[] {
+  if (!recorded) return [];
+  // Through JSON both ways: undefined fields vanish as they do in config.json.
+  const now = JSON.parse(JSON.stringify(config)) as Record<string, unknown>;
+  const keys = [...new Set([...Object.keys(recorded), ...Object.keys(now)])];
+  return keys.filter((k) => !RESUMABLE_SETTINGS.has(k) && JSON.stringify(recorded[k]) !== JSON.stringify(now[k])).map((k) => `${k}: ${JSON.stringify(recorded[k]) ?? 'absent'} -> ${JSON.stringify(now[k]) ?? 'absent'}`);
 }
 
 export function writeStop(run: string, stop: StopRecord): void {
