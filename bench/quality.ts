@@ -120,7 +120,7 @@ table.push({ name: 'ridge', seed: 0, row: await testRow(ridgeDir), seconds: Numb
 
 // cnn / gan: the cortexcast recipe; cnn-report etc. name what differs from it.
 const variant = (kind: string): string =>
-  [recipe === 'report' ? '-report' : '', (anchor === 'ridge') !== (recipe === 'cortexcast') ? `-anchor-${anchor}` : '', anchor === 'ridge' && anchorFolds !== undefined ? `-folds${anchorFolds}` : '', kind === 'cnn' && refinerLevels !== undefined ? `-levels${refinerLevels}` : '', kind === 'cnn' && cnnLoss ? `-${cnnLoss}` : '', kind === 'cnn' && cnnContrast !== undefined ? `-contrast-${cnnContrast ? 'on' : 'off'}` : '', usesPairs(kind) ? `-pairs${pairsFraction}` : ''].join('');
+  [recipe === 'report' ? '-report' : '', (anchor === 'ridge') !== (recipe === 'cortexcast') ? `-anchor-${anchor}` : '', anchor === 'ridge' && anchorFolds !== undefined ? `-folds${anchorFolds}` : '', kind === 'cnn' && refinerLevels !== undefined ? `-levels${refinerLevels}` : '', kind === 'cnn' && cnnLoss ? `-${cnnLoss}` : '', kind === 'cnn' && cnnContrast !== undefined ? `-contrast-${cnnContrast ? 'on' : 'off'}` : '', kind === 'cnn' && cnnContrastDownsample !== undefined ? `-contrastgrid${cnnContrastDownsample}` : '', usesPairs(kind) ? `-pairs${pairsFraction}` : ''].join('');
 const label = (kind: string): string => `${kind}${variant(kind)}`;
 
 for (const seed of seeds) {

@@ -299,7 +299,7 @@ for (const kind of ['cnn', 'gan'] as const) {
       .addOption(new Option('--loss <name>', 'training objective (default: mse+logssim for the cortexcast recipe, mse for report)').choices(['mse', 'logssim', 'mae', 'mse+logssim']))
       .option('--anchor-contrast', "cortexcast recipe (default on): the refiner also sees a second ridge's estimate of the stimulus' local contrast (on a coarser grid, see --contrast-downsample)")
       .option('--no-anchor-contrast', 'the refiner sees the ridge image alone')
-      .option('--contrast-downsample <f>', "the contrast read-out's grid is the image's divided by f, upsampled bilinearly in the graph (default 4: 1/16 of the full-size read-out's weights, same validation quality; 1: full size)", count('contrast-downsample'));
+      .option('--contrast-downsample <f>', "the contrast read-out's grid is the image's divided by f, upsampled bilinearly in the graph (default 4: 1/16 of the full-size read-out's weights, same validation quality; 1: full size)", int('contrast-downsample'));
   if (kind === 'gan')
     cmd
       .option('--meis <dirs...>', 'MEI folder(s) from cortexcast meis (MEI readin), one per --data, same order')

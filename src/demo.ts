@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,42 +61,55 @@ export async function runDemo(o: { cacheDir: string; httpPort: number; grpcPort:
   });
   process.stderr.write('\n');
   console.log(`demo: stopping (${stats.sent} frames sent, ${stats.decoded} decoded)`);
-  if (training && training.exitCode === null) {
-    training.kill('SIGTERM');
-    console.log('demo: the background CNN training stopped; the next start resumes it');
-  }
+  if (training?.stop()) console.log('demo: the background CNN training stopped; the next start resumes it');
   await server.close();
 }
 
 /**
  * `cortexcast train cnn` on the demo data as a child process (log: <cache>/cnn-training.log), unless
  * the cache holds a finished one (run/stop.json). In the background because it takes minutes, which
- * the first start should not wait for, and the ridge demo needs little of the CPU meanwhile.
+ * the first start should not wait for, and the ridge demo needs little of the CPU meanwhile. A cached
+ * run that an older cortexcast started under other settings cannot resume (CC_ERR_CHECKPOINT): it is
+ * moved to cnn.previous-settings and the training starts over.
  */
-function trainCnnInBackground(dir: string, data: string): ChildProcess | undefined {
+function trainCnnInBackground(dir: string, data: string): { stop(): boolean } | undefined {
   const out = join(dir, 'cnn');
   if (existsSync(join(out, 'run', 'stop.json'))) return undefined;
   const logFile = join(dir, 'cnn-training.log');
-  const fd = openSync(logFile, 'a');
   const cli = fileURLToPath(new URL('../bin/cortexcast.js', import.meta.url));
-  const child = spawn(process.execPath, [cli, 'train', 'cnn', '--data', data, '--out', out, '--budget', '4m', '--resume'], {
-    stdio: ['ignore', fd, fd],
-    env: { ...process.env, CORTEXCAST_THREADS: '1' },
-  });
-  closeSync(fd);
-  try {
-    if (child.pid) setPriority(child.pid, 10);
-  } catch {
-    // Lower priority is a courtesy to the live demo; the training runs without it.
-  }
+  let child: ChildProcess | undefined;
+  const start = (again: boolean): void => {
+    const logStart = existsSync(logFile) ? statSync(logFile).size : 0;
+    const fd = openSync(logFile, 'a');
+    child = spawn(process.execPath, [cli, 'train', 'cnn', '--data', data, '--out', out, '--budget', '4m', '--resume'], {
+      stdio: ['ignore', fd, fd],
+      env: { ...process.env, CORTEXCAST_THREADS: '1' },
+    });
+    closeSync(fd);
+    try {
+      if (child.pid) setPriority(child.pid, 10);
+    } catch {
+      // Lower priority is a courtesy to the live demo; the training runs without it.
+    }
+    child.on('exit', (code, signal) => {
+      if (signal) return;
+      if (code !== 0) {
+        const said = readFileSync(logFile, 'utf8').slice(logStart);
+        if (!again && said.includes('CC_ERR_CHECKPOINT') && said.includes('other settings')) {
+          rmSync(`${out}.previous-settings`, { recursive: true, force: true });
+          renameSync(out, `${out}.previous-settings`);
+          console.log(`\ndemo: the cached CNN run was started under other settings; it is kept in ${out}.previous-settings and the training starts over`);
+          return start(true);
+        }
+        return void console.log(`\ndemo: the background CNN training failed (exit ${code}); see ${logFile}`);
+      }
+      const ssiml = (d: string): string => loadBundle(d).manifest.metrics.validation?.ssiml?.toFixed(3) ?? '?';
+      console.log(`\ndemo: the CNN decoder is trained: validation SSIML ${ssiml(out)} (ridge ${ssiml(join(dir, 'ridge'))}); the next start serves the better one`);
+    });
+  };
+  start(false);
   console.log(`demo: training a CNN decoder in the background (4-min budget, log ${logFile}); the next start serves it if it beats ridge on validation`);
-  child.on('exit', (code, signal) => {
-    if (signal) return;
-    if (code !== 0) return void console.log(`\ndemo: the background CNN training failed (exit ${code}); see ${logFile}`);
-    const ssiml = (d: string): string => loadBundle(d).manifest.metrics.validation?.ssiml?.toFixed(3) ?? '?';
-    console.log(`\ndemo: the CNN decoder is trained: validation SSIML ${ssiml(out)} (ridge ${ssiml(join(dir, 'ridge'))}); the next start serves the better one`);
-  });
-  return child;
+  return { stop: () => (child && child.exitCode === null && child.signalCode === null ? child.kill('SIGTERM') : false) };
 }
 
 /**

@@ -4,6 +4,7 @@ import { newGraph, tensor } from '../../src/models/onnx/index.js';
 import { createSession, runOnce } from '../../src/models/ort.js';
 import { Rng } from '../../src/models/rng.js';
 import { resampleHost } from '../../src/training/latent/images.js';
+import { stackReadouts, type Readout } from '../../src/training/decoders/sessions.js';
 import { contrastTargets, localContrast } from '../../src/training/ridge/contrast.js';
 
 describe('local contrast energy (the contrast read-out target)', () => {
@@ -84,5 +85,37 @@ describe('a coarse contrast read-out, upsampled in the graph', () => {
     expect(worst).toBeLessThan(1e-4);
     // Bilinear: a coarse map that is flat upsamples to the same flat map.
     expect(Math.max(...resampleHost(new Float32Array(h * w).fill(2.5), h, w, H, W).map((v) => Math.abs(v - 2.5)))).toBeLessThan(1e-6);
+  });
+
+  it('training feeds the coarse out-of-fold estimates upsampled exactly as the exported graph computes the read-out', async () => {
+    // Readouts whose "train estimates" are their in-sample outputs: then the fed images and the graph must agree.
+    const [N, H, W, T] = [5, 8, 12, 4];
+    const grids: [number, number][] = [[H, W], [2, 3]];
+    const rng = new Rng(4);
+    const r = Float32Array.from({ length: T * N }, () => rng.normal());
+    const reads: Readout[] = grids.map(([h, w]) => {
+      const n = h * w;
+      const weights = Float32Array.from({ length: N * n }, () => rng.normal());
+      const bias = Float32Array.from({ length: n }, () => rng.normal());
+      const trainImages = Float32Array.from({ length: T * n }, (_, i) => bias[i % n] + Array.from({ length: N }, (_, k) => r[Math.floor(i / n) * N + k] * weights[k * n + (i % n)]).reduce((s, v) => s + v, 0));
+      return { weights, bias, trainImages, grid: [h, w] };
+    });
+    const anchor = stackReadouts(reads, { height: H, width: W, neurons: N, train: { count: T } });
+    expect(anchor.grids).toEqual(grids);
+    const g = newGraph('fed_vs_graph');
+    const x = g.input(DECODER_INPUT, 'float32', ['batch', N]);
+    g.output(ridgeImage({ g, rng, mode: 'eval' }, x, anchor), DECODER_OUTPUT);
+    const { session } = await createSession(g);
+    const y = (await runOnce(session, { [DECODER_INPUT]: tensor('float32', [T, N], r) }))[DECODER_OUTPUT].data as Float32Array;
+    expect(y.length).toBe(anchor.trainImages!.length);
+    expect(Math.max(...y.map((v, i) => Math.abs(v - anchor.trainImages![i])))).toBeLessThan(1e-4);
+  });
+
+  it('upsamples a ramp to the same ramp between the coarse pixel centres (bilinear, half-pixel centres)', () => {
+    const [h, w, H, W] = [3, 4, 12, 16];
+    const ramp = Float32Array.from({ length: h * w }, (_, i) => i % w);
+    const up = resampleHost(ramp, h, w, H, W);
+    // Fine pixel x has its centre at ((x + 0.5) * w / W - 0.5) in coarse pixel units.
+    for (let x = 2; x < W - 2; x++) expect(up[5 * W + x]).toBeCloseTo(((x + 0.5) * w) / W - 0.5, 5);
   });
 });

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runTraining, type Recipe, type RunOptions } from '../../src/training/run/loop.js';
+import { configChanges } from '../../src/training/run/run-folder.js';
 
 /**
  * The shared training loop with a small real recipe: it fits a scalar to a target by gradient steps,
@@ -118,5 +119,13 @@ describe('the shared training loop', () => {
   it('a diverged step stops the run with CC_ERR_TRAINING_DIVERGED naming the recipe and step', async () => {
     const r = scalarRecipe([8], Number.NaN);
     await expect(runTraining(r, opts(tmp()))).rejects.toThrow(/CC_ERR_TRAINING_DIVERGED.*scalar training diverged at step 1/);
+  });
+
+  it('a resume compares settings as settings: key order, the spelling of an existing path and the epoch count do not count as changes', () => {
+    const dir = tmp();
+    const recorded = { loss: 'mse', epochs: 3, architecture: { channels: 16, levels: 0 }, data: dir };
+    expect(configChanges(recorded, { architecture: { levels: 0, channels: 16 }, epochs: 10, data: join(dir, '.'), loss: 'mse' })).toEqual([]);
+    expect(configChanges(recorded, { loss: 'mae', epochs: 3, architecture: { channels: 16, levels: 0 }, data: dir })).toEqual(['loss: "mse" -> "mae"']);
+    expect(configChanges({ loss: 'mse' }, { loss: 'mse', contrastDownsample: 4 })).toEqual(['contrastDownsample: absent -> 4']);
   });
 });

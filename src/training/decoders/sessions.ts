@@ -65,7 +65,8 @@ export async function attachRidgeAnchors(sessions: DecoderSession[], folds: numb
   }
 }
 
-type Readout = { weights: Float32Array; bias: Float32Array; trainImages?: Float32Array; grid: [number, number] };
+/** One fitted linear read-out on its grid [h, w], with its train-tier estimates there. */
+export type Readout = { weights: Float32Array; bias: Float32Array; trainImages?: Float32Array; grid: [number, number] };
 
 async function fitReadout(data: PreparedData, outOfFold: OutOfFold | undefined, tag: string, log?: (s: string) => void): Promise<Readout> {
   const fit = await fitRidge(data, { outOfFold, log: log && ((m) => log(`${tag} ${m}`)) });
@@ -76,7 +77,7 @@ async function fitReadout(data: PreparedData, outOfFold: OutOfFold | undefined, 
  * Read-outs [neurons, h_c*w_c] side by side as one anchor [neurons, sum of h_c*w_c] (channel-major
  * columns per row); train estimates at full size [trials, C*H*W], coarse ones upsampled as the graph does.
  */
-function stackReadouts(reads: Readout[], data: PreparedData): RidgeAnchor {
+export function stackReadouts(reads: Readout[], data: Pick<PreparedData, 'height' | 'width' | 'neurons'> & { train: { count: number } }): RidgeAnchor {
   const { height: H, width: W, neurons } = data;
   const P = H * W;
   const C = reads.length;
@@ -302,7 +303,8 @@ export function sharedConfig(s: DecoderSettings): Record<string, unknown> {
     recipe: s.recipe,
     anchor: s.anchor,
     anchorFolds: s.anchor === 'ridge' ? s.anchorFolds : undefined,
-    ...(s.anchorContrast && { anchorContrast: true, contrastDownsample: s.contrastDownsample }),
+    // The grid only where it is coarse: a full-size run's config reads as it did before the option existed.
+    ...(s.anchorContrast && { anchorContrast: true, ...(s.contrastDownsample !== 1 && { contrastDownsample: s.contrastDownsample }) }),
     encoderPairs: s.pairs ? { encoder: s.pairs.source.encoder, fraction: s.pairs.fraction } : undefined,
     transform: s.transform,
     batch: s.batch,

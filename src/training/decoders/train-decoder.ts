@@ -161,6 +161,7 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     selection: { metric: o.select ?? (refiner ? 'ssiml' : 'fid'), mode: 'min' },
     log,
   };
+  if (o.contrastDownsample !== undefined && !settings.anchorContrast) throw ccError('CC_ERR_OPTION', '--contrast-downsample is a setting of the contrast read-out, which is off (--no-anchor-contrast or not the refiner)');
   if (!(Number.isInteger(settings.contrastDownsample) && settings.contrastDownsample >= 1)) throw ccError('CC_ERR_OPTION', `contrast downsample ${settings.contrastDownsample} must be a whole number >= 1`);
   if (settings.anchorContrast && !refiner) throw ccError('CC_ERR_OPTION', "the contrast read-out is an input of cortexcast's CNN (the ridge refiner): not of the GAN or --recipe report");
   const sessions = openSessions(dirs, o.out, { maxTrain: o.maxTrain, transform, neurons: o.neurons, quiet: o.quiet });

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { readJsonFile } from '../../common/json-file.js';
@@ -77,13 +77,25 @@ export function readConfig(run: string): Record<string, unknown> | undefined {
 /** Settings a resume may change: how long the run goes on. */
 const RESUMABLE_SETTINGS = new Set(['epochs']);
 
+/**
+ * A config value in a form where equal settings compare equal: object keys sorted, and a string naming
+ * an existing file or folder replaced by its real path (`d/x`, `./d/x`, its absolute path and a symlink
+ * to it are one dataset).
+ */
+function canonical(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(existsSync(v) ? realpathSync(v) : v);
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  return JSON.stringify(v);
+}
+
 /** 'key: was -> now' for each setting (other than RESUMABLE_SETTINGS) that differs between a run's recorded config and a new one. */
 export function configChanges(recorded: Record<string, unknown> | undefined, config: Record<string, unknown>): string[] {
   if (!recorded) return [];
   // Through JSON both ways: undefined fields vanish as they do in config.json.
   const now = JSON.parse(JSON.stringify(config)) as Record<string, unknown>;
   const keys = [...new Set([...Object.keys(recorded), ...Object.keys(now)])];
-  return keys.filter((k) => !RESUMABLE_SETTINGS.has(k) && JSON.stringify(recorded[k]) !== JSON.stringify(now[k])).map((k) => `${k}: ${JSON.stringify(recorded[k]) ?? 'absent'} -> ${JSON.stringify(now[k]) ?? 'absent'}`);
+  return keys.filter((k) => !RESUMABLE_SETTINGS.has(k) && canonical(recorded[k]) !== canonical(now[k])).map((k) => `${k}: ${JSON.stringify(recorded[k]) ?? 'absent'} -> ${JSON.stringify(now[k]) ?? 'absent'}`);
 }
 
 export function writeStop(run: string, stop: StopRecord): void {
