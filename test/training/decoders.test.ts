@@ -54,6 +54,9 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
     const r = await trainDecoder({ kind: 'cnn', data, out, recipe: 'report', epochs: 2, resume: true, quiet: true, log: quiet });
     expect(r.history.map((h) => h.epoch)).toEqual([1, 2]);
     expect(r.steps).toBe(2 * Math.floor(240 / 16));
+    // Another objective cannot continue these weights: refused before any data is opened (a missing
+    // folder here would otherwise be CC_ERR_DATASET_MISSING), naming the setting.
+    await expect(trainDecoder({ kind: 'cnn', data: join(work, 'not-opened'), out, recipe: 'report', loss: 'mae', epochs: 3, resume: true, quiet: true, log: quiet })).rejects.toThrow(/CC_ERR_CHECKPOINT.*other settings than the run's \(loss: "mse" -> "mae"\)/);
   }, 240_000);
 
   it("cortexcast's CNN (the default): ridge image + a convolutional correction; trained on out-of-fold ridge images, the export computing its own", async () => {

@@ -4,10 +4,11 @@ import type { Manifest, ResponseTransform } from '../../models/bundle.js';
 import { FidComputer } from '../eval/metrics/fid.js';
 import type { TrainingSession } from '../engine/trainer.js';
 import { runTraining, type RunRecord } from '../run/loop.js';
+import { refuseChangedSettings } from '../run/run-folder.js';
 import { cnnRecipe } from './cnn.js';
 import { EncoderPairs } from './encoder-pairs.js';
 import { attachMeis, ganConfig, ganRecipe } from './gan.js';
-import { attachRidgeAnchors, openSessions, testBundles } from './sessions.js';
+import { attachRidgeAnchors, openSessions, sharedConfig, testBundles } from './sessions.js';
 import type { DecoderLoss, DecoderSettings } from './settings.js';
 
 export type DecoderKindTrained = 'cnn' | 'gan';
@@ -164,6 +165,8 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   if (o.contrastDownsample !== undefined && !settings.anchorContrast) throw ccError('CC_ERR_OPTION', '--contrast-downsample is a setting of the contrast read-out, which is off (--no-anchor-contrast or not the refiner)');
   if (!(Number.isInteger(settings.contrastDownsample) && settings.contrastDownsample >= 1)) throw ccError('CC_ERR_OPTION', `contrast downsample ${settings.contrastDownsample} must be a whole number >= 1`);
   if (settings.anchorContrast && !refiner) throw ccError('CC_ERR_OPTION', "the contrast read-out is an input of cortexcast's CNN (the ridge refiner): not of the GAN or --recipe report");
+  // The run's own settings are checked before the datasets load and the anchors are fitted (minutes).
+  if (o.resume) refuseChangedSettings(run, { kind: o.kind, profile: settings.profile, ...(settings.loss && { loss: settings.loss }), ...sharedConfig(settings) });
   const sessions = openSessions(dirs, o.out, { maxTrain: o.maxTrain, transform, neurons: o.neurons, quiet: o.quiet });
   const meis = o.meis === undefined ? [] : Array.isArray(o.meis) ? o.meis : [o.meis];
   const gan = o.kind === 'gan' ? { ...ganConfig(settings, { readin: o.readin, coordinates: o.coordinates }), ...(o.readinChannels !== undefined && { readinChannels: o.readinChannels }) } : undefined;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ccError } from '../../common/errors.js';
 import { progress } from '../../common/progress.js';
 import { Rng } from '../../models/rng.js';
-import { configChanges, readConfig, readRunCheckpoint, recoverCheckpointFolder, runCheckpointFile, saveCheckpointFolder, writeConfig, writeHistory, writeRunCheckpoint, writeStop, writeValidationGrid, type GridRow, type StopRecord } from './run-folder.js';
+import { readRunCheckpoint, refuseChangedSettings, recoverCheckpointFolder, runCheckpointFile, saveCheckpointFolder, writeConfig, writeHistory, writeRunCheckpoint, writeStop, writeValidationGrid, type GridRow, type StopRecord } from './run-folder.js';
 
 /** One validated point of a run: where it was and what validation scored. */
 export interface RunRecord {
@@ -96,8 +96,7 @@ export async function runTraining(recipe: Recipe, o: RunOptions): Promise<RunRes
   const ckpt = join(o.run, 'checkpoint');
   if (o.resume) recoverCheckpointFolder(ckpt);
   // A resumed run continues the same training: weights trained under other settings would be mixed in silently.
-  const changed = o.resume && existsSync(runCheckpointFile(ckpt)) ? configChanges(readConfig(o.run), recipe.config) : [];
-  if (changed.length) throw ccError('CC_ERR_CHECKPOINT', o.run, `--resume with other settings than the run's (${changed.join('; ')}); start a new run folder, or resume with the same options`);
+  if (o.resume) refuseChangedSettings(o.run, recipe.config);
   writeConfig(o.run, recipe.config);
   let history: RunRecord[] = [];
   let startEpoch = 1;

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { ccError } from '../../common/errors.js';
 import { readJsonFile } from '../../common/json-file.js';
 import { curvesSvg, reconstructionGrid, writeFile, type GridRow } from '../report/figures.js';
 import type { RunRecord } from './loop.js';
@@ -72,6 +73,18 @@ export function writeConfig(run: string, config: Record<string, unknown>): void 
 export function readConfig(run: string): Record<string, unknown> | undefined {
   const file = join(run, 'config.json');
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : undefined;
+}
+
+/**
+ * Refuse early (before minutes of setup) to resume `run` under other values of the given settings
+ * than its config.json records; only the keys given are compared. The loop compares the whole config again.
+ */
+export function refuseChangedSettings(run: string, settings: Record<string, unknown>): void {
+  const recorded = existsSync(runCheckpointFile(join(run, 'checkpoint'))) ? readConfig(run) : undefined;
+  if (!recorded) return;
+  const now = JSON.parse(JSON.stringify(settings)) as Record<string, unknown>;
+  const changed = configChanges(Object.fromEntries(Object.keys(now).map((k) => [k, recorded[k]])), now);
+  if (changed.length) throw ccError('CC_ERR_CHECKPOINT', run, `--resume with other settings than the run's (${changed.join('; ')}); start a new run folder, or resume with the same options`);
 }
 
 /** Settings a resume may change: how long the run goes on. */
