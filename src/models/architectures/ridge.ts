@@ -43,12 +43,25 @@ export interface RidgeAnchor {
   trainImages?: Float32Array;
 }
 
-/** Each channel's read-out grid [h, w] (full size where the anchor names none). */
-export function anchorGrids(anchor: RidgeAnchor): (readonly [number, number])[] {
+/** Where each channel's read-out lies in a row of the anchor's weights: its grid [h, w], first column and width. */
+export interface AnchorChannel {
+  grid: readonly [number, number];
+  offset: number;
+  size: number;
+}
+
+/** Each channel's grid and columns (full size where the anchor names no grids), and the row width they add up to. */
+export function anchorChannels(anchor: RidgeAnchor): { channels: AnchorChannel[]; columns: number } {
   const grids = anchor.grids ?? Array.from({ length: anchor.channels }, () => [anchor.height, anchor.width] as const);
   if (grids.length !== anchor.channels) throw new GraphError(`ridge anchor: ${grids.length} grids for ${anchor.channels} channels`);
   if (grids[0][0] !== anchor.height || grids[0][1] !== anchor.width) throw new GraphError(`ridge anchor: the image channel's grid ${grids[0].join('x')} is not ${anchor.height}x${anchor.width}`);
-  return [...grids];
+  let offset = 0;
+  const channels = grids.map((grid) => {
+    const c = { grid, offset, size: grid[0] * grid[1] };
+    offset += c.size;
+    return c;
+  });
+  return { channels, columns: offset };
 }
 
 /** Whether a graph built on ctx takes this anchor's ridge image as a fed input (training with out-of-fold estimates). */
@@ -65,25 +78,21 @@ export function ridgeImage(ctx: LayerContext, responses: Value, anchor: RidgeAnc
   const neurons = responses.shape[1];
   const C = anchor.channels;
   const { height: H, width: W } = anchor;
-  const grids = anchorGrids(anchor);
-  const cols = grids.reduce((a, [h, w]) => a + h * w, 0);
+  const { channels, columns: cols } = anchorChannels(anchor);
   if (typeof neurons !== 'number' || anchor.weights.length !== neurons * cols || anchor.bias.length !== cols)
-    throw new GraphError(`ridge anchor: ${anchor.weights.length} weights and ${anchor.bias.length} biases do not fit ${neurons} neurons x ${grids.map(([h, w]) => `${h}x${w}`).join(' + ')} pixels`);
+    throw new GraphError(`ridge anchor: ${anchor.weights.length} weights and ${anchor.bias.length} biases do not fit ${neurons} neurons x ${channels.map((c) => c.grid.join('x')).join(' + ')} pixels`);
   if (anchorIsFed(ctx, anchor)) return g.input(`${scope}_image`, 'float32', [responses.shape[0], C, H, W]);
-  const full = grids.every(([h, w]) => h === H && w === W);
+  const full = channels.every(({ grid: [h, w] }) => h === H && w === W);
   return g.scope(scope, () => {
     if (full) {
       const w = g.initializer('weight', tensor('float32', [neurons, cols], anchor.weights));
       const b = g.initializer('bias', tensor('float32', [cols], anchor.bias));
       return reshape(ctx, g.op('Add', [g.op('MatMul', [responses, w]), b]), [-1, C, H, W]);
     }
-    let offset = 0;
-    const maps = grids.map(([h, w], c) => {
-      const n = h * w;
+    const maps = channels.map(({ grid: [h, w], offset, size: n }, c) => {
       const weights = new Float32Array(neurons * n);
       for (let r = 0; r < neurons; r++) weights.set(anchor.weights.subarray(r * cols + offset, r * cols + offset + n), r * n);
       const bias = anchor.bias.slice(offset, offset + n);
-      offset += n;
       const wc = g.initializer(`weight_${c}`, tensor('float32', [neurons, n], weights));
       const bc = g.initializer(`bias_${c}`, tensor('float32', [n], bias));
       const m = reshape(ctx, g.op('Add', [g.op('MatMul', [responses, wc]), bc]), [-1, 1, h, w]);

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ccError } from '../../common/errors.js';
-import { anchorGrids, anchorIsFed, DECODER_INPUT, DECODER_OUTPUT, type RidgeAnchor } from '../../models/architectures/ridge.js';
+import { anchorChannels, anchorIsFed, DECODER_INPUT, DECODER_OUTPUT, type RidgeAnchor } from '../../models/architectures/ridge.js';
 import type { MeiReadinInput } from '../../models/architectures/gan.js';
 import { applyResponseTransform, updateBundleMetrics, type DecoderKind, type Manifest, type ResponseTransform } from '../../models/bundle.js';
 import { tensor, type Graph, type Value } from '../../models/onnx/index.js';
@@ -281,18 +281,14 @@ export class DecoderBatch {
     const { data, anchor } = this.sessions[0];
     const a = anchor!;
     const P = data.height * data.width;
-    const grids = anchorGrids(a);
-    const cols = grids.reduce((s, [h, w]) => s + h * w, 0);
+    const { channels, columns: cols } = anchorChannels(a);
     const est = await this.gemm!.mul(this.responses[0].subarray(0, made * data.neurons), a.weights, made, data.neurons, cols);
     const out = this.anchors[0]!.images;
-    let offset = 0;
-    for (const [c, [h, w]] of grids.entries()) {
-      const n = h * w;
+    for (const [c, { grid, offset, size: n }] of channels.entries()) {
       const part = new Float32Array(made * n);
       for (let r = 0; r < made; r++) for (let j = 0; j < n; j++) part[r * n + j] = est[r * cols + offset + j] + a.bias[offset + j];
-      const full = upsampled(part, made, [h, w], data.height, data.width);
+      const full = upsampled(part, made, grid, data.height, data.width);
       for (let r = 0; r < made; r++) out.set(full.subarray(r * P, (r + 1) * P), (r * a.channels + c) * P);
-      offset += n;
     }
   }
 }

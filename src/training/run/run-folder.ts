@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ccError } from '../../common/errors.js';
@@ -72,7 +72,7 @@ export function writeConfig(run: string, config: Record<string, unknown>): void 
 /** The run folder's recorded settings (config.json), or undefined where it has none. */
 export function readConfig(run: string): Record<string, unknown> | undefined {
   const file = join(run, 'config.json');
-  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : undefined;
+  return existsSync(file) ? readJsonFile(file, z.record(z.unknown()), 'CC_ERR_CHECKPOINT', run) : undefined;
 }
 
 /**
