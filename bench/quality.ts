@@ -2,7 +2,7 @@
  * npm run bench:quality -- [--quick] [--population default|second] [--seeds N] [--budget 45m]
  *   [--encoder-budget 20m] [--recipe cortexcast|report] [--anchor ridge|none] [--anchor-folds 0|5]
  *   [--pairs 0|0.5] [--pairs-for cnn,gan] [--refiner-levels 0|2] [--cnn-loss mse|logssim|mae|mse+logssim] [--cnn-contrast on|off] [--cnn-contrast-downsample 1|2|4]
- *   [--data DIR] [--out DIR] [--decoders cnn,gan,latent-vae,latent-features] [--ae-budget 15m]
+ *   [--data DIR] [--out DIR] [--decoders cnn,gan,latent-vae,latent-features] [--ae-budget 15m] [--gan-profile small|realtime]
  *
  * Decoder quality against the linear readout measured in the same run: ridge (closed form), then the
  * small CNN and the small GAN (with its encoder and MEIs), each deep decoder under a wall-clock
@@ -52,6 +52,7 @@ const { values: a } = parseArgs({
     pairs: { type: 'string', default: '0' },
     'pairs-for': { type: 'string', default: 'cnn' },
     'ae-budget': { type: 'string' },
+    'gan-profile': { type: 'string', default: 'small' },
   },
 });
 
@@ -83,6 +84,8 @@ const decoders = a.decoders!.split(',').map((d) => {
   return d as BenchDecoder;
 });
 const aeBudget = minutes(a['ae-budget'], quick ? 3 : 15);
+const ganProfile = a['gan-profile'] as 'small' | 'realtime';
+if (ganProfile !== 'small' && ganProfile !== 'realtime') throw new Error(`--gan-profile: ${a['gan-profile']} is not small or realtime`);
 
 function population(): { name: string; cfg: SynthConfig } {
   const base = quick ? SYNTH_PRESETS.small : SYNTH_PRESETS.default;
@@ -120,7 +123,7 @@ table.push({ name: 'ridge', seed: 0, row: await testRow(ridgeDir), seconds: Numb
 
 // cnn / gan: the cortexcast recipe; cnn-report etc. name what differs from it.
 const variant = (kind: string): string =>
-  [recipe === 'report' ? '-report' : '', (anchor === 'ridge') !== (recipe === 'cortexcast') ? `-anchor-${anchor}` : '', anchor === 'ridge' && anchorFolds !== undefined ? `-folds${anchorFolds}` : '', kind === 'cnn' && refinerLevels !== undefined ? `-levels${refinerLevels}` : '', kind === 'cnn' && cnnLoss ? `-${cnnLoss}` : '', kind === 'cnn' && cnnContrast !== undefined ? `-contrast-${cnnContrast ? 'on' : 'off'}` : '', kind === 'cnn' && cnnContrastDownsample !== undefined ? `-contrastgrid${cnnContrastDownsample}` : '', usesPairs(kind) ? `-pairs${pairsFraction}` : ''].join('');
+  [recipe === 'report' ? '-report' : '', (anchor === 'ridge') !== (recipe === 'cortexcast') ? `-anchor-${anchor}` : '', anchor === 'ridge' && anchorFolds !== undefined ? `-folds${anchorFolds}` : '', kind === 'cnn' && refinerLevels !== undefined ? `-levels${refinerLevels}` : '', kind === 'cnn' && cnnLoss ? `-${cnnLoss}` : '', kind === 'cnn' && cnnContrast !== undefined ? `-contrast-${cnnContrast ? 'on' : 'off'}` : '', kind === 'cnn' && cnnContrastDownsample !== undefined ? `-contrastgrid${cnnContrastDownsample}` : '', kind === 'gan' && ganProfile !== 'small' ? `-${ganProfile}` : '', usesPairs(kind) ? `-pairs${pairsFraction}` : ''].join('');
 const label = (kind: string): string => `${kind}${variant(kind)}`;
 
 for (const seed of seeds) {
@@ -145,7 +148,7 @@ for (const seed of seeds) {
       table.push({ name: label(kind), seed, row: await testRow(dir), seconds: Number(loadBundle(dir).manifest.training.seconds ?? 0) });
       continue;
     }
-    const r = await trainDecoder({ kind, data, out: dir, seed, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, anchorContrast: kind === 'cnn' ? cnnContrast : undefined, contrastDownsample: kind === 'cnn' ? cnnContrastDownsample : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
+    const r = await trainDecoder({ kind, data, out: dir, seed, profile: kind === 'gan' ? ganProfile : undefined, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, anchorContrast: kind === 'cnn' ? cnnContrast : undefined, contrastDownsample: kind === 'cnn' ? cnnContrastDownsample : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
     table.push({ name: label(kind), seed, row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000 });
   }
 }

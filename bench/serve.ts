@@ -3,6 +3,7 @@
  * gRPC connection, as separate rigs), through the real server (a separate process) to one WebSocket
  * subscriber per stream, for each decoder built at its trained shapes with random weights: ridge, cnn
  * (cortexcast's default, the ridge refiner with the contrast read-out), gan (the small ridge-anchored generator, MEI readin),
+ * gan-realtime (the GAN's realtime profile: its readin on a 9x16 grid),
  * latent-vae (MLP readin + VAE decoder), their int8 copies (cortexcast quantize), invenc (the small
  * encoder's gradient step, --invenc-steps per frame) and cnn-report (the report's small CNN). End to end =
  * subscriber receipt minus the sender's acquisition stamp (same machine clock). Two references in
@@ -14,9 +15,10 @@
  * millisecond goes: floor (transport) + decode (mean per server batch) + the rest (the server's own
  * share: queueing, scaling, fan-out).
  *
- *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,ridge-int8,cnn,cnn-int8,gan,gan-int8,
+ *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,ridge-int8,cnn,cnn-int8,gan,gan-int8,gan-realtime,gan-realtime-int8,
  *     latent-vae,latent-vae-int8,invenc,cnn-report,cnn-fullcontrast,cnn-fullcontrast-int8] [--contrast-downsample f] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
- *     [--layouts 1x2,2x1] (server workers x ORT threads each) [--mei-neurons 512] [--invenc-steps 50]
+ *     [--layouts 1x2,2x1] (server workers x ORT threads each) [--decode-nice 0,10] (inference-thread nice values)
+ *     [--mei-neurons 512] [--invenc-steps 50]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -49,7 +51,7 @@ const arg = (name: string, fallback: string): string => {
 };
 const seconds = Number(arg('seconds', '10'));
 const streamCounts = arg('streams', '1,4,16').split(',').map(Number);
-const ALL_MODELS = ['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'gan', 'gan-int8', 'latent-vae', 'latent-vae-int8', 'invenc', 'cnn-report', 'cnn-fullcontrast', 'cnn-fullcontrast-int8'];
+const ALL_MODELS = ['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'gan', 'gan-int8', 'gan-realtime', 'gan-realtime-int8', 'latent-vae', 'latent-vae-int8', 'invenc', 'cnn-report', 'cnn-fullcontrast', 'cnn-fullcontrast-int8'];
 /** Served unless --models names others: the session-8 refiner (full-size contrast read-out) is for comparison only. */
 const DEFAULT_MODELS = ALL_MODELS.filter((m) => !m.startsWith('cnn-fullcontrast'));
 const models = arg('models', DEFAULT_MODELS.join(',')).split(',');
@@ -60,6 +62,12 @@ const layouts = arg('layouts', '1x2').split(',').map((l) => {
   const [w, t] = l.split('x').map(Number);
   if (!(w >= 1 && t >= 1)) throw new Error(`--layouts: ${l} is not <workers>x<threads>`);
   return { name: l, workers: w, threads: t };
+});
+/** Inference-thread nice values to compare (the server's decodeNice; 0 = the server's own priority). */
+const niceValues = arg('decode-nice', '0').split(',').map((v) => {
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= 0 && n <= 19)) throw new Error(`--decode-nice: ${v} is not an integer 0-19`);
+  return n;
 });
 const meiNeurons = Number(arg('mei-neurons', '512'));
 const invencSteps = Number(arg('invenc-steps', '50'));
@@ -114,12 +122,18 @@ function makeBundles(dir: string): Record<string, string> {
   writeBundle(join(dir, 'cnn'), { ...common, name: 'cnn', kind: 'cnn', model: writeModel(cnn), opset: cnn.opset });
   writeBundle(join(dir, 'cnn-fullcontrast'), { ...common, name: 'cnn-fullcontrast', kind: 'cnn', model: writeModel(cnnFull), opset: cnnFull.opset });
   const anchor = { weights: W, bias: new Float32Array(2304), height: 36, width: 64, channels: 1 };
-  // cortexcast's GAN: the small generator, ridge-anchored, MEI readin on the top `meiNeurons`.
-  const gan = newGraph('gan_small');
+  // cortexcast's GAN: the small generator (and the realtime profile's: the readin on a 9x16 grid), ridge-anchored, MEI readin on the top `meiNeurons`.
   const meis = Float32Array.from({ length: meiNeurons * 2304 }, () => rng.normal() * 0.1);
-  const gen = ganGenerator({ g: gan, rng: new Rng(4), mode: 'eval' }, 'batch', GAN_PROFILES.small, { neurons, mei: { meis, neuronIndex: Array.from({ length: meiNeurons }, (_, i) => i * Math.floor(neurons / meiNeurons)) }, anchor });
-  gan.output(gen.output, DECODER_OUTPUT);
+  const ganGraph = (name: string, profile: 'small' | 'realtime'): ReturnType<typeof newGraph> => {
+    const gg = newGraph(name);
+    const gen = ganGenerator({ g: gg, rng: new Rng(4), mode: 'eval' }, 'batch', GAN_PROFILES[profile], { neurons, mei: { meis, neuronIndex: Array.from({ length: meiNeurons }, (_, i) => i * Math.floor(neurons / meiNeurons)) }, anchor });
+    gg.output(gen.output, DECODER_OUTPUT);
+    return gg;
+  };
+  const gan = ganGraph('gan_small', 'small');
+  const ganRealtime = ganGraph('gan_realtime', 'realtime');
   writeBundle(join(dir, 'gan'), { ...common, name: 'gan', kind: 'gan', model: writeModel(gan), opset: gan.opset });
+  writeBundle(join(dir, 'gan-realtime'), { ...common, name: 'gan-realtime', kind: 'gan', model: writeModel(ganRealtime), opset: ganRealtime.opset });
   // The latent VAE decoder: the MLP readin (small) -> the VAE's decoder -> resize -> z-scored pixels.
   const lat = newGraph('latent_vae_small');
   const lctx = { g: lat, rng: new Rng(5), mode: 'eval' as const };
@@ -143,7 +157,7 @@ function makeBundles(dir: string): Record<string, string> {
     iterative: { imageInput: STEP_IMAGE, lrInput: STEP_LR, kernelInput: STEP_KERNEL, steps: invencSteps, lr: 1000, blurSigma: 1.5, blurRadius: MAX_BLUR_RADIUS, seed: 1 },
   });
   // cortexcast quantize's graphs (its quality check needs a dataset; timing does not).
-  for (const [name, kind, model] of [['ridge-int8', 'ridge', writeModel(ridge)], ['cnn-int8', 'cnn', writeModel(cnn)], ['cnn-fullcontrast-int8', 'cnn', writeModel(cnnFull)], ['gan-int8', 'gan', writeModel(gan)], ['latent-vae-int8', 'latent', writeModel(lat)]] as const)
+  for (const [name, kind, model] of [['ridge-int8', 'ridge', writeModel(ridge)], ['cnn-int8', 'cnn', writeModel(cnn)], ['cnn-fullcontrast-int8', 'cnn', writeModel(cnnFull)], ['gan-int8', 'gan', writeModel(gan)], ['gan-realtime-int8', 'gan', writeModel(ganRealtime)], ['latent-vae-int8', 'latent', writeModel(lat)]] as const)
     writeBundle(join(dir, name), { ...common, name, kind, model: quantizeModel(model).model, opset: 17 });
   return Object.fromEntries(ALL_MODELS.map((m) => [m, join(dir, m)]));
 }
@@ -271,10 +285,10 @@ async function main(): Promise<void> {
   for (const model of models) {
     const d = await direct(bundles[model], Math.min(300, seconds * HZ));
     console.log(`direct ${model}: decode on a worker p50 ${pct(d, 50).toFixed(2)} ms  p99 ${pct(d, 99).toFixed(2)} ms`);
-    for (const layout of layouts) {
-      const label = layouts.length > 1 ? `${model}@${layout.name}` : model;
+    for (const layout of layouts.flatMap((l) => niceValues.map((nice) => ({ ...l, nice })))) {
+      const label = [model, layouts.length > 1 ? `@${layout.name}` : '', niceValues.length > 1 ? `+nice${layout.nice}` : ''].join('');
       const srv = await startChild(
-        ['bin/cortexcast.js', 'serve', '--model', `${model}=${bundles[model]}`, '--grpc-port', '0', '--http-port', '0', '--workers', String(layout.workers), '--threads', String(layout.threads), '--providers', providers, '--max-batch', maxBatch],
+        ['bin/cortexcast.js', 'serve', '--model', `${model}=${bundles[model]}`, '--grpc-port', '0', '--http-port', '0', '--workers', String(layout.workers), '--threads', String(layout.threads), '--providers', providers, '--max-batch', maxBatch, '--decode-nice', String(layout.nice)],
         (l) => {
           if (!l.includes('"serving"')) return undefined;
           const j = JSON.parse(l) as { grpc: string; http: string };
@@ -284,7 +298,7 @@ async function main(): Promise<void> {
       );
       const http = `http://127.0.0.1:${srv.httpPort}`;
       const served = ((await (await fetch(`${http}/api/models`)).json()) as { models: { provider: string }[] }).models[0].provider;
-      console.log(`server ${label}: execution provider ${served} (asked for ${providers}), ${layout.workers} worker(s) x ${layout.threads} thread(s)`);
+      console.log(`server ${label}: execution provider ${served} (asked for ${providers}), ${layout.workers} worker(s) x ${layout.threads} thread(s), decode nice ${layout.nice}`);
       const rss0 = await serverRss(http);
       let peak = rss0;
       const sampler = setInterval(() => void serverRss(http).then((v) => (peak = Math.max(peak, v))), 1000);

@@ -268,8 +268,8 @@ for (const kind of ['cnn', 'gan'] as const) {
     .requiredOption('--out <dir>', 'bundle folder to write (one sub-folder per session for B-All; the run folder goes to <out>/run unless --run)')
     .option('--run <dir>', 'run folder: config, metrics.csv/json, curves.svg, validation grid, checkpoint')
     .addOption(
-      new Option('--profile <name>', "sizes: paper (the authors' code; expect a GPU), appendix (CNN only: the report's appendix), small (2 CPU cores)")
-        .choices(kind === 'cnn' ? ['small', 'paper', 'appendix'] : ['small', 'paper'])
+      new Option('--profile <name>', "sizes: paper (the authors' code; expect a GPU), appendix (CNN only: the report's appendix), small (2 CPU cores), realtime (GAN only: the readin on a 4x coarser grid, a 16-channel core; decode cost near the CNN's)")
+        .choices(kind === 'cnn' ? ['small', 'paper', 'appendix'] : ['small', 'paper', 'realtime'])
         .default('small'),
     )
     .option('--epochs <n>', 'epochs (the report: 200)', int('epochs'), 200)
@@ -581,6 +581,7 @@ program
   .addOption(new Option('--policy <p>', 'frame policy').choices(['latest', 'fifo']))
   .option('--queue-depth <n>', 'fifo queue depth per stream', Number)
   .option('--max-batch <n>', 'frames decoded together at most', Number)
+  .option('--decode-nice <n>', 'nice value added to inference threads so ingest and fan-out run first (0-19, default 0; Linux)', Number)
   .option('--invenc-steps <n>', 'iterative decoders (invenc): optimisation steps per frame (default: the bundle\'s)', Number)
   .option('--token <token>', 'shared auth token for gRPC and WebSocket (or CORTEXCAST_TOKEN)')
   .option('--protect-http', 'also require the token on /metrics, /healthz and /api/models')
@@ -599,6 +600,7 @@ program
       framePolicy: o.policy,
       queueDepth: o.queueDepth,
       maxBatch: o.maxBatch,
+      decodeNice: o.decodeNice,
       iterativeSteps: o.invencSteps,
       auth: o.token || o.protectHttp ? { token: o.token, protectHttp: o.protectHttp ? true : undefined } : undefined,
       tls: o.tlsCert || o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : undefined,

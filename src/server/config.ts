@@ -43,6 +43,14 @@ export const configSchema = z
     queueDepth: z.number().int().min(1).max(1024).default(8),
     /** Frames from different streams decoded together in one run, at most. */
     maxBatch: z.number().int().min(1).max(256).default(8),
+    /**
+     * Linux nice value added to every inference thread (and the ORT threads it starts), so that ingest,
+     * scheduling and fan-out on the main thread preempt a running decode instead of queueing behind it
+     * on a busy box. Measured (docs/bench/serve-cpu-s10-nice.txt): 10 shortened the CNN's tail and
+     * lengthened int8 ridge's when the load generator shared the 2 cores, so it is off by default.
+     * Ignored, with a warning at start, where the OS cannot set a thread's priority.
+     */
+    decodeNice: z.number().int().min(0).max(19).default(0),
     limits: z
       .object({
         /** Largest gRPC message accepted (bytes). An 8,600-neuron frame is ~34 KB. */
@@ -109,6 +117,7 @@ const ENV: Record<string, (v: string) => Partial<ServerConfigInput>> = {
   CORTEXCAST_PROVIDERS: (v) => ({ providers: v.split(',') as ('cuda' | 'webgpu' | 'cpu')[] }),
   CORTEXCAST_WORKERS: (v) => ({ workers: Number(v) }),
   CORTEXCAST_THREADS: (v) => ({ threads: Number(v) }),
+  CORTEXCAST_DECODE_NICE: (v) => ({ decodeNice: Number(v) }),
 };
 
 /** Merge the sources, validate everything at once, resolve paths and freeze. */

@@ -51,6 +51,7 @@ export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<Serv
       steps,
       providers: [...(m.providers ?? cfg.providers)],
       threads: m.threads ?? cfg.threads,
+      nice: cfg.decodeNice,
     },
     m.workers ?? cfg.workers,
   );

@@ -97,7 +97,10 @@ export class CortexcastServer {
     if (this.state !== 'NEW') throw new Error(`server cannot start from state ${this.state}`);
     this.state = 'STARTING';
     await this.registry.loadAll();
-    for (const m of this.registry.all()) this.log('info', 'model ready', { model: m.name, kind: m.bundle.manifest.kind, provider: m.provider, fallbacks: m.pool.fallbacks, workers: m.pool.size, neurons: m.neurons });
+    for (const m of this.registry.all()) {
+      this.log('info', 'model ready', { model: m.name, kind: m.bundle.manifest.kind, provider: m.provider, fallbacks: m.pool.fallbacks, workers: m.pool.size, neurons: m.neurons, nice: 'applied' in m.pool.nice ? m.pool.nice.applied : null });
+      if ('failed' in m.pool.nice) this.log('warn', 'inference threads keep the server priority (decodeNice not applied)', { model: m.name, reason: m.pool.nice.failed });
+    }
     this.refreshModelInfo();
     const { pkg, service } = loadProto(this.cfg.limits.maxMessageBytes);
     this.grpcServer.addService(

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { ExecutionProvider } from '../models/ort.js';
-import type { RunRequest, WorkerInit, WorkerReply } from './inference-worker.js';
+import type { NiceOutcome, RunRequest, WorkerInit, WorkerReply } from './inference-worker.js';
 
 export interface RunResult {
   output: Float32Array;
@@ -33,6 +33,8 @@ export class WorkerPool {
   private nextId = 1;
   provider: ExecutionProvider = 'cpu';
   fallbacks: string[] = [];
+  /** The inference threads' nice value, or why it could not be set (from the first worker). */
+  nice: NiceOutcome = { applied: 0 };
   private closed = false;
   /** Set by the owner: a worker became idle or died. */
   onChange: () => void = () => undefined;
@@ -54,6 +56,7 @@ export class WorkerPool {
             if (m.kind === 'ready') {
               pool.provider = m.provider;
               pool.fallbacks = m.fallbacks;
+              pool.nice = m.nice;
               slot.state = 'idle';
               worker.off('message', onFirst);
               worker.on('message', (r: WorkerReply) => pool.onReply(slot, r));

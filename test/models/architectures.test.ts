@@ -24,7 +24,7 @@ describe('architectures build with the shapes REFERENCE.md gives', () => {
     expect(ctx.g.initializers.get('readin/fc/weight')!.tensor.dims).toEqual([50, 432]);
   });
 
-  it.each(['paper', 'small'] as const)('GAN %s: MEI readin + core -> [B, 1, 36, 64]; discriminator -> [B, 1]', (p) => {
+  it.each(['paper', 'small', 'realtime'] as const)('GAN %s: MEI readin + core -> [B, 1, 36, 64]; discriminator -> [B, 1]', (p) => {
     const ctx = ctxFor('train');
     const K = 4;
     const m = ganGenerator(ctx, 2, GAN_PROFILES[p], { neurons: 10, mei: { meis: new Float32Array(K * 36 * 64), neuronIndex: [0, 3, 5, 9] } });
@@ -44,6 +44,28 @@ describe('architectures build with the shapes REFERENCE.md gives', () => {
       const out = await runOnce(session, { responses: tensor('float32', [rows, 30], new Float32Array(rows * 30).fill(0.5)) });
       expect(out.image.dims).toEqual([rows, 1, 36, 64]);
     }
+  });
+
+  it('the realtime GAN reads in on a 9 x 16 grid: its MEIs are 4 x 4 block means, its features are upsampled to 36 x 64', async () => {
+    const ctx = ctxFor();
+    const K = 3;
+    const meis = Float32Array.from({ length: K * 36 * 64 }, (_, i) => Math.sin(i * 0.37) + (i % 64) / 64);
+    const m = ganGenerator(ctx, 'batch', GAN_PROFILES.realtime, { neurons: 12, mei: { meis, neuronIndex: [0, 4, 11] } });
+    const coarse = ctx.g.initializers.get('readin/meis')!.tensor;
+    expect(coarse.dims).toEqual([K, 9, 16]);
+    for (const [k, y, x] of [[0, 0, 0], [1, 4, 7], [2, 8, 15]]) {
+      let sum = 0;
+      for (let dy = 0; dy < 4; dy++) for (let dx = 0; dx < 4; dx++) sum += meis[k * 2304 + (4 * y + dy) * 64 + 4 * x + dx];
+      expect((coarse.data as Float32Array)[k * 144 + y * 16 + x]).toBeCloseTo(sum / 16, 5);
+    }
+    // The context MLP draws 144-pixel maps, not 2,304-pixel ones: 1/16 of the small profile's readin work per neuron.
+    const contextOut = [...ctx.g.initializers.entries()].find(([k]) => k.startsWith('readin/context_out/') && k.endsWith('weight'))![1].tensor;
+    expect(contextOut.dims).toContain(144);
+    ctx.g.output(m.output, 'image');
+    const { session } = await createSession(ctx.g);
+    const out = await runOnce(session, { responses: tensor('float32', [2, 12], Float32Array.from({ length: 24 }, (_, i) => i / 10)) });
+    expect(out.image.dims).toEqual([2, 1, 36, 64]);
+    expect([...(out.image.data as Float32Array)].every(Number.isFinite)).toBe(true);
   });
 
   it('the grid readin is the grid network alone: no MEI tensor in the graph', () => {

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { mkdtempSync, cpSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, cpSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -188,6 +188,26 @@ describe('streaming server', () => {
     fast.close();
     await new Promise((r) => setTimeout(r, 200));
     expect(server.fanout.size).toBe(before - 2);
+  });
+
+  it('inference threads run at decodeNice above the server (Linux); by default at its own priority', async (ctx) => {
+    if (process.platform !== 'linux') return ctx.skip();
+    const niceOf = (tid: string): number => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(')').pop()!.trim().split(' ')[16]);
+    const tids = (): string[] => readdirSync('/proc/self/task');
+    const base = niceOf(String(process.pid));
+    expect(server.registry.get('ridge').pool.nice).toEqual({ applied: base });
+    const before = new Set(tids());
+    const lowered = await startServer({ decodeNice: 10, threads: 2 });
+    try {
+      const added = tids().filter((t) => !before.has(t));
+      const want = Math.min(19, base + 10);
+      expect(lowered.registry.get('ridge').pool.nice).toEqual({ applied: want });
+      // The worker thread and the intra-op thread ORT started from it; the process's own threads keep theirs.
+      expect(added.filter((t) => niceOf(t) === want).length).toBeGreaterThanOrEqual(2);
+      expect(niceOf(String(process.pid))).toBe(base);
+    } finally {
+      await lowered.close();
+    }
   });
 
   it('exposes Prometheus metrics with conventional names and health', async () => {

@@ -78,5 +78,15 @@ describe('pinned first steps (behaviour guard for restructuring)', () => {
       for (let i = 0; i < ev.recon.length; i++) diff = Math.max(diff, Math.abs(ev.recon[i] - ridge.recon[i]));
       expect(diff, kind).toBeLessThan(1e-4);
     }
+    // The realtime GAN profile trains and exports through the same path: coarse MEIs in the bundle, ridge's images at step 0.
+    const rt = join(work, 'gan-realtime-anchored');
+    const r = await trainDecoder({ kind: 'gan', profile: 'realtime', data, out: rt, anchor: 'ridge', lr: 0, epochs: 1, maxSteps: 2, meis: join(work, 'meis'), quiet: true, log: quiet });
+    expect(r.manifest.name).toContain('gan-realtime');
+    const { graph } = readModel(readFileSync(join(rt, 'model.onnx')));
+    expect(graph.initializers.get('readin/meis')?.tensor.dims).toEqual([24, 9, 16]);
+    const ev = await evaluateBundle(rt, data, { fid: 0 });
+    let diff = 0;
+    for (let i = 0; i < ev.recon.length; i++) diff = Math.max(diff, Math.abs(ev.recon[i] - ridge.recon[i]));
+    expect(diff, 'gan realtime').toBeLessThan(1e-4);
   }, 180_000);
 });

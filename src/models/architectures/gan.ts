@@ -1,4 +1,5 @@
-import { batchNorm, conv2d, convTranspose2d, dropout, int64s, leakyRelu, linear, relu, reshape, scalar, sigmoid, type LayerContext } from '../layers.js';
+import { resizeArea } from '../../datasets/image-ops.js';
+import { batchNorm, conv2d, convTranspose2d, dropout, int64s, leakyRelu, linear, relu, reshape, resizeImage, scalar, sigmoid, type LayerContext } from '../layers.js';
 import { GraphError, tensor, type Value } from '../onnx/index.js';
 import { anchoredResidual, DECODER_INPUT, ridgeImage, type RidgeAnchor } from './ridge.js';
 
@@ -16,7 +17,13 @@ export interface GanConfig {
   /** 'mei': grid network x MEIs; 'grid': the grid network's maps alone (no MEIs); 'fc': fully connected. */
   readin: 'mei' | 'grid' | 'fc';
   readinChannels: number;
-  /** Context MLP hidden sizes (1 -> ... -> H*W). */
+  /**
+   * The MEI/grid readin works on a grid this many times coarser than the image (MEIs area-averaged to
+   * it) and its C channels are upsampled bilinearly in the graph: the readin's cost, K x (context + C) x
+   * grid pixels per frame, falls by the square. 1: the report's full-size readin.
+   */
+  readinDownsample: number;
+  /** Context MLP hidden sizes (1 -> ... -> grid pixels). */
   context: number[];
   readinDropout: number;
   /** Generator convs after the readin: output channels and kernel (stride 1, same padding); last has 1 channel. */
@@ -35,6 +42,7 @@ export interface GanConfig {
 const PAPER: GanConfig = {
   readin: 'mei',
   readinChannels: 480,
+  readinDownsample: 1,
   context: [8, 128],
   readinDropout: 0.15,
   core: [
@@ -60,7 +68,7 @@ const PAPER: GanConfig = {
   coordinates: false,
 };
 
-export const GAN_PROFILES: Record<'paper' | 'small', GanConfig> = {
+export const GAN_PROFILES: Record<'paper' | 'small' | 'realtime', GanConfig> = {
   paper: PAPER,
   /**
    * Real time on 2 CPU cores (batch-1 decode under ~10 ms with 512 MEI neurons): 32 readin channels,
@@ -80,6 +88,24 @@ export const GAN_PROFILES: Record<'paper' | 'small', GanConfig> = {
     ],
     disc: PAPER.disc.map((l) => ({ ...l, channels: l.channels / 8 })),
   },
+  /**
+   * Decode cost near the CNN's (bench:serve's gan-realtime): the readin on a 9 x 16 grid (4x coarser)
+   * with 16 channels and a 16-wide context layer, then three 16-channel k3 layers at full size. The
+   * readin is what made the small GAN ~7x the CNN's cost per frame: K full-size maps per frame.
+   */
+  realtime: {
+    ...PAPER,
+    readinChannels: 16,
+    readinDownsample: 4,
+    context: [8, 16],
+    core: [
+      { channels: 16, kernel: 3 },
+      { channels: 16, kernel: 3 },
+      { channels: 16, kernel: 3 },
+      { channels: 1, kernel: 3 },
+    ],
+    disc: PAPER.disc.map((l) => ({ ...l, channels: l.channels / 8 })),
+  },
 };
 
 export interface MeiReadinInput {
@@ -91,17 +117,24 @@ export interface MeiReadinInput {
   coordinates?: Float32Array;
 }
 
+/** The readin's grid: the image's, or readinDownsample times coarser (at least 1 x 1). */
+export function readinGrid(cfg: GanConfig): { height: number; width: number } {
+  const f = cfg.readinDownsample;
+  if (!(f >= 1)) throw new GraphError(`GAN readinDownsample ${f}: must be 1 or more`);
+  return { height: Math.max(1, Math.round(cfg.height / f)), width: Math.max(1, Math.round(cfg.width / f)) };
+}
+
 /** responses [B, n] -> [B, C, H, W]. */
 function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiReadinInput, scope: string): Value {
   const { g } = ctx;
   return g.scope(scope, () => {
     const K = m.neuronIndex.length;
-    const P = cfg.height * cfg.width;
+    const { height: h, width: w } = readinGrid(cfg);
     const withMeis = cfg.readin === 'mei';
-    if (withMeis && m.meis.length !== K * P) throw new GraphError(`MEI readin: ${m.meis.length} MEI values for ${K} neurons of ${cfg.height}x${cfg.width}`);
+    if (withMeis && m.meis.length !== K * cfg.height * cfg.width) throw new GraphError(`MEI readin: ${m.meis.length} MEI values for ${K} neurons of ${cfg.height}x${cfg.width}`);
     const picked = g.op('Gather', [responses, g.initializer('neuron_index', tensor('int64', [K], m.neuronIndex))], { axis: 1 });
     // Every (image, neuron) pair is one row of the shared context MLP.
-    let h = reshape(ctx, picked, [-1, 1]);
+    let h0 = reshape(ctx, picked, [-1, 1]);
     if (cfg.coordinates) {
       if (!m.coordinates) throw new GraphError('MEI readin: the coordinates ablation needs neuron coordinates');
       const coords = g.initializer('coordinates', tensor('float32', [1, K, 2], m.coordinates));
@@ -109,18 +142,27 @@ function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiRe
       // need the batch size as a constant shape, which an exported graph with a free batch axis lacks).
       const zeros = g.op('Mul', [g.op('Unsqueeze', [picked, int64s(g, 'axis', [2])]), scalar(g, 'zero', 0)]);
       const tiled = g.op('Add', [zeros, coords]);
-      h = g.op('Concat', [h, reshape(ctx, tiled, [-1, 2])], { axis: 1 });
+      h0 = g.op('Concat', [h0, reshape(ctx, tiled, [-1, 2])], { axis: 1 });
     }
     cfg.context.forEach((width, i) => {
-      h = g.scope(`context${i}`, () => dropout(ctx, leakyRelu(ctx, batchNorm(ctx, linear(ctx, h, width)), cfg.leakySlope), cfg.readinDropout));
+      h0 = g.scope(`context${i}`, () => dropout(ctx, leakyRelu(ctx, batchNorm(ctx, linear(ctx, h0, width)), cfg.leakySlope), cfg.readinDropout));
     });
-    const maps = reshape(ctx, g.scope('context_out', () => linear(ctx, h, P)), [-1, K, cfg.height, cfg.width]);
+    const maps = reshape(ctx, g.scope('context_out', () => linear(ctx, h0, h * w)), [-1, K, h, w]);
     // The grid network's maps, modulated by each neuron's MEI (or alone: the 'grid' readin).
-    const modulated = withMeis ? g.op('Mul', [maps, g.initializer('meis', tensor('float32', [K, cfg.height, cfg.width], m.meis))]) : maps;
+    const modulated = withMeis ? g.op('Mul', [maps, g.initializer('meis', tensor('float32', [K, h, w], coarseMeis(m.meis, K, cfg, h, w)))]) : maps;
     let x = dropout(ctx, modulated, cfg.readinDropout, { channelwise: true });
     x = conv2d(ctx, x, cfg.readinChannels, { kernel: 1, bias: false, name: 'mix' });
-    return leakyRelu(ctx, batchNorm(ctx, x), cfg.leakySlope);
+    return resizeImage(ctx, leakyRelu(ctx, batchNorm(ctx, x), cfg.leakySlope), cfg.height, cfg.width);
   });
+}
+
+/** K full-size MEIs area-averaged to the readin's h x w grid (unchanged at full size). */
+function coarseMeis(meis: Float32Array, K: number, cfg: GanConfig, h: number, w: number): Float32Array {
+  const { height: H, width: W } = cfg;
+  if (h === H && w === W) return meis;
+  const out = new Float32Array(K * h * w);
+  for (let k = 0; k < K; k++) resizeArea(meis.subarray(k * H * W, (k + 1) * H * W), H, W, h, w, out.subarray(k * h * w, (k + 1) * h * w));
+  return out;
 }
 
 /** The FC alternative: Linear(n -> C x H/4 x W/4), BN, LeakyReLU, dropout, then a k4 s4 transposed conv to H x W. */

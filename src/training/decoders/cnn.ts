@@ -20,6 +20,7 @@ export async function cnnRecipe(s: DecoderSettings, sessions: DecoderSession[], 
   const [sess] = sessions;
   const { data } = sess;
   const { height: H, width: W } = data;
+  if (s.profile === 'realtime') throw ccError('CC_ERR_OPTION', "profile 'realtime' is the GAN's; the CNN's small profile is its real-time one");
   const cfg = CNN_PROFILES[s.profile];
   const refiner = s.recipe === 'cortexcast' ? { ...refinerProfile(s.profile), ...(s.refinerLevels !== undefined && { levels: s.refinerLevels }) } : undefined;
   if (refiner && !sess.anchor) throw ccError('CC_ERR_OPTION', "cortexcast's CNN refines the ridge image: it needs the ridge anchor (or --recipe report)");
@@ -65,7 +66,7 @@ export async function cnnRecipe(s: DecoderSettings, sessions: DecoderSession[], 
   return { recipe, generator: G };
 }
 
-function refinerProfile(profile: DecoderSettings['profile']): RefinerConfig {
+function refinerProfile(profile: Exclude<DecoderSettings['profile'], 'realtime'>): RefinerConfig {
   if (profile === 'appendix') throw ccError('CC_ERR_OPTION', "profile 'appendix' is the report's CNN: use it with --recipe report");
   return REFINER_PROFILES[profile];
 }

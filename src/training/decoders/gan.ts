@@ -19,7 +19,7 @@ export interface GanOptions {
 
 /** The GAN's architecture for these settings: the profile's sizes with the chosen readin and ablations. */
 export function ganConfig(s: Pick<DecoderSettings, 'profile'>, g: GanOptions): GanConfig {
-  if (s.profile === 'appendix') throw ccError('CC_ERR_OPTION', "profile 'appendix' is the CNN's; the GAN has 'paper' and 'small'");
+  if (s.profile === 'appendix') throw ccError('CC_ERR_OPTION', "profile 'appendix' is the CNN's; the GAN has 'paper', 'small' and 'realtime'");
   return { ...GAN_PROFILES[s.profile], readin: g.readin ?? 'mei', coordinates: !!g.coordinates };
 }
 

@@ -7,7 +7,7 @@ export type DecoderLoss = 'logssim' | 'mse' | 'mae' | 'mse+logssim';
 
 /** What the CNN and GAN recipes share, resolved from TrainDecoderOptions (defaults applied). */
 export interface DecoderSettings {
-  profile: 'small' | 'paper' | 'appendix';
+  profile: 'small' | 'paper' | 'appendix' | 'realtime';
   batch: number;
   lr: number;
   weightDecay: number;

@@ -21,8 +21,8 @@ export interface TrainDecoderOptions {
   out: string;
   /** Run folder: config, per-epoch metrics, curves, grids, checkpoint (default <out>/run). */
   run?: string;
-  /** 'appendix' (the report's appendix sizes) exists for the CNN only. */
-  profile?: 'small' | 'paper' | 'appendix';
+  /** 'appendix' (the report's appendix sizes) exists for the CNN only, 'realtime' for the GAN only. */
+  profile?: 'small' | 'paper' | 'appendix' | 'realtime';
   epochs?: number;
   batch?: number;
   lr?: number;
