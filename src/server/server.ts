@@ -97,10 +97,7 @@ export class CortexcastServer {
     if (this.state !== 'NEW') throw new Error(`server cannot start from state ${this.state}`);
     this.state = 'STARTING';
     await this.registry.loadAll();
-    for (const m of this.registry.all()) {
-      this.log('info', 'model ready', { model: m.name, kind: m.bundle.manifest.kind, provider: m.provider, fallbacks: m.pool.fallbacks, workers: m.pool.size, neurons: m.neurons, nice: 'applied' in m.pool.nice ? m.pool.nice.applied : null });
-      if ('failed' in m.pool.nice) this.log('warn', 'inference threads keep the server priority (decodeNice not applied)', { model: m.name, reason: m.pool.nice.failed });
-    }
+    this.logModelsReady();
     this.refreshModelInfo();
     const { pkg, service } = loadProto(this.cfg.limits.maxMessageBytes);
     this.grpcServer.addService(
@@ -228,6 +225,15 @@ export class CortexcastServer {
     if (this.state !== 'RUNNING') throw new Error(`reload finished while ${this.state}; the server is stopping`);
     this.refreshModelInfo();
     this.log('info', 'models reloaded', { models: this.registry.all().map((m) => m.name), ms: Date.now() - t0 });
+    this.logModelsReady();
+  }
+
+  /** One line per served model (at start and after each reload: new workers, new priorities). */
+  private logModelsReady(): void {
+    for (const m of this.registry.all()) {
+      this.log('info', 'model ready', { model: m.name, kind: m.bundle.manifest.kind, provider: m.provider, fallbacks: m.pool.fallbacks, workers: m.pool.size, neurons: m.neurons, nice: 'applied' in m.pool.nice ? m.pool.nice.applied : null });
+      if ('failed' in m.pool.nice) this.log('warn', 'inference threads keep the server priority (decodeNice not applied)', { model: m.name, reason: m.pool.nice.failed });
+    }
   }
 
   /** Taking work, and every model has a live inference worker: /healthz, ServerReady, cortexcast_serving. */

@@ -33,7 +33,7 @@ export class WorkerPool {
   private nextId = 1;
   provider: ExecutionProvider = 'cpu';
   fallbacks: string[] = [];
-  /** The inference threads' nice value, or why it could not be set (from the first worker). */
+  /** The inference threads' nice value, or why it could not be set (the first worker's failure, if any worker failed). */
   nice: NiceOutcome = { applied: 0 };
   private closed = false;
   /** Set by the owner: a worker became idle or died. */
@@ -56,7 +56,7 @@ export class WorkerPool {
             if (m.kind === 'ready') {
               pool.provider = m.provider;
               pool.fallbacks = m.fallbacks;
-              pool.nice = m.nice;
+              if (!('failed' in pool.nice)) pool.nice = m.nice;
               slot.state = 'idle';
               worker.off('message', onFirst);
               worker.on('message', (r: WorkerReply) => pool.onReply(slot, r));

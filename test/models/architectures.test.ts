@@ -68,6 +68,21 @@ describe('architectures build with the shapes REFERENCE.md gives', () => {
     expect([...(out.image.data as Float32Array)].every(Number.isFinite)).toBe(true);
   });
 
+  it("the report's profiles record no readin grid: GAN runs saved before it existed resume with an unchanged config", () => {
+    expect(GAN_PROFILES.small).not.toHaveProperty('readinDownsample');
+    expect(GAN_PROFILES.paper).not.toHaveProperty('readinDownsample');
+    expect(GAN_PROFILES.realtime.readinDownsample).toBe(4);
+  });
+
+  it.each([
+    ['grid readin', { readin: 'grid' as const }],
+    ['coordinates ablation', { coordinates: true }],
+  ])('the realtime GAN builds with the %s', (_, extra) => {
+    const ctx = ctxFor('train');
+    const m = ganGenerator(ctx, 2, { ...GAN_PROFILES.realtime, ...extra }, { neurons: 10, mei: { meis: new Float32Array(2 * 36 * 64), neuronIndex: [1, 2], coordinates: new Float32Array(4) } });
+    expect(m.output.shape).toEqual([2, 1, 36, 64]);
+  });
+
   it('the grid readin is the grid network alone: no MEI tensor in the graph', () => {
     const ctx = ctxFor();
     const m = ganGenerator(ctx, 'batch', { ...GAN_PROFILES.small, readin: 'grid' }, { neurons: 10, mei: { meis: new Float32Array(0), neuronIndex: [1, 2] } });

@@ -88,5 +88,16 @@ describe('pinned first steps (behaviour guard for restructuring)', () => {
     let diff = 0;
     for (let i = 0; i < ev.recon.length; i++) diff = Math.max(diff, Math.abs(ev.recon[i] - ridge.recon[i]));
     expect(diff, 'gan realtime').toBeLessThan(1e-4);
-  }, 180_000);
+    // Gradients reach the coarse readin through the graph's upsampling: two steps move its context MLP's last layer.
+    const moved = join(work, 'gan-realtime-steps');
+    await trainDecoder({ kind: 'gan', profile: 'realtime', data, out: moved, anchor: 'ridge', epochs: 1, maxSteps: 2, validateEvery: 1, meis: join(work, 'meis'), quiet: true, log: quiet });
+    const contextOut = (dir: string): Float32Array => {
+      const inits = readModel(readFileSync(join(dir, 'model.onnx'))).graph.initializers;
+      const found = [...inits.entries()].find(([name]) => name.startsWith('readin/context_out/') && name.endsWith('weight'));
+      return found![1].tensor.data as Float32Array;
+    };
+    const [before, after] = [contextOut(rt), contextOut(moved)];
+    expect(after.length).toBe(before.length);
+    expect(after.some((v, i) => Math.abs(v - before[i]) > 1e-7)).toBe(true);
+  }, 240_000);
 });

@@ -20,9 +20,10 @@ export interface GanConfig {
   /**
    * The MEI/grid readin works on a grid this many times coarser than the image (MEIs area-averaged to
    * it) and its C channels are upsampled bilinearly in the graph: the readin's cost, K x (context + C) x
-   * grid pixels per frame, falls by the square. 1: the report's full-size readin.
+   * grid pixels per frame, falls by the square. Absent (the report's profiles): the full-size readin;
+   * left out rather than 1 so that runs saved before it existed resume with the same recorded config.
    */
-  readinDownsample: number;
+  readinDownsample?: number;
   /** Context MLP hidden sizes (1 -> ... -> grid pixels). */
   context: number[];
   readinDropout: number;
@@ -42,7 +43,6 @@ export interface GanConfig {
 const PAPER: GanConfig = {
   readin: 'mei',
   readinChannels: 480,
-  readinDownsample: 1,
   context: [8, 128],
   readinDropout: 0.15,
   core: [
@@ -117,10 +117,10 @@ export interface MeiReadinInput {
   coordinates?: Float32Array;
 }
 
-/** The readin's grid: the image's, or readinDownsample times coarser (at least 1 x 1). */
-export function readinGrid(cfg: GanConfig): { height: number; width: number } {
-  const f = cfg.readinDownsample;
-  if (!(f >= 1)) throw new GraphError(`GAN readinDownsample ${f}: must be 1 or more`);
+/** The readin's grid: the image's, or readinDownsample (a whole number) times coarser, rounded, at least 1 x 1. */
+function readinGrid(cfg: GanConfig): { height: number; width: number } {
+  const f = cfg.readinDownsample ?? 1;
+  if (!(Number.isInteger(f) && f >= 1)) throw new GraphError(`GAN readinDownsample ${f}: must be a whole number, 1 or more`);
   return { height: Math.max(1, Math.round(cfg.height / f)), width: Math.max(1, Math.round(cfg.width / f)) };
 }
 
@@ -129,12 +129,12 @@ function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiRe
   const { g } = ctx;
   return g.scope(scope, () => {
     const K = m.neuronIndex.length;
-    const { height: h, width: w } = readinGrid(cfg);
+    const { height: gridH, width: gridW } = readinGrid(cfg);
     const withMeis = cfg.readin === 'mei';
     if (withMeis && m.meis.length !== K * cfg.height * cfg.width) throw new GraphError(`MEI readin: ${m.meis.length} MEI values for ${K} neurons of ${cfg.height}x${cfg.width}`);
     const picked = g.op('Gather', [responses, g.initializer('neuron_index', tensor('int64', [K], m.neuronIndex))], { axis: 1 });
     // Every (image, neuron) pair is one row of the shared context MLP.
-    let h0 = reshape(ctx, picked, [-1, 1]);
+    let rows = reshape(ctx, picked, [-1, 1]);
     if (cfg.coordinates) {
       if (!m.coordinates) throw new GraphError('MEI readin: the coordinates ablation needs neuron coordinates');
       const coords = g.initializer('coordinates', tensor('float32', [1, K, 2], m.coordinates));
@@ -142,14 +142,14 @@ function meiReadin(ctx: LayerContext, responses: Value, cfg: GanConfig, m: MeiRe
       // need the batch size as a constant shape, which an exported graph with a free batch axis lacks).
       const zeros = g.op('Mul', [g.op('Unsqueeze', [picked, int64s(g, 'axis', [2])]), scalar(g, 'zero', 0)]);
       const tiled = g.op('Add', [zeros, coords]);
-      h0 = g.op('Concat', [h0, reshape(ctx, tiled, [-1, 2])], { axis: 1 });
+      rows = g.op('Concat', [rows, reshape(ctx, tiled, [-1, 2])], { axis: 1 });
     }
     cfg.context.forEach((width, i) => {
-      h0 = g.scope(`context${i}`, () => dropout(ctx, leakyRelu(ctx, batchNorm(ctx, linear(ctx, h0, width)), cfg.leakySlope), cfg.readinDropout));
+      rows = g.scope(`context${i}`, () => dropout(ctx, leakyRelu(ctx, batchNorm(ctx, linear(ctx, rows, width)), cfg.leakySlope), cfg.readinDropout));
     });
-    const maps = reshape(ctx, g.scope('context_out', () => linear(ctx, h0, h * w)), [-1, K, h, w]);
+    const maps = reshape(ctx, g.scope('context_out', () => linear(ctx, rows, gridH * gridW)), [-1, K, gridH, gridW]);
     // The grid network's maps, modulated by each neuron's MEI (or alone: the 'grid' readin).
-    const modulated = withMeis ? g.op('Mul', [maps, g.initializer('meis', tensor('float32', [K, h, w], coarseMeis(m.meis, K, cfg, h, w)))]) : maps;
+    const modulated = withMeis ? g.op('Mul', [maps, g.initializer('meis', tensor('float32', [K, gridH, gridW], coarseMeis(m.meis, K, cfg, gridH, gridW)))]) : maps;
     let x = dropout(ctx, modulated, cfg.readinDropout, { channelwise: true });
     x = conv2d(ctx, x, cfg.readinChannels, { kernel: 1, bias: false, name: 'mix' });
     return resizeImage(ctx, leakyRelu(ctx, batchNorm(ctx, x), cfg.leakySlope), cfg.height, cfg.width);

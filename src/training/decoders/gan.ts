@@ -20,7 +20,9 @@ export interface GanOptions {
 /** The GAN's architecture for these settings: the profile's sizes with the chosen readin and ablations. */
 export function ganConfig(s: Pick<DecoderSettings, 'profile'>, g: GanOptions): GanConfig {
   if (s.profile === 'appendix') throw ccError('CC_ERR_OPTION', "profile 'appendix' is the CNN's; the GAN has 'paper', 'small' and 'realtime'");
-  return { ...GAN_PROFILES[s.profile], readin: g.readin ?? 'mei', coordinates: !!g.coordinates };
+  const readin = g.readin ?? 'mei';
+  if (s.profile === 'realtime' && readin === 'fc') throw ccError('CC_ERR_OPTION', "profile 'realtime' makes the MEI or grid readin cheap (a coarser grid); with --readin fc use the small profile");
+  return { ...GAN_PROFILES[s.profile], readin, coordinates: !!g.coordinates };
 }
 
 /** Attach each session's MEIs (and, for the "C" ablation, its neurons' coordinates) to the readin inputs. */

@@ -131,6 +131,7 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
   const run = o.run ?? join(o.out, 'run');
   const dirs = Array.isArray(o.data) ? o.data : [o.data];
+  if (o.kind === 'cnn' && o.profile === 'realtime') throw ccError('CC_ERR_OPTION', "profile 'realtime' is the GAN's; the CNN's small profile is its real-time one");
   if (o.kind === 'cnn' && dirs.length > 1) throw ccError('CC_ERR_OPTION', "the CNN trains on one session; multi-session (B-All) training is the GAN's");
   // Coordinates are looked up by dataset column, and a subset renumbers the columns.
   if (o.neurons && (dirs.length > 1 || o.coordinates)) throw ccError('CC_ERR_OPTION', 'a neuron subset is for one session without the coordinates ablation');
