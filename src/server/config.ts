@@ -46,8 +46,8 @@ export const configSchema = z
     /**
      * Linux nice value added to every inference thread (and the ORT threads it starts), so that ingest,
      * scheduling and fan-out on the main thread preempt a running decode instead of queueing behind it
-     * on a busy box. Measured (docs/bench/serve-cpu-s10-nice.txt): 10 shortened the CNN's tail and
-     * lengthened int8 ridge's when the load generator shared the 2 cores, so it is off by default.
+     * on a busy box. Measured (docs/bench/serve-cpu-s10-nice*.txt): no gain on an idle machine; with
+     * another process holding a core, 10 shortened the CNN's tail and lengthened int8 ridge's. Off by default.
      * Ignored, with a warning at start, where the OS cannot set a thread's priority.
      */
     decodeNice: z.number().int().min(0).max(19).default(0),

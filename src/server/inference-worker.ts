@@ -44,7 +44,7 @@ export type NiceOutcome = { applied: number } | { failed: string };
  * and threads inherit it when created, so ORT's intra-op pool, made by createSession right after,
  * runs at the same value. Elsewhere there is no thread id to name and the priority stays.
  */
-export function lowerThreadPriority(increment: number): NiceOutcome {
+function lowerThreadPriority(increment: number): NiceOutcome {
   try {
     // /proc/thread-self -> "<pid>/task/<tid>"
     const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
