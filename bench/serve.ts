@@ -4,7 +4,7 @@
  * subscriber per stream, for each decoder built at its trained shapes with random weights: ridge, cnn
  * (cortexcast's default, the ridge refiner with the contrast read-out), gan (the small ridge-anchored generator, MEI readin),
  * gan-realtime (the GAN's realtime profile: its readin on a 9x16 grid),
- * latent-vae (MLP readin + VAE decoder), their int8 copies (cortexcast quantize), invenc (the small
+ * latent-vae (MLP readin + VAE decoder), latent-vae-realtime (the same with the realtime VAE's decoder), their int8 copies (cortexcast quantize), invenc (the small
  * encoder's gradient step, --invenc-steps per frame) and cnn-report (the report's small CNN). End to end =
  * subscriber receipt minus the sender's acquisition stamp (same machine clock). Two references in
  * the same run:
@@ -16,7 +16,7 @@
  * share: queueing, scaling, fan-out).
  *
  *   npm run bench:serve -- [--seconds 10] [--streams 1,4,16] [--models ridge,ridge-int8,cnn,cnn-int8,gan,gan-int8,gan-realtime,gan-realtime-int8,
- *     latent-vae,latent-vae-int8,invenc,cnn-report,cnn-fullcontrast,cnn-fullcontrast-int8] [--contrast-downsample f] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
+ *     latent-vae,latent-vae-int8,latent-vae-realtime,latent-vae-realtime-int8,invenc,cnn-report,cnn-fullcontrast,cnn-fullcontrast-int8] [--contrast-downsample f] [--neurons 8600] [--providers webgpu,cpu] [--max-batch 8]
  *     [--layouts 1x2,2x1] (server workers x ORT threads each) [--decode-nice 0,10] (inference-thread nice values)
  *     [--mei-neurons 512] [--invenc-steps 50]
  */
@@ -51,7 +51,7 @@ const arg = (name: string, fallback: string): string => {
 };
 const seconds = Number(arg('seconds', '10'));
 const streamCounts = arg('streams', '1,4,16').split(',').map(Number);
-const ALL_MODELS = ['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'gan', 'gan-int8', 'gan-realtime', 'gan-realtime-int8', 'latent-vae', 'latent-vae-int8', 'invenc', 'cnn-report', 'cnn-fullcontrast', 'cnn-fullcontrast-int8'];
+const ALL_MODELS = ['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'gan', 'gan-int8', 'gan-realtime', 'gan-realtime-int8', 'latent-vae', 'latent-vae-int8', 'latent-vae-realtime', 'latent-vae-realtime-int8', 'invenc', 'cnn-report', 'cnn-fullcontrast', 'cnn-fullcontrast-int8'];
 /** Served unless --models names others: the session-8 refiner (full-size contrast read-out) is for comparison only. */
 const DEFAULT_MODELS = ALL_MODELS.filter((m) => !m.startsWith('cnn-fullcontrast'));
 const models = arg('models', DEFAULT_MODELS.join(',')).split(',');
@@ -135,12 +135,19 @@ function makeBundles(dir: string): Record<string, string> {
   writeBundle(join(dir, 'gan'), { ...common, name: 'gan', kind: 'gan', model: writeModel(gan), opset: gan.opset });
   writeBundle(join(dir, 'gan-realtime'), { ...common, name: 'gan-realtime', kind: 'gan', model: writeModel(ganRealtime), opset: ganRealtime.opset });
   // The latent VAE decoder: the MLP readin (small) -> the VAE's decoder -> resize -> z-scored pixels.
-  const lat = newGraph('latent_vae_small');
-  const lctx = { g: lat, rng: new Rng(5), mode: 'eval' as const };
-  const linput = lat.input(DECODER_INPUT, 'float32', ['batch', neurons]);
-  const grey = vaeDecoder(lctx, mlpReadin(lctx, linput, [4, 8, 8], MLP_READIN_PROFILES.small), VAE_PROFILES.small);
-  lat.output(greyToZ(lctx, resizeImage(lctx, grey, 36, 64), 128, 40), DECODER_OUTPUT);
+  // `latent-vae-realtime`: the same readin chained with the realtime VAE's decoder (train autoencoder --profile realtime).
+  const latentGraph = (name: string, vae: 'small' | 'realtime'): ReturnType<typeof newGraph> => {
+    const lg = newGraph(name);
+    const lctx = { g: lg, rng: new Rng(5), mode: 'eval' as const };
+    const linput = lg.input(DECODER_INPUT, 'float32', ['batch', neurons]);
+    const grey = vaeDecoder(lctx, mlpReadin(lctx, linput, [4, 8, 8], MLP_READIN_PROFILES.small), VAE_PROFILES[vae]);
+    lg.output(greyToZ(lctx, resizeImage(lctx, grey, 36, 64), 128, 40), DECODER_OUTPUT);
+    return lg;
+  };
+  const lat = latentGraph('latent_vae_small', 'small');
+  const latRealtime = latentGraph('latent_vae_realtime', 'realtime');
   writeBundle(join(dir, 'latent-vae'), { ...common, name: 'latent-vae', kind: 'latent', model: writeModel(lat), opset: lat.opset });
+  writeBundle(join(dir, 'latent-vae-realtime'), { ...common, name: 'latent-vae-realtime', kind: 'latent', model: writeModel(latRealtime), opset: latRealtime.opset });
   // The inverted encoder: the small encoder's one-step gradient graph, run `invencSteps` times per frame.
   const enc = newGraph('encoder_small');
   const e = encoderNet({ g: enc, rng: new Rng(6), mode: 'eval' }, 'batch', neurons, ENCODER_PROFILES.small);
@@ -157,7 +164,7 @@ function makeBundles(dir: string): Record<string, string> {
     iterative: { imageInput: STEP_IMAGE, lrInput: STEP_LR, kernelInput: STEP_KERNEL, steps: invencSteps, lr: 1000, blurSigma: 1.5, blurRadius: MAX_BLUR_RADIUS, seed: 1 },
   });
   // cortexcast quantize's graphs (its quality check needs a dataset; timing does not).
-  for (const [name, kind, model] of [['ridge-int8', 'ridge', writeModel(ridge)], ['cnn-int8', 'cnn', writeModel(cnn)], ['cnn-fullcontrast-int8', 'cnn', writeModel(cnnFull)], ['gan-int8', 'gan', writeModel(gan)], ['gan-realtime-int8', 'gan', writeModel(ganRealtime)], ['latent-vae-int8', 'latent', writeModel(lat)]] as const)
+  for (const [name, kind, model] of [['ridge-int8', 'ridge', writeModel(ridge)], ['cnn-int8', 'cnn', writeModel(cnn)], ['cnn-fullcontrast-int8', 'cnn', writeModel(cnnFull)], ['gan-int8', 'gan', writeModel(gan)], ['gan-realtime-int8', 'gan', writeModel(ganRealtime)], ['latent-vae-int8', 'latent', writeModel(lat)], ['latent-vae-realtime-int8', 'latent', writeModel(latRealtime)]] as const)
     writeBundle(join(dir, name), { ...common, name, kind, model: quantizeModel(model).model, opset: 17 });
   return Object.fromEntries(ALL_MODELS.map((m) => [m, join(dir, m)]));
 }

@@ -166,7 +166,7 @@ train
   .requiredOption('--data <dirs...>', "dataset folder(s) whose train-tier stimuli it learns; the first one's validation tier is the held-out score")
   .requiredOption('--out <dir>', 'autoencoder folder to write (autoencoder.json, encoder.onnx, decoder.onnx, reconstructions.png)')
   .addOption(new Option('--space <kind>', 'latent space').choices(['vae', 'features']).default('vae'))
-  .addOption(new Option('--profile <name>', 'network size').choices(['small', 'paper']).default('small'))
+  .addOption(new Option('--profile <name>', 'network size (realtime: --space vae only, decoder widths 8/16/32 so that latent-vae serves 16 streams on 2 cores)').choices(['small', 'paper', 'realtime']).default('small'))
   .option('--layer <name>', "--space features: the network layer (default: the best of the layer table, by response prediction on validation)")
   .option('--photo-crops <n>', 'random crops of the npm photos no given dataset validates or tests on', count('photo-crops'))
   .option('--kl-weight <x>', 'VAE: weight of the KL term against the per-pixel MSE (default 1e-4)', nonNegative('kl-weight'))

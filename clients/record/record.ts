@@ -2,7 +2,7 @@ import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { encodeNpy } from '../../src/common/npy.js';
-import { subscribe, type FrameMessage } from '../lib/index.js';
+import { subscribe, type FrameMessage, type HelloMessage } from '../lib/index.js';
 
 /**
  * Record a live session: every frame the server sends for a stream/model goes to disk as it arrives -
@@ -18,6 +18,8 @@ export interface RecordOptions {
   token?: string;
   maxFrames?: number;
   signal?: AbortSignal;
+  /** Called once the server has accepted the subscription (its hello arrived): frames sent from now on reach the recording. */
+  onSubscribed?: (hello: HelloMessage) => void;
   onFrame?: (n: number, f: FrameMessage) => void;
 }
 
@@ -30,7 +32,7 @@ export function framePng(pixels: Uint8Array, width: number, height: number): Buf
 export async function record(o: RecordOptions): Promise<{ frames: number; dir: string }> {
   mkdirSync(o.out, { recursive: true });
   const sub = subscribe(o.server, { stream: o.stream, model: o.model, float: o.npy, token: o.token });
-  await sub.hello;
+  o.onSubscribed?.(await sub.hello);
   o.signal?.addEventListener('abort', () => sub.close(), { once: true });
   const index = join(o.out, 'frames.jsonl');
   writeFileSync(index, '');

@@ -74,14 +74,22 @@ describe('record client', () => {
   it('writes every received frame (PNG, .npy and timestamps) matching what the server decoded', async () => {
     const server = await start();
     const out = mkdtempSync(join(tmpdir(), 'cc-rec-'));
-    const rec = record({ server: `http://127.0.0.1:${server.httpPort}`, out, stream: 'rec', model: 'ridge', npy: true, maxFrames: 10 });
-    await new Promise((r) => setTimeout(r, 200));
+    // Each frame is sent once the recorder has the previous one: on a loaded machine a fixed pause could
+    // let the server supersede a queued frame (latest wins), or send before the subscription is accepted.
+    let received = 0;
+    let next: (() => void) | undefined;
+    const advance = (): void => next?.();
+    const subscribed = new Promise<void>((resolve) => (next = resolve));
+    const rec = record({ server: `http://127.0.0.1:${server.httpPort}`, out, stream: 'rec', model: 'ridge', npy: true, maxFrames: 10, onSubscribed: advance, onFrame: (n) => ((received = n), advance()) });
+    await subscribed;
     const conn = new DecoderConnection(`127.0.0.1:${server.grpcPort}`);
     const s = conn.openStream();
     const frames = Array.from({ length: 10 }, (_, k) => Float32Array.from({ length: 200 }, (_, i) => ((i * (k + 3)) % 17) / 4));
     for (let k = 0; k < 10; k++) {
+      const got = new Promise<void>((resolve) => (next = resolve));
       s.send({ streamId: 'rec', model: 'ridge', sequence: k + 1, responses: frames[k] });
-      await new Promise((r) => setTimeout(r, 30));
+      await got;
+      expect(received).toBe(k + 1);
     }
     const r = await rec;
     s.end();

@@ -81,6 +81,24 @@ describe('latent-space decoders (VAE and feature space)', () => {
     expect(again.finetuned!.history.map((h) => h.step)).toEqual([3, 6, 9]);
   }, 300_000);
 
+  it("the realtime VAE (decoder widths 8/16/32) chains into a latent bundle whose decoder is the realtime one; the feature decoder refuses 'realtime'", async () => {
+    const rae = join(work, 'vae-realtime');
+    const r = await trainAutoencoder({ data: [data], out: rae, profile: 'realtime', photoCrops: 200, batch: 16, maxSteps: 40, validateEvery: 20, quiet: true, log: quiet });
+    expect(r.manifest.profile).toBe('realtime');
+    expect(r.manifest.architecture).toMatchObject({ channels: [8, 16, 32], latentChannels: 4 });
+    expect(r.manifest.latent).toEqual([4, 8, 8]);
+    expect(r.history[1].trainLoss).toBeLessThan(r.history[0].trainLoss);
+    const out = join(work, 'latent-realtime');
+    await trainLatent({ autoencoder: rae, data, out, maxSteps: 6, validateEvery: 3, batch: 16, quiet: true, log: quiet });
+    // The served graph carries the realtime decoder's weights: the last transposed convolution maps 16 -> 8 channels.
+    const inits = readModel(loadBundle(out).model).graph.initializers;
+    const up2 = [...inits.keys()].find((k) => k.startsWith('decoder/') && k.includes('up2') && k.endsWith('weight'));
+    expect(up2).toBeDefined();
+    expect(inits.get(up2!)!.tensor.dims).toEqual([16, 8, 4, 4]);
+    expect(await halvesDifference(out, rae, data, (ctx, x, latent) => mlpReadin(ctx, x, latent, MLP_READIN_PROFILES.small))).toBeLessThan(1e-5);
+    await expect(trainFeatureDecoder({ data: [data], out: join(work, 'features-rt'), profile: 'realtime', maxSteps: 1, quiet: true, log: quiet })).rejects.toThrow(/realtime.*VAE/);
+  }, 300_000);
+
   it('the feature-space variant: a decoder of MobileNetV2 features, then a conv readin, served as a latent bundle', async () => {
     const fae = join(work, 'features');
     const f = await trainFeatureDecoder({ data: [data], out: fae, layer: 'block_12_add', photoCrops: 100, batch: 8, maxSteps: 20, validateEvery: 10, quiet: true, log: quiet });

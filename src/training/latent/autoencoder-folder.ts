@@ -22,7 +22,7 @@ export const autoencoderSchema = z
     format: z.literal(AUTOENCODER_FORMAT),
     formatVersion: z.literal(1),
     space: z.enum(['vae', 'features']),
-    profile: z.enum(['small', 'paper']),
+    profile: z.enum(['small', 'paper', 'realtime']),
     image: z.object({ height: z.number().int().positive(), width: z.number().int().positive() }),
     latent: z.tuple([z.number().int().positive(), z.number().int().positive(), z.number().int().positive()]),
     latentScale: z.number().positive(),

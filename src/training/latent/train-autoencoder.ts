@@ -20,7 +20,8 @@ export interface AutoencoderRunOptions {
   data: string[];
   out: string;
   run?: string;
-  profile?: 'small' | 'paper';
+  /** 'realtime' exists for the VAE only (VAE_PROFILES.realtime). */
+  profile?: 'small' | 'paper' | 'realtime';
   /** Random crops of the npm photos no given dataset validates or tests on. */
   photoCrops?: number;
   batch?: number;

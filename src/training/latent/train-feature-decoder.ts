@@ -33,6 +33,7 @@ export async function trainFeatureDecoder(o: TrainFeatureDecoderOptions): Promis
   const t0 = Date.now();
   const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
   const profile = o.profile ?? 'small';
+  if (profile === 'realtime') throw ccError('CC_ERR_OPTION', "profile 'realtime' is the VAE's (--space vae); the feature decoder has 'small' and 'paper'");
   const seed = o.seed ?? 1;
   const batch = o.batch ?? 32;
   const sources: ImageSource[] = openSessions(o.data, o.out, { transform: 'none', quiet: o.quiet });
