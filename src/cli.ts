@@ -385,20 +385,21 @@ program
   .addOption(new Option('--fid <features>', 'FID feature layer (0 = skip)').choices(['0', '64', '2048']).default('64'))
   .option('--grid <file>', 'reconstruction grid PNG (default <model>/eval-<tier>.png)')
   .option('--json', 'print metrics as JSON')
+  .option('--single-trials', "test tier: decode every repeat on its own (as live frames arrive) instead of the report's repeat-averaged responses; not saved in the manifest")
   .option('--no-save', 'do not record the metrics in the bundle manifest')
   .action(async (o) => {
     const { evaluateBundle } = await import('./training/eval/evaluate.js');
     const { reconstructionGrid, writeFile } = await import('./training/report/figures.js');
     const { updateBundleMetrics } = await import('./models/bundle.js');
     const fid = Number(o.fid) as 0 | 64 | 2048;
-    const r = await evaluateBundle(o.model, o.data, { tier: o.tier, fid });
-    const grid = o.grid ?? join(o.model, `eval-${o.tier}.png`);
+    const r = await evaluateBundle(o.model, o.data, { tier: o.tier, fid, singleTrials: o.singleTrials });
+    const grid = o.grid ?? join(o.model, `eval-${o.tier}${o.singleTrials ? '-single-trials' : ''}.png`);
     writeFile(grid, reconstructionGrid([{ label: 'stimulus', images: r.targets }, { label: r.bundle.manifest.name, images: r.recon }], r.count, r.h, r.w));
-    if (o.save) updateBundleMetrics(o.model, { [o.tier === 'test' ? 'test' : 'validation']: { ...r.metrics } });
+    if (o.save && !o.singleTrials) updateBundleMetrics(o.model, { [o.tier === 'test' ? 'test' : 'validation']: { ...r.metrics } });
     if (o.json) console.log(JSON.stringify({ model: r.bundle.manifest.name, tier: r.tier, ...r.metrics, grid }));
     else {
       const m = r.metrics;
-      console.log(`${r.bundle.manifest.name} on ${r.tier} (${m.images} images${r.tier === 'test' ? ', repeats averaged' : ''})`);
+      console.log(`${r.bundle.manifest.name} on ${r.tier} (${m.images} images${r.tier === 'test' ? (o.singleTrials ? ', single trials' : ', repeats averaged') : ''})`);
       console.log('  SSIML    MSE     FID' + (fid ? `-${fid}` : '') + '     SSIM    PixCorr');
       console.log(`  ${m.ssiml.toFixed(3)}    ${m.mse.toFixed(3)}   ${m.fid === undefined ? '  -   ' : m.fid.toFixed(3).padStart(6)}     ${m.ssim.toFixed(3)}   ${m.pixcorr.toFixed(3)}`);
       console.log(`  grid: ${grid} (top: stimulus, bottom: reconstruction)`);

@@ -88,6 +88,27 @@ describe('bundle validation', () => {
     expect(() => loadBundle(broken((d) => edit(d, (m) => ((m.input as { neurons: number }).neurons = 12))))).toThrow(/std_scale\.npy has 300 values, manifest says 12 neurons/);
   });
 
+  it('eval --single-trials decodes every test repeat on its own: one row per trial, and a linear decoder averages them back to the repeat-averaged images', async () => {
+    const ds = SensoriumDataset.open(data);
+    const trials = ds.indices('test').length;
+    const averaged = await evaluateBundle(bundleDir, data, { fid: 0 });
+    const single = await evaluateBundle(bundleDir, data, { fid: 0, singleTrials: true });
+    expect(single.count).toBe(trials);
+    expect(averaged.count).toBeLessThan(trials);
+    // Ridge is linear: the mean of its single-trial images of one stimulus is its image of the mean response.
+    const ids = ds.indices('test').map((t) => ds.imageIds[t]);
+    const first = ids[0];
+    const rows = ids.map((id, i) => (id === first ? i : -1)).filter((i) => i >= 0);
+    expect(rows.length).toBeGreaterThan(1);
+    const P = single.h * single.w;
+    const mean = new Float32Array(P);
+    for (const r of rows) for (let k = 0; k < P; k++) mean[k] += single.recon[r * P + k] / rows.length;
+    const k0 = [...new Set(ids)].indexOf(first);
+    let worst = 0;
+    for (let k = 0; k < P; k++) worst = Math.max(worst, Math.abs(mean[k] - averaged.recon[k0 * P + k]));
+    expect(worst).toBeLessThan(1e-3);
+  });
+
   it('eval refuses a dataset with a different neuron count', async () => {
     const other = await tinyDataset({}, 120);
     await expect(evaluateBundle(bundleDir, other, { fid: 0 })).rejects.toThrow(/CC_ERR_NEURON_COUNT: frame has 120 neurons, model ridge-300n expects 300/);

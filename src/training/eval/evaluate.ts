@@ -64,7 +64,7 @@ function bundleColumns(ds: SensoriumDataset, bundle: DecoderBundle): number[] | 
  * The report's Table I evaluation of one bundle on one tier (test by default, repeats averaged):
  * SSIML, MSE and FID, plus SSIM and PixCorr.
  */
-export async function evaluateBundle(bundleDir: string, dataDir: string, opts: { tier?: string; fid?: FidFeatures | 0 } = {}): Promise<EvalResult> {
+export async function evaluateBundle(bundleDir: string, dataDir: string, opts: { tier?: string; fid?: FidFeatures | 0; singleTrials?: boolean } = {}): Promise<EvalResult> {
   const bundle = loadBundle(bundleDir);
   assertDecoder(bundle.manifest, bundle.dir);
   const ds = SensoriumDataset.open(dataDir);
@@ -73,7 +73,8 @@ export async function evaluateBundle(bundleDir: string, dataDir: string, opts: {
   const tier = opts.tier ?? 'test';
   const h = m.output.height;
   const w = m.output.width;
-  const split = readRawSplit(ds, tier, { average: tier === 'test', imageSize: [h, w], neurons });
+  // singleTrials: every test repeat decoded on its own, as the server sees frames (the report averages them first).
+  const split = readRawSplit(ds, tier, { average: tier === 'test' && !opts.singleTrials, imageSize: [h, w], neurons });
   const count = split.imageIds.length;
   if (count === 0) throw ccError('CC_ERR_DATASET_SHAPE', dataDir, `tier '${tier}' has no trials`);
   const { session } = await createSession(bundle.model);

@@ -46,7 +46,9 @@ export function sweepFigureSvg(title: string, axis: string, ticks: { x: number; 
       parts.push(`<text x="${x.toFixed(1)}" y="${y0 + ph + 15}" text-anchor="middle" font-size="9">${esc(t.label)}</text>`);
       labelledTo = x + half;
     }
-    parts.push(`<text x="${x0 + pw / 2}" y="${y0 + ph + 30}" text-anchor="middle">${esc(axis)}</text>`);
+    // A long axis name ('readin (C: neuron coordinates, T: ...)') would run into the next panel: shrink it to the panel's width.
+    const axisSize = Math.min(12, pw / (0.58 * Math.max(1, axis.length)));
+    parts.push(`<text x="${x0 + pw / 2}" y="${y0 + ph + 30}" text-anchor="middle" font-size="${axisSize.toFixed(1)}">${esc(axis)}</text>`);
     const pts = p.points.filter((q) => Number.isFinite(q.mean));
     if (!pts.length) return;
     const all = pts.flatMap((q) => [q.mean - q.sd, q.mean + q.sd, ...q.values]).filter(Number.isFinite);
