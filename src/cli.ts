@@ -456,7 +456,8 @@ program
 // The report's experiments: one sweep over seeds per figure; runs go to child processes or Slurm.
 /** --seeds: a count n (1..n) or a comma-separated list, positive integers either way (1.5 is refused, not cut to 1). */
 const seedsArg = (v: string): number | number[] => {
-  const list = v.split(',').map((x) => Number(x.trim()));
+  // '2,' is the list of seed 2 alone (a bare '2' is the count 1..2).
+  const list = v.split(',').filter((x) => x.trim() !== '').map((x) => Number(x.trim()));
   if (list.some((n) => !Number.isInteger(n) || n <= 0)) throw new InvalidArgumentError('seeds must be a positive integer count or a comma-separated list of positive integers');
   return v.includes(',') ? list : list[0];
 };
@@ -476,7 +477,7 @@ for (const [name, what] of [
     .description(what)
     .requiredOption('--data <dirs...>', name === 'sessions' ? 'dataset folders: the first is evaluated, the others pooled with it' : 'dataset folder')
     .requiredOption('--out <dir>', 'experiment folder (plan.json, runs/, results.csv, figure.svg/png, reconstructions.png)')
-    .option('--seeds <n|list>', 'seeds per swept value: a count n (1..n) or a comma-separated list', seedsArg, 3)
+    .option('--seeds <n|list>', 'seeds per swept value: a count n (1..n) or a comma-separated list (one seed alone: "2,")', seedsArg, 3)
     .addOption(new Option('--decoder <kind>', 'decoder trained in every run').choices(['gan', 'cnn', 'ridge']).default('gan'))
     .addOption(new Option('--recipe <name>', "report: the report's decoders (whose settings these experiments vary); cortexcast: the ridge-anchored recipes").choices(['report', 'cortexcast']).default('report'))
     .addOption(new Option('--profile <name>', 'decoder (and encoder) sizes').choices(['small', 'paper']).default('small'))
