@@ -458,7 +458,7 @@ program
 const seedsArg = (v: string): number | number[] => {
   // '2,' is the list of seed 2 alone (a bare '2' is the count 1..2).
   const list = v.split(',').filter((x) => x.trim() !== '').map((x) => Number(x.trim()));
-  if (list.some((n) => !Number.isInteger(n) || n <= 0)) throw new InvalidArgumentError('seeds must be a positive integer count or a comma-separated list of positive integers');
+  if (!list.length || list.some((n) => !Number.isInteger(n) || n <= 0)) throw new InvalidArgumentError('seeds must be a positive integer count or a comma-separated list of positive integers');
   return v.includes(',') ? list : list[0];
 };
 const experiment = program

@@ -215,6 +215,9 @@ describe('cortexcast experiment (tiny simulated session)', () => {
     const one = spawnSync(process.execPath, [join(repoRoot, 'bin/cortexcast.js'), 'experiment', 'loss', '--data', data, '--out', join(work, 'plan-seed2'), '--decoder', 'cnn', '--seeds', '2,', '--dry-run'], { encoding: 'utf8' });
     expect(one.status, one.stderr).toBe(0);
     expect((JSON.parse(readFileSync(join(work, 'plan-seed2', 'plan.json'), 'utf8')) as { seeds: number[] }).seeds).toEqual([2]);
+    const none = spawnSync(process.execPath, [join(repoRoot, 'bin/cortexcast.js'), 'experiment', 'loss', '--data', data, '--out', join(work, 'plan-noseed'), '--decoder', 'cnn', '--seeds', ',', '--dry-run'], { encoding: 'utf8' });
+    expect(none.status).not.toBe(0);
+    expect(none.stderr).toMatch(/seeds must be a positive integer count or a comma-separated list/);
     await expect(plan('channels', { decoder: 'cnn' })).rejects.toThrow(/CC_ERR_OPTION: .*channels varies a setting of the gan decoder; --decoder cnn has none/);
     await expect(startExperiment({ name: 'data-scaling', data: [data], out: join(work, 'too-many'), grid: ['500'] }, { dryRun: true })).rejects.toThrow(/500 training images asked for, the dataset has 240/);
   }, 60_000);
