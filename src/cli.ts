@@ -477,7 +477,7 @@ for (const [name, what] of [
     .description(what)
     .requiredOption('--data <dirs...>', name === 'sessions' ? 'dataset folders: the first is evaluated, the others pooled with it' : 'dataset folder')
     .requiredOption('--out <dir>', 'experiment folder (plan.json, runs/, results.csv, figure.svg/png, reconstructions.png)')
-    .option('--seeds <n|list>', 'seeds per swept value: a count n (1..n) or a comma-separated list (one seed alone: "2,")', seedsArg, 3)
+    .option('--seeds <n|list>', 'seeds per swept value: a count n (1..n) or a comma-separated list (one seed alone: "2,"); more seeds than the --out folder plan add runs, finished ones kept', seedsArg, 3)
     .addOption(new Option('--decoder <kind>', 'decoder trained in every run').choices(['gan', 'cnn', 'ridge']).default('gan'))
     .addOption(new Option('--recipe <name>', "report: the report's decoders (whose settings these experiments vary); cortexcast: the ridge-anchored recipes").choices(['report', 'cortexcast']).default('report'))
     .addOption(new Option('--profile <name>', 'decoder (and encoder) sizes').choices(['small', 'paper']).default('small'))

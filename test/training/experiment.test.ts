@@ -29,6 +29,10 @@ function readCsv(file: string): Record<string, string>[] {
   return rows.map((r) => Object.fromEntries(r.split(',').map((v, i) => [cols[i], v])));
 }
 
+/** Every finished run's result.json, as text, by run id: what adding seeds must leave alone. */
+const finishedResults = (out: string): Record<string, string> =>
+  Object.fromEntries(readPlan(out).runs.flatMap((r) => (existsSync(join(out, r.dir, 'result.json')) ? [[r.id, readFileSync(join(out, r.dir, 'result.json'), 'utf8')]] : [])));
+
 const collect = (): { log: (s: string) => void; lines: string[] } => {
   const lines: string[] = [];
   return { lines, log: (s) => void lines.push(s) };
@@ -94,7 +98,33 @@ describe('cortexcast experiment (tiny simulated session)', () => {
     expect(third.lines).toContain('3 of 4 runs are done already; 1 to run');
     expect(existsSync(join(out, 'runs/train-240-seed1/result.json'))).toBe(true);
 
-    await expect(startExperiment({ ...options, seeds: 3 }, { log: collect().log })).rejects.toThrow(/CC_ERR_EXPERIMENT: .*another plan \(seeds: \[1,2\] there, \[1,2,3\] now; runs: 4 planned there, 6 now\)/);
+    // More seeds, nothing else changed: only the added seed's runs train; the planned runs keep their index and result.
+    const planned = readPlan(out).runs;
+    const finished = finishedResults(out);
+    const more = collect();
+    expect((await startExperiment({ ...options, seeds: 3 }, { jobs: 2, log: more.log })).planState).toBe('more-seeds');
+    expect(more.lines).toContain('4 of 6 runs are done already; 2 to run');
+    const extended = readPlan(out);
+    expect(extended.seeds).toEqual([1, 2, 3]);
+    expect(extended.runs.slice(0, 4)).toEqual(planned);
+    expect(extended.runs.slice(4).map((x) => [x.index, x.id])).toEqual([
+      [4, 'train-100-seed3'],
+      [5, 'train-240-seed3'],
+    ]);
+    expect(finishedResults(out)).toMatchObject(finished);
+    expect(Object.keys(finishedResults(out))).toHaveLength(6);
+    expect(readCsv(join(out, 'results.csv')).map((x) => [x.value, x.seed, x.state])).toEqual([
+      ['100', '1', 'done'],
+      ['100', '2', 'done'],
+      ['100', '3', 'done'],
+      ['240', '1', 'done'],
+      ['240', '2', 'done'],
+      ['240', '3', 'done'],
+    ]);
+    // The same command again is a resume of the extended plan; a list without the folder's seeds is another plan.
+    expect((await startExperiment({ ...options, seeds: 3 }, { log: collect().log })).planState).toBe('same');
+    await expect(startExperiment({ ...options, seeds: [2, 3] }, { log: collect().log })).rejects.toThrow(/CC_ERR_EXPERIMENT: .*another plan \(seeds: \[1,2,3\] there, \[2,3\] now; runs: 6 planned there, 4 now\) \(more seeds may be added: the list must keep the folder's seeds 1,2,3\)/);
+    await expect(startExperiment({ ...options, seeds: 4, grid: ['100'] }, { log: collect().log })).rejects.toThrow(/another plan \(swept\.values: \[100,240\] there, \[100\] now; seeds: \[1,2,3\] there, \[1,2,3,4\] now; runs: 6 planned there, 4 now\); rerun/);
     await expect(startExperiment({ ...options, maxSteps: 5 }, { log: collect().log })).rejects.toThrow(/training\.maxSteps: absent there, 5 now/);
   }, 180_000);
 

@@ -23,7 +23,8 @@ export interface ExecutionOptions {
 export interface ExperimentOutcome {
   dir: string;
   plan: Plan;
-  planState: 'new' | 'same';
+  /** 'more-seeds': the folder's plan, with the runs of the seeds it lacked added. */
+  planState: 'new' | 'same' | 'more-seeds';
   /** Local execution: the report made at the end. */
   report?: ExperimentReport;
   /** Slurm: the jobs submitted (none when every run was done). */
@@ -66,9 +67,9 @@ async function runLocally(dir: string, plan: Plan, jobs: number, log: (s: string
   return failed;
 }
 
-async function execute(dir: string, plan: Plan, planState: 'new' | 'same', x: ExecutionOptions): Promise<ExperimentOutcome> {
+async function execute(dir: string, plan: Plan, planState: ExperimentOutcome['planState'], x: ExecutionOptions): Promise<ExperimentOutcome> {
   const log = x.log ?? ((s: string) => process.stderr.write(s + '\n'));
-  log(`${plan.experiment}: ${plan.runs.length} runs (${plan.swept.key} ${plan.swept.values.join(', ')} x seeds ${plan.seeds.join(', ')}), ${plan.decoder}; ${planState === 'new' ? 'new plan' : 'resuming'} in ${dir}`);
+  log(`${plan.experiment}: ${plan.runs.length} runs (${plan.swept.key} ${plan.swept.values.join(', ')} x seeds ${plan.seeds.join(', ')}), ${plan.decoder}; ${planState === 'new' ? 'new plan' : planState === 'more-seeds' ? 'more seeds for the folder\'s plan' : 'resuming'} in ${dir}`);
   if (x.dryRun) return { dir, plan, planState };
   // Parallel runs would each convert the FID network on first use and write its cache file at once:
   // convert it here, before any of them starts.
@@ -83,8 +84,8 @@ async function execute(dir: string, plan: Plan, planState: 'new' | 'same', x: Ex
 /** `cortexcast experiment <name>`: plan (or check the folder's plan), then run or submit what is left. */
 export async function startExperiment(o: ExperimentOptions, x: ExecutionOptions = {}): Promise<ExperimentOutcome> {
   const dir = resolve(o.out);
-  const plan = buildPlan(o);
-  return execute(dir, plan, writeOrCheckPlan(dir, plan), x);
+  const { state, plan } = writeOrCheckPlan(dir, buildPlan(o));
+  return execute(dir, plan, state, x);
 }
 
 /** `cortexcast experiment resume DIR`: go on with the folder's own plan. */

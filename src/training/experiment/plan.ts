@@ -239,22 +239,48 @@ function differences(a: Plan, b: Plan): string[] {
   return diff(a, b, '', true);
 }
 
+/** A plan with its seeds as a set and its runs by id: a plan given more seeds later lists its runs in another order. */
+const unordered = (p: Plan): unknown => ({ ...p, seeds: [...p.seeds].sort((a, b) => a - b), runs: p.runs.map(({ index: _, ...r }) => r).sort((a, b) => (a.id < b.id ? -1 : 1)) });
+
+/**
+ * The folder's plan with the seeds of `now` that it lacks, when `now` is that plan with more seeds and
+ * nothing else changed: the new runs are appended, so the planned runs keep their index (a Slurm array
+ * task in flight still means the same run) and their folders.
+ */
+function withMoreSeeds(prev: Plan, now: Plan): Plan | undefined {
+  const added = now.seeds.filter((s) => !prev.seeds.includes(s));
+  if (!added.length || prev.seeds.some((s) => !now.seeds.includes(s))) return undefined;
+  const extended: Plan = {
+    ...prev,
+    seeds: [...prev.seeds, ...added].sort((a, b) => a - b),
+    runs: [...prev.runs, ...now.runs.filter((r) => added.includes(r.seed)).map((r, i) => ({ ...r, index: prev.runs.length + i }))],
+  };
+  return canonical(unordered(extended)) === canonical(unordered(now)) ? extended : undefined;
+}
+
 /**
  * Write the plan into a new experiment folder, or check that the folder's plan is this one: a rerun
- * of the same command resumes; a changed one is refused, naming what changed, since its finished
- * runs would answer another question.
+ * of the same command resumes; the same command with more seeds adds their runs (the finished ones
+ * stay); any other change is refused, naming what changed, since its finished runs would answer
+ * another question.
  */
-export function writeOrCheckPlan(dir: string, plan: Plan): 'new' | 'same' {
+export function writeOrCheckPlan(dir: string, plan: Plan): { state: 'new' | 'same' | 'more-seeds'; plan: Plan } {
   const file = join(dir, PLAN_FILE);
   if (existsSync(file)) {
     const prev = readPlan(dir);
+    if (canonical(unordered(prev)) === canonical(unordered(plan))) return { state: 'same', plan: prev };
     const diff = differences(prev, plan);
-    if (diff.length) throw ccError('CC_ERR_EXPERIMENT', dir, `the folder holds another plan (${diff.join('; ')}); rerun with the options it was made with (or 'cortexcast experiment resume ${dir}'), or use a new --out`);
-    return 'same';
+    const extended = withMoreSeeds(prev, plan);
+    if (extended) {
+      writeJsonAtomic(file, extended);
+      return { state: 'more-seeds', plan: extended };
+    }
+    const hint = prev.seeds.every((s) => plan.seeds.includes(s)) ? '' : ` (more seeds may be added: the list must keep the folder's seeds ${prev.seeds.join(',')})`;
+    throw ccError('CC_ERR_EXPERIMENT', dir, `the folder holds another plan (${diff.join('; ')})${hint}; rerun with the options it was made with (or 'cortexcast experiment resume ${dir}'), or use a new --out`);
   }
   mkdirSync(dir, { recursive: true });
   writeJsonAtomic(file, plan);
-  return 'new';
+  return { state: 'new', plan };
 }
 
 /** Write a file through a temporary file and a rename, so a reader (status, another task) never sees half a file. */

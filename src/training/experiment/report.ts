@@ -47,7 +47,10 @@ const cell = (v: number | string | undefined): string => (v === undefined || (ty
 /** results.csv: one row per planned run (value x seed), finished or not, test then validation scores. */
 function resultsCsv(expDir: string, plan: Plan, results: (RunResult | undefined)[]): string {
   const head = ['experiment', 'decoder', 'swept', 'value', 'seed', 'run', 'state', ...METRIC_KEYS.map((k) => `test_${k}`), ...METRIC_KEYS.map((k) => `validation_${k}`), 'neurons', 'train_trials', 'steps', 'train_seconds', 'seconds'];
-  const rows = plan.runs.map((run, i) => {
+  // Value by value, seeds in order: a plan given more seeds later lists its added runs last.
+  const order = plan.runs.map((_, i) => i).sort((a, b) => plan.swept.values.indexOf(plan.runs[a].value) - plan.swept.values.indexOf(plan.runs[b].value) || plan.runs[a].seed - plan.runs[b].seed);
+  const rows = order.map((i) => {
+    const run = plan.runs[i];
     const r = results[i];
     const state = r ? 'done' : (readRunStatus(expDir, run)?.state ?? 'pending');
     const m = (t: 'test' | 'validation', k: string): number | undefined => (r ? (r[t] as Record<string, number | undefined>)[k] : undefined);
