@@ -519,7 +519,7 @@ for (const [name, what] of [
         },
         { jobs: o.jobs, slurm: o.slurm, sbatchArgs: o.sbatchArgs ? String(o.sbatchArgs).split(/\s+/).filter(Boolean) : undefined, dryRun: o.dryRun },
       );
-      if (r.report) console.log(`${r.report.done}/${r.report.total} runs done; ${r.report.csv}${r.report.figure ? `, ${r.report.figure.svg}, ${r.report.figure.png}` : ''}${r.report.grid ? `, ${r.report.grid}` : ''}`);
+      if (r.report) console.log(`${r.report.table}\n${r.report.done}/${r.report.total} runs done; ${r.report.csv}${r.report.figure ? `, ${r.report.figure.svg}, ${r.report.figure.png}` : ''}${r.report.grid ? `, ${r.report.grid}` : ''}`);
       else if (o.dryRun) console.log(`plan: ${r.dir}/plan.json (${r.plan.runs.length} runs)`);
     });
 experiment
@@ -531,7 +531,7 @@ experiment
   .action(async (dir: string, o) => {
     const { resumeExperiment } = await import('./training/experiment/experiment.js');
     const r = await resumeExperiment(dir, { jobs: o.jobs, slurm: o.slurm, sbatchArgs: o.sbatchArgs ? String(o.sbatchArgs).split(/\s+/).filter(Boolean) : undefined });
-    if (r.report) console.log(`${r.report.done}/${r.report.total} runs done; ${r.report.csv}`);
+    if (r.report) console.log(`${r.report.table}\n${r.report.done}/${r.report.total} runs done; ${r.report.csv}`);
   });
 experiment
   .command('prepare <dir>')
@@ -555,7 +555,7 @@ experiment
   .action(async (dir: string) => {
     const { writeExperimentReport } = await import('./training/experiment/report.js');
     const r = await writeExperimentReport(resolve(dir));
-    console.log(`${r.done}/${r.total} runs done; ${r.csv}${r.figure ? `, ${r.figure.svg}, ${r.figure.png}` : ''}${r.grid ? `, ${r.grid}` : ''}`);
+    console.log(`${r.table}\n${r.done}/${r.total} runs done; ${r.csv}${r.figure ? `, ${r.figure.svg}, ${r.figure.png}` : ''}${r.grid ? `, ${r.grid}` : ''}`);
   });
 experiment
   .command('status <dir>')

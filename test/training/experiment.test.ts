@@ -83,6 +83,13 @@ describe('cortexcast experiment (tiny simulated session)', () => {
       [100, 2, 2, 0],
       [240, 2, 2, 0],
     ]);
+    // Against the first value, seed by seed: the CSV's own difference, over both seeds.
+    const vs = (summary.values[1] as unknown as { vsFirst: { mse: { mean: number; n: number } } }).vsFirst.mse;
+    expect(vs.n).toBe(2);
+    expect(vs.mean).toBeCloseTo(Number(rows[2].test_mse) - Number(rows[0].test_mse), 5);
+    expect(summary.values[0]).not.toHaveProperty('vsFirst');
+    expect(r.report!.table.split('\n')[1]).toMatch(/^train\s+seeds\s+SSIML\s+MSE\s+FID-64\s+PixCorr\s+SSIML vs 100\s+MSE vs 100$/);
+    expect(r.report!.table).toMatch(new RegExp(`\\n240\\s+2/2\\s+${Number(rows[2].test_ssiml).toFixed(4)} \\+- 0\\.0000`));
 
     const results = ['train-100-seed1', 'train-240-seed2'].map((id) => join(out, 'runs', id, 'result.json'));
     const before = results.map((f) => statSync(f).mtimeMs);

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNpy } from '../../common/npy.js';
 import { labelledGrid, svgToPng, sweepFigureSvg, type SweepPanel } from './figure.js';
+import type { SweptValue } from './experiments.js';
 import { readPlan, writeFileAtomic, type Plan } from './plan.js';
 import { readRunResult, readRunStatus, runFiles, type RunResult } from './run-one.js';
 
@@ -21,7 +22,20 @@ export interface ValueSummary {
   runs: number;
   done: number;
   /** Per test metric over the finished seeds. */
-  test: Record<string, { mean: number; sd: number; n: number }>;
+  test: Record<string, Stat>;
+  /**
+   * Per test metric, this value's score minus the first swept value's, seed by seed (the seeds that
+   * finished both): runs of one seed share their initialisation and batch order, so the spread of
+   * the difference is the spread that says whether the change is more than seed noise. Absent for
+   * the first value.
+   */
+  vsFirst?: Record<string, Stat>;
+}
+
+export interface Stat {
+  mean: number;
+  sd: number;
+  n: number;
 }
 
 export interface ExperimentReport {
@@ -32,9 +46,11 @@ export interface ExperimentReport {
   grid?: string;
   done: number;
   total: number;
+  /** summary as a text table (mean +- s.d. per value, paired differences against the first value), for the terminal and notes. */
+  table: string;
 }
 
-const meanSd = (v: number[]): { mean: number; sd: number; n: number } => {
+const meanSd = (v: number[]): Stat => {
   const n = v.length;
   const mean = n ? v.reduce((a, b) => a + b, 0) / n : NaN;
   // Sample standard deviation, as "the average and standard deviation across three runs".
@@ -59,6 +75,29 @@ function resultsCsv(expDir: string, plan: Plan, results: (RunResult | undefined)
   return [head.join(','), ...rows].join('\n') + '\n';
 }
 
+const TABLE_METRICS = [
+  ['ssiml', 'SSIML', 4],
+  ['mse', 'MSE', 4],
+  ['fid', 'FID-64', 3],
+  ['pixcorr', 'PixCorr', 3],
+] as const;
+
+/**
+ * The summary as text: per value the finished seeds, each test metric as mean +- s.d., then SSIML and
+ * MSE against the first value, paired by seed. A difference whose s.d. over seeds is as large as its
+ * mean is not a finding; with one seed there is no s.d. to judge by.
+ */
+export function summaryTable(plan: Plan, summary: ValueSummary[]): string {
+  const pm = (x: Stat, digits: number): string => (x.n ? `${x.mean.toFixed(digits)}${x.n > 1 ? ` +- ${x.sd.toFixed(digits)}` : ''}` : '-');
+  const signed = (x: Stat | undefined, digits: number): string => (x?.n ? `${x.mean >= 0 ? '+' : ''}${x.mean.toFixed(digits)}${x.n > 1 ? ` +- ${x.sd.toFixed(digits)}` : ''}` : '-');
+  const first = String(plan.swept.values[0]);
+  const head = [plan.swept.key, 'seeds', ...TABLE_METRICS.map(([, label]) => label), `SSIML vs ${first}`, `MSE vs ${first}`];
+  const rows = summary.map((s) => [String(s.value), `${s.done}/${s.runs}`, ...TABLE_METRICS.map(([k, , d]) => pm(s.test[k], d)), signed(s.vsFirst?.ssiml, 4), signed(s.vsFirst?.mse, 4)]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
+  return [`test tier, mean +- s.d. over seeds; "vs ${first}": paired by seed`, line(head), ...rows.map(line)].join('\n');
+}
+
 /** x positions of the swept values: log10 of numbers on a log axis, else evenly spaced. */
 const positions = (plan: Plan): number[] => plan.swept.values.map((v, i) => (plan.swept.scale === 'log' ? Math.log10(Number(v)) : i));
 
@@ -81,9 +120,26 @@ export async function writeExperimentReport(expDir: string): Promise<ExperimentR
     const test = Object.fromEntries(METRIC_KEYS.map((k) => [k, meanSd(done.map((r) => (r.test as Record<string, number | undefined>)[k]).filter((v): v is number => v !== undefined && Number.isFinite(v)))]));
     return { value, runs: mine.length, done: done.length, test };
   });
+  const first = plan.swept.values[0];
+  const score = (value: SweptValue, seed: number, k: string): number | undefined => {
+    const i = plan.runs.findIndex((r) => r.value === value && r.seed === seed);
+    const v = i >= 0 ? (results[i]?.test as Record<string, number | undefined> | undefined)?.[k] : undefined;
+    return v !== undefined && Number.isFinite(v) ? v : undefined;
+  };
+  for (const s of summary.slice(1))
+    s.vsFirst = Object.fromEntries(
+      METRIC_KEYS.map((k) => [
+        k,
+        meanSd(plan.seeds.flatMap((seed) => {
+          const a = score(s.value, seed, k);
+          const b = score(first, seed, k);
+          return a !== undefined && b !== undefined ? [a - b] : [];
+        })),
+      ]),
+    );
   writeFileAtomic(join(expDir, REPORT_FILES.summary), JSON.stringify({ experiment: plan.experiment, decoder: plan.decoder, swept: plan.swept, seeds: plan.seeds, values: summary }, null, 1) + '\n');
   const done = results.filter(Boolean).length;
-  const report: ExperimentReport = { csv, summary, done, total: plan.runs.length };
+  const report: ExperimentReport = { csv, summary, done, total: plan.runs.length, table: summaryTable(plan, summary) };
   if (!done) return report;
 
   const panels: SweepPanel[] = PANELS.map((p) => ({
