@@ -25,7 +25,7 @@ export interface ValueSummary {
   test: Record<string, Stat>;
   /**
    * Per test metric, this value's score minus the first swept value's, seed by seed (the seeds that
-   * finished both): runs of one seed share their initialisation and batch order, so the spread of
+   * finished both): runs of one seed share the seed of their initialisation and batch order, so the spread of
    * the difference is the spread that says whether the change is more than seed noise. Absent for
    * the first value.
    */
