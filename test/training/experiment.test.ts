@@ -135,6 +135,45 @@ describe('cortexcast experiment (tiny simulated session)', () => {
     await expect(startExperiment({ ...options, maxSteps: 5 }, { log: collect().log })).rejects.toThrow(/training\.maxSteps: absent there, 5 now/);
   }, 180_000);
 
+  it('the report pairs seeds: differences against the first value seed by seed, over the seeds both finished', async () => {
+    const out = join(work, 'paired');
+    // Seeds 1 and 3 planned, then seed 2 added: the plan holds its runs out of value order.
+    await startExperiment({ name: 'data-scaling', data: [data], out, decoder: 'ridge', seeds: [1, 3], grid: ['100', '240'] }, { dryRun: true, log: () => undefined });
+    expect((await startExperiment({ name: 'data-scaling', data: [data], out, decoder: 'ridge', seeds: [1, 2, 3], grid: ['100', '240'] }, { dryRun: true, log: () => undefined })).planState).toBe('more-seeds');
+    const plan = readPlan(out);
+    expect(plan.runs.map((r) => r.id)).toEqual(['train-100-seed1', 'train-100-seed3', 'train-240-seed1', 'train-240-seed3', 'train-100-seed2', 'train-240-seed2']);
+    // Hand-made scores (seed 3 of the first value unfinished): paired, 240 is better by 0.01 on every seed;
+    // the unpaired means say it is worse (0.0667 vs 0.06).
+    const mse: Record<string, number> = { 'train-100-seed1': 0.05, 'train-100-seed2': 0.07, 'train-240-seed1': 0.04, 'train-240-seed2': 0.06, 'train-240-seed3': 0.1 };
+    for (const r of plan.runs) {
+      if (mse[r.id] === undefined) continue;
+      mkdirSync(join(out, r.dir), { recursive: true });
+      const m = { ssiml: 0.3, mse: mse[r.id], ssim: 0.4, pixcorr: 0.7 };
+      writeFileSync(join(out, r.dir, 'result.json'), JSON.stringify({ format: 'cortexcast-experiment-run', id: r.id, value: r.value, seed: r.seed, bundle: 'bundle', neurons: 300, trainTrials: Number(r.value), test: m, validation: m, seconds: 1, finishedAt: new Date().toISOString() }));
+    }
+    const { writeExperimentReport } = await import('../../src/training/experiment/report.js');
+    const rep = await writeExperimentReport(out);
+    const [first, second] = rep.summary;
+    expect(first.vsFirst).toBeUndefined();
+    expect([first.done, second.done]).toEqual([2, 3]);
+    expect(second.test.mse.mean).toBeCloseTo(0.0667, 4);
+    expect(second.vsFirst!.mse.n).toBe(2);
+    expect(second.vsFirst!.mse.mean).toBeCloseTo(-0.01, 10);
+    expect(second.vsFirst!.mse.sd).toBeCloseTo(0, 10);
+    const lines = rep.table.split('\n');
+    expect(lines[2]).toMatch(/^100\s+2\/3\s+0\.3000 \+- 0\.0000\s+0\.0600 \+- 0\.0141\s+-\s+0\.700 \+- 0\.000\s+-\s+-$/);
+    // Two pairs of three finished seeds: the count is said.
+    expect(lines[3]).toMatch(/^240\s+3\/3\s.*\+0\.0000 \+- 0\.0000 \(n=2\)\s+-0\.0100 \+- 0\.0000 \(n=2\)$/);
+    // results.csv and the status view list runs value by value, seeds in order, whatever the plan's order.
+    expect(readCsv(join(out, 'results.csv')).map((x) => x.run)).toEqual(['train-100-seed1', 'train-100-seed2', 'train-100-seed3', 'train-240-seed1', 'train-240-seed2', 'train-240-seed3']);
+    expect(experimentProgress(out).runs.map((x) => x.id)).toEqual(['train-100-seed1', 'train-100-seed2', 'train-100-seed3', 'train-240-seed1', 'train-240-seed2', 'train-240-seed3']);
+    // A plan whose run indices are not their positions is refused: run-one and Slurm tasks name runs by index.
+    const bad = JSON.parse(readFileSync(join(out, 'plan.json'), 'utf8')) as { runs: { index: number }[] };
+    bad.runs[0].index = 5;
+    writeFileSync(join(out, 'plan.json'), JSON.stringify(bad));
+    expect(() => readPlan(out)).toThrow(/runs\[i\]\.index must be i/);
+  }, 60_000);
+
   it('neuron-scaling (ridge): random neuron subsets, the same for every seed; a subset bundle takes frames of its own size', async () => {
     const out = join(work, 'neuron-scaling');
     await startExperiment({ name: 'neuron-scaling', data: [data], out, decoder: 'ridge', seeds: 2, grid: ['50', '300'] }, { jobs: 2, log: collect().log });

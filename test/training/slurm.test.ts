@@ -199,13 +199,44 @@ describe('cortexcast experiment --slurm (single-node cluster on localhost)', () 
       const busy: string[] = [];
       const third = await startExperiment({ name: 'data-scaling', data: [data], out, decoder: 'ridge', seeds: 1, grid: ['100', '240'] }, { slurm: true, log: (s) => void busy.push(s) });
       expect(third.submission).toBeUndefined();
-      expect(busy).toContain(`slurm: 1 run(s) still running in earlier jobs, not submitted again: train-240-seed1 (${held})`);
+      expect(busy).toContain(`slurm: 1 run(s) still running or queued in earlier jobs, not submitted again: train-240-seed1 (${held})`);
       expect(readSubmissions(out)).toHaveLength(1);
       await expect(runOne(out, 1, { quiet: true, log: () => undefined })).rejects.toThrow(new RegExp(`CC_ERR_EXPERIMENT: .*run train-240-seed1 is running already as Slurm job ${held} on elsewhere`));
     } finally {
       spawnSync('scancel', [held], { env: cluster!.env });
     }
   }, 300_000);
+
+  it('more seeds while the first array is still queued: only the added runs are submitted, with their plan indices', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'cc-slurm-exp-')), 'exp');
+    const options = { name: 'data-scaling' as const, data: [data], out, decoder: 'ridge' as const, grid: ['100', '240'] };
+    // Held: the first array's tasks stay pending, with no status.json, while the plan grows.
+    const first = (await startExperiment({ ...options, seeds: 1 }, { slurm: true, sbatchArgs: ['--hold'], log: () => undefined })).submission!;
+    const jobs = [first.runs!, first.report];
+    try {
+      const tasks = spawnSync('squeue', ['-h', '-r', '-o', '%i'], { env: cluster!.env, encoding: 'utf8' }).stdout.split('\n');
+      expect(tasks).toEqual(expect.arrayContaining([`${first.runs}_0`, `${first.runs}_1`]));
+      const lines: string[] = [];
+      const r = await startExperiment({ ...options, seeds: 2 }, { slurm: true, sbatchArgs: ['--hold'], log: (s) => void lines.push(s) });
+      jobs.push(r.submission!.runs!, r.submission!.report);
+      expect(r.planState).toBe('more-seeds');
+      expect(lines).toContain(`slurm: 2 run(s) still running or queued in earlier jobs, not submitted again: train-100-seed1 (${first.runs}_0), train-240-seed1 (${first.runs}_1)`);
+      expect(r.submission!.runIndices).toEqual([2, 3]);
+      expect(readPlan(out).runs.map((x) => [x.index, x.id])).toEqual([
+        [0, 'train-100-seed1'],
+        [1, 'train-240-seed1'],
+        [2, 'train-100-seed2'],
+        [3, 'train-240-seed2'],
+      ]);
+      expect(readFileSync(join(out, 'slurm/runs.sbatch'), 'utf8')).toContain("'--index' \"$SLURM_ARRAY_TASK_ID\"");
+      expect(readSubmissions(out).map((s) => s.runIndices)).toEqual([
+        [0, 1],
+        [2, 3],
+      ]);
+    } finally {
+      spawnSync('scancel', jobs, { env: cluster!.env });
+    }
+  }, 120_000);
 
   it('a failed preparation cancels the runs array instead of leaving it pending, so the report job still runs', async () => {
     const copy = join(mkdtempSync(join(tmpdir(), 'cc-slurm-data-')), 'data');

@@ -108,7 +108,9 @@ export const PLAN = z
     prepare: z.array(PREPARE),
     runs: z.array(RUN).min(1),
   })
-  .strict();
+  .strict()
+  // run-one, the local runner and Slurm tasks name a run by its index: it must be its position.
+  .refine((p) => p.runs.every((r, i) => r.index === i), { message: 'runs[i].index must be i', path: ['runs'] });
 
 export type Plan = z.infer<typeof PLAN>;
 export type PlannedRun = Plan['runs'][number];
@@ -239,8 +241,8 @@ function differences(a: Plan, b: Plan): string[] {
   return diff(a, b, '', true);
 }
 
-/** A plan with its seeds as a set and its runs by id: a plan given more seeds later lists its runs in another order. */
-const unordered = (p: Plan): unknown => ({ ...p, seeds: [...p.seeds].sort((a, b) => a - b), runs: p.runs.map(({ index: _, ...r }) => r).sort((a, b) => (a.id < b.id ? -1 : 1)) });
+/** A plan with its seeds as a set and its runs by id, indices aside: a plan given more seeds later lists its runs in another order. */
+const unordered = (p: Plan): Plan => ({ ...p, seeds: [...p.seeds].sort((a, b) => a - b), runs: p.runs.map((r) => ({ ...r, index: 0 })).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) });
 
 /**
  * The folder's plan with the seeds of `now` that it lacks, when `now` is that plan with more seeds and
@@ -269,7 +271,7 @@ export function writeOrCheckPlan(dir: string, plan: Plan): { state: 'new' | 'sam
   if (existsSync(file)) {
     const prev = readPlan(dir);
     if (canonical(unordered(prev)) === canonical(unordered(plan))) return { state: 'same', plan: prev };
-    const diff = differences(prev, plan);
+    const diff = differences(unordered(prev), unordered(plan));
     const extended = withMoreSeeds(prev, plan);
     if (extended) {
       writeJsonAtomic(file, extended);
@@ -296,6 +298,10 @@ export function writeJsonAtomic(file: string, value: unknown): void {
 
 /** A plan path (relative to the experiment folder, or absolute) as an absolute path. */
 export const planPath = (dir: string, p: string): string => resolve(dir, p);
+
+/** The runs value by value, seeds in order: how results and progress list them (a plan given more seeds later holds its added runs last). */
+export const runsByValue = (plan: Plan): PlannedRun[] =>
+  [...plan.runs].sort((a, b) => plan.swept.values.indexOf(a.value) - plan.swept.values.indexOf(b.value) || a.seed - b.seed);
 
 /** The neuron subset of n for neuron-scaling: the first n of the plan's order, in dataset column order. */
 export function neuronSubset(plan: Plan, n: number): number[] {

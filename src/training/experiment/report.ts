@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { readNpy } from '../../common/npy.js';
 import { labelledGrid, svgToPng, sweepFigureSvg, type SweepPanel } from './figure.js';
 import type { SweptValue } from './experiments.js';
-import { readPlan, writeFileAtomic, type Plan } from './plan.js';
+import { readPlan, runsByValue, writeFileAtomic, type Plan } from './plan.js';
 import { readRunResult, readRunStatus, runFiles, type RunResult } from './run-one.js';
 
 /** Test-tier columns, the report's Table I first; each gets a figure panel. */
@@ -63,9 +63,7 @@ const cell = (v: number | string | undefined): string => (v === undefined || (ty
 /** results.csv: one row per planned run (value x seed), finished or not, test then validation scores. */
 function resultsCsv(expDir: string, plan: Plan, results: (RunResult | undefined)[]): string {
   const head = ['experiment', 'decoder', 'swept', 'value', 'seed', 'run', 'state', ...METRIC_KEYS.map((k) => `test_${k}`), ...METRIC_KEYS.map((k) => `validation_${k}`), 'neurons', 'train_trials', 'steps', 'train_seconds', 'seconds'];
-  // Value by value, seeds in order: a plan given more seeds later lists its added runs last.
-  const order = plan.runs.map((_, i) => i).sort((a, b) => plan.swept.values.indexOf(plan.runs[a].value) - plan.swept.values.indexOf(plan.runs[b].value) || plan.runs[a].seed - plan.runs[b].seed);
-  const rows = order.map((i) => {
+  const rows = runsByValue(plan).map(({ index: i }) => {
     const run = plan.runs[i];
     const r = results[i];
     const state = r ? 'done' : (readRunStatus(expDir, run)?.state ?? 'pending');
@@ -84,15 +82,17 @@ const TABLE_METRICS = [
 
 /**
  * The summary as text: per value the finished seeds, each test metric as mean +- s.d., then SSIML and
- * MSE against the first value, paired by seed. A difference whose s.d. over seeds is as large as its
- * mean is not a finding; with one seed there is no s.d. to judge by.
+ * MSE against the first value, paired by seed. Judge a difference by its mean against its s.d./sqrt(n);
+ * with one seed there is no s.d. to judge by, and ridge's seeds are identical (s.d. 0 says nothing).
  */
 export function summaryTable(plan: Plan, summary: ValueSummary[]): string {
   const pm = (x: Stat, digits: number): string => (x.n ? `${x.mean.toFixed(digits)}${x.n > 1 ? ` +- ${x.sd.toFixed(digits)}` : ''}` : '-');
-  const signed = (x: Stat | undefined, digits: number): string => (x?.n ? `${x.mean >= 0 ? '+' : ''}${x.mean.toFixed(digits)}${x.n > 1 ? ` +- ${x.sd.toFixed(digits)}` : ''}` : '-');
+  // The pairs may be fewer than the value's finished seeds (the first value's unfinished): then say how many.
+  const signed = (x: Stat | undefined, done: number, digits: number): string =>
+    x?.n ? `${x.mean >= 0 ? '+' : ''}${x.mean.toFixed(digits)}${x.n > 1 ? ` +- ${x.sd.toFixed(digits)}` : ''}${x.n < done ? ` (n=${x.n})` : ''}` : '-';
   const first = String(plan.swept.values[0]);
   const head = [plan.swept.key, 'seeds', ...TABLE_METRICS.map(([, label]) => label), `SSIML vs ${first}`, `MSE vs ${first}`];
-  const rows = summary.map((s) => [String(s.value), `${s.done}/${s.runs}`, ...TABLE_METRICS.map(([k, , d]) => pm(s.test[k], d)), signed(s.vsFirst?.ssiml, 4), signed(s.vsFirst?.mse, 4)]);
+  const rows = summary.map((s) => [String(s.value), `${s.done}/${s.runs}`, ...TABLE_METRICS.map(([k, , d]) => pm(s.test[k], d)), signed(s.vsFirst?.ssiml, s.done, 4), signed(s.vsFirst?.mse, s.done, 4)]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
   return [`test tier, mean +- s.d. over seeds; "vs ${first}": paired by seed`, line(head), ...rows.map(line)].join('\n');
@@ -161,7 +161,9 @@ export async function writeExperimentReport(expDir: string): Promise<ExperimentR
 
   // Figure 2: one row per swept value, the lowest seed that finished.
   const shown = plan.swept.values.flatMap((value) => {
-    const run = plan.runs.find((r, i) => r.value === value && results[i] && existsSync(runFiles(expDir, r).recon));
+    const run = plan.runs
+      .filter((r, i) => r.value === value && results[i] && existsSync(runFiles(expDir, r).recon))
+      .sort((a, b) => a.seed - b.seed)[0];
     return run ? [{ value, files: runFiles(expDir, run) }] : [];
   });
   if (shown.length) {

@@ -91,16 +91,22 @@ export function submitToSlurm(expDir: string, plan: Plan, o: { jobs?: number; sb
   // Read before submitting: a bad history file stops the submission, not the record of it.
   const history = readSubmissions(expDir);
   const prepareIndices = plan.prepare.filter((p) => !preparationDone(expDir, p)).map((p) => p.index);
-  // A run an earlier job is training now is left to it: a second task would train into the same checkpoint.
+  // A run an earlier job is training now, or whose task of an earlier array is still queued (no
+  // status.json yet: pending, held), is left to it: a second task would train into the same checkpoint.
   const queue = slurmQueue();
-  const held = (r: PlannedRun): boolean => {
+  const queuedTask = new Map<number, string>();
+  for (const s of history) if (s.runs) for (const i of s.runIndices) if (queue?.has(`${s.runs}_${i}`)) queuedTask.set(i, `${s.runs}_${i}`);
+  const heldBy = (r: PlannedRun): string | undefined => {
     const st = readRunStatus(expDir, r);
-    return st?.state === 'running' && !!st.slurmJob && !!queue?.has(st.slurmJob);
+    return st?.state === 'running' && st.slurmJob && queue?.has(st.slurmJob) ? st.slurmJob : queuedTask.get(r.index);
   };
   const unfinished = plan.runs.filter((r) => !readRunResult(expDir, r));
-  const running = unfinished.filter(held);
-  const runIndices = unfinished.filter((r) => !running.includes(r)).map((r) => r.index);
-  if (running.length) o.log(`slurm: ${running.length} run(s) still running in earlier jobs, not submitted again: ${running.map((r) => `${r.id} (${readRunStatus(expDir, r)!.slurmJob})`).join(', ')}`);
+  const running = unfinished.flatMap((run) => {
+    const job = heldBy(run);
+    return job ? [{ run, job }] : [];
+  });
+  const runIndices = unfinished.filter((r) => !running.some((x) => x.run === r)).map((r) => r.index);
+  if (running.length) o.log(`slurm: ${running.length} run(s) still running or queued in earlier jobs, not submitted again: ${running.map((x) => `${x.run.id} (${x.job})`).join(', ')}`);
   if (!prepareIndices.length && !runIndices.length) {
     o.log(running.length ? 'nothing else to submit' : 'every run is done; nothing to submit');
     return undefined;

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { preparationDone } from './prepare.js';
-import { readJsonIf, readPlan, type Plan } from './plan.js';
+import { readJsonIf, readPlan, runsByValue, type Plan } from './plan.js';
 import { processAlive, readRunResult, readRunStatus, runFiles, slurmQueue } from './run-one.js';
 import { readSubmissions } from './slurm.js';
 
@@ -46,7 +46,7 @@ export function experimentProgress(expDir: string, now = Date.now()): Experiment
     if (queue === null) queue = slurmQueue();
     return queue === undefined || queue.has(job);
   };
-  const runs: RunProgress[] = plan.runs.map((run) => {
+  const runs: RunProgress[] = runsByValue(plan).map((run) => {
     const result = readRunResult(expDir, run);
     if (result) return { id: run.id, state: 'done', seconds: result.seconds, step: result.steps };
     const st = readRunStatus(expDir, run);
