@@ -271,12 +271,12 @@ export function writeOrCheckPlan(dir: string, plan: Plan): { state: 'new' | 'sam
   if (existsSync(file)) {
     const prev = readPlan(dir);
     if (canonical(unordered(prev)) === canonical(unordered(plan))) return { state: 'same', plan: prev };
-    const diff = differences(unordered(prev), unordered(plan));
     const extended = withMoreSeeds(prev, plan);
     if (extended) {
       writeJsonAtomic(file, extended);
       return { state: 'more-seeds', plan: extended };
     }
+    const diff = differences(unordered(prev), unordered(plan));
     const hint = prev.seeds.every((s) => plan.seeds.includes(s)) ? '' : ` (more seeds may be added: the list must keep the folder's seeds ${prev.seeds.join(',')})`;
     throw ccError('CC_ERR_EXPERIMENT', dir, `the folder holds another plan (${diff.join('; ')})${hint}; rerun with the options it was made with (or 'cortexcast experiment resume ${dir}'), or use a new --out`);
   }

@@ -88,8 +88,7 @@ const TABLE_METRICS = [
 export function summaryTable(plan: Plan, summary: ValueSummary[]): string {
   const pm = (x: Stat, digits: number): string => (x.n ? `${x.mean.toFixed(digits)}${x.n > 1 ? ` +- ${x.sd.toFixed(digits)}` : ''}` : '-');
   // The pairs may be fewer than the value's finished seeds (the first value's unfinished): then say how many.
-  const signed = (x: Stat | undefined, done: number, digits: number): string =>
-    x?.n ? `${x.mean >= 0 ? '+' : ''}${x.mean.toFixed(digits)}${x.n > 1 ? ` +- ${x.sd.toFixed(digits)}` : ''}${x.n < done ? ` (n=${x.n})` : ''}` : '-';
+  const signed = (x: Stat | undefined, done: number, digits: number): string => (x?.n ? `${x.mean >= 0 ? '+' : ''}${pm(x, digits)}${x.n < done ? ` (n=${x.n})` : ''}` : '-');
   const first = String(plan.swept.values[0]);
   const head = [plan.swept.key, 'seeds', ...TABLE_METRICS.map(([, label]) => label), `SSIML vs ${first}`, `MSE vs ${first}`];
   const rows = summary.map((s) => [String(s.value), `${s.done}/${s.runs}`, ...TABLE_METRICS.map(([k, , d]) => pm(s.test[k], d)), signed(s.vsFirst?.ssiml, s.done, 4), signed(s.vsFirst?.mse, s.done, 4)]);
@@ -161,9 +160,7 @@ export async function writeExperimentReport(expDir: string): Promise<ExperimentR
 
   // Figure 2: one row per swept value, the lowest seed that finished.
   const shown = plan.swept.values.flatMap((value) => {
-    const run = plan.runs
-      .filter((r, i) => r.value === value && results[i] && existsSync(runFiles(expDir, r).recon))
-      .sort((a, b) => a.seed - b.seed)[0];
+    const run = runsByValue(plan).find((r) => r.value === value && results[r.index] && existsSync(runFiles(expDir, r).recon));
     return run ? [{ value, files: runFiles(expDir, run) }] : [];
   });
   if (shown.length) {
