@@ -1,5 +1,5 @@
 /**
- * GPU check for a device machine: can onnxruntime-node load each execution provider, and how fast
+ * GPU check for a machine with a GPU: can onnxruntime-node load each execution provider, and how fast
  * is a batch-1 decode of the ridge-sized and small-CNN decoders on it? Prints one line per
  * (provider, model): the provider that served (ORT throws for an absent one; we catch and report)
  * and median latency over 50 runs. Never used by tests.

@@ -1,5 +1,5 @@
 /**
- * GPU check of the training engine (run on a lent GPU machine; not part of tests or CI): one training
+ * GPU check of the training engine (run on a machine with a GPU; not part of tests or CI): one training
  * step of the report's paper-size CNN and GAN generator (random data, 8,600 neurons, batch 16) and
  * batch-1 decodes of the exported graphs, per execution provider, on the same machine.
  *

@@ -1,5 +1,5 @@
 /**
- * npm run bench:quality -- [--quick] [--population default|second] [--seeds N] [--budget 45m]
+ * npm run bench:quality -- [--quick] [--population default|second|third] [--split regions|photos] [--ceiling] [--seeds N] [--budget 45m]
  *   [--encoder-budget 20m] [--recipe cortexcast|report] [--anchor ridge|none] [--anchor-folds 0|5]
  *   [--pairs 0|0.5] [--pairs-for cnn,gan] [--refiner-levels 0|2] [--cnn-loss mse|logssim|mae|mse+logssim] [--cnn-contrast on|off] [--cnn-contrast-downsample 1|2|4]
  *   [--data DIR] [--out DIR] [--decoders cnn,gan,latent-vae,latent-features] [--ae-budget 15m] [--gan-profile small|realtime]
@@ -14,10 +14,17 @@
  * stage writes its bundle under --out and is skipped when rerun (deep decoders resume from their
  * run folders), so an interrupted benchmark continues where it stopped.
  * --population second simulates the check population (3,000 neurons, 2,000 train trials, seed 11,
- * 30% complex cells, larger receptive fields); --quick uses the small preset with short budgets.
+ * 30% complex cells, larger receptive fields); --population third another one (5,000 neurons, 3,000
+ * train trials, seed 23, 85% complex cells, smaller receptive fields); --quick uses the small preset
+ * with short budgets. --split regions (the default) takes validation and test images from every photo
+ * (see SynthConfig.split); --split photos is the older split with one photo per held-out tier.
+ * After the table: two-way identification per decoder and SSIML per source photo. --decoders none
+ * measures ridge alone. --ceiling then measures the ceiling of what is decodable (see ceiling()).
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../src/common/duration.js';
 import { loadBundle } from '../src/models/bundle.js';
@@ -26,6 +33,7 @@ import { trainDecoder } from '../src/training/decoders/train-decoder.js';
 import { encoderStage, meiStage } from '../src/training/encoder/gan-inputs.js';
 import { selectNeurons } from '../src/training/encoder/meis.js';
 import { evaluateBundle } from '../src/training/eval/evaluate.js';
+import type { SourceScores } from '../src/training/eval/stimulus-sources.js';
 import { trainAutoencoder } from '../src/training/latent/train-autoencoder.js';
 import { trainFeatureDecoder } from '../src/training/latent/train-feature-decoder.js';
 import { trainLatent } from '../src/training/latent/train-latent.js';
@@ -53,6 +61,8 @@ const { values: a } = parseArgs({
     'pairs-for': { type: 'string', default: 'cnn' },
     'ae-budget': { type: 'string' },
     'gan-profile': { type: 'string', default: 'small' },
+    split: { type: 'string', default: 'regions' },
+    ceiling: { type: 'boolean', default: false },
   },
 });
 
@@ -79,7 +89,8 @@ const pairsFor = new Set(a['pairs-for']!.split(','));
 const usesPairs = (kind: string): boolean => pairsFraction > 0 && pairsFor.has(kind);
 const DECODERS = ['cnn', 'gan', 'latent-vae', 'latent-features'] as const;
 type BenchDecoder = (typeof DECODERS)[number];
-const decoders = a.decoders!.split(',').map((d) => {
+// --decoders none (or ''): ridge alone.
+const decoders = (a.decoders === '' || a.decoders === 'none' ? [] : a.decoders!.split(',')).map((d) => {
   if (!(DECODERS as readonly string[]).includes(d)) throw new Error(`--decoders: unknown ${d} (${DECODERS.join(', ')})`);
   return d as BenchDecoder;
 });
@@ -87,11 +98,16 @@ const aeBudget = minutes(a['ae-budget'], quick ? 3 : 15);
 const ganProfile = a['gan-profile'] as 'small' | 'realtime';
 if (ganProfile !== 'small' && ganProfile !== 'realtime') throw new Error(`--gan-profile: ${a['gan-profile']} is not small or realtime`);
 
+const split = a.split as 'photos' | 'regions';
+if (split !== 'photos' && split !== 'regions') throw new Error(`--split: ${a.split} is not photos or regions`);
+
 function population(): { name: string; cfg: SynthConfig } {
-  const base = quick ? SYNTH_PRESETS.small : SYNTH_PRESETS.default;
+  const base = { ...(quick ? SYNTH_PRESETS.small : SYNTH_PRESETS.default), split };
+  // Dataset folders of the 'photos' split keep their old names, so earlier caches are reused.
+  const suffix = `${quick ? '-quick' : ''}${split === 'regions' ? '-regions' : ''}`;
   if (a.population === 'second')
     return {
-      name: `second${quick ? '-quick' : ''}`,
+      name: `second${suffix}`,
       cfg: {
         ...base,
         trainTrials: quick ? 1000 : 2000,
@@ -99,7 +115,19 @@ function population(): { name: string; cfg: SynthConfig } {
         simulator: { ...base.simulator, neurons: quick ? 1500 : 3000, seed: 11, complexFraction: 0.3, rfSigmaMedian: 3.4 },
       },
     };
-  return { name: quick ? 'small' : 'default', cfg: base };
+  // A third population with other settings: mostly complex cells with small receptive fields, more neurons, other seed.
+  if (a.population === 'third')
+    return {
+      name: `third${suffix}`,
+      cfg: {
+        ...base,
+        trainTrials: quick ? 1200 : 3000,
+        validationTrials: quick ? 150 : 300,
+        simulator: { ...base.simulator, neurons: quick ? 2500 : 5000, seed: 23, complexFraction: 0.85, rfSigmaMedian: 2.0 },
+      },
+    };
+  if (a.population !== 'default') throw new Error(`--population: ${a.population} is not default, second or third`);
+  return { name: (quick ? 'small' : 'default') + (split === 'regions' ? '-regions' : ''), cfg: base };
 }
 
 const log = (s: string): void => void process.stderr.write(s + '\n');
@@ -110,16 +138,23 @@ mkdirSync(out, { recursive: true });
 if (!existsSync(join(data, 'meta'))) await synthesize(data, pop.cfg, {});
 
 type Row = Record<string, number>;
-const table: { name: string; seed: number; row: Row; seconds: number }[] = [];
-const testRow = async (dir: string): Promise<Row> => {
+interface TableRow {
+  name: string;
+  seed: number;
+  row: Row;
+  seconds: number;
+  dir: string;
+}
+const table: TableRow[] = [];
+const testRow = async (dir: string, dataDir = data): Promise<Row> => {
   const m = loadBundle(dir).manifest.metrics.test as Row | undefined;
-  return m && Number.isFinite(m.fid) ? m : ((await evaluateBundle(dir, data, { fid: 64 })).metrics as unknown as Row);
+  return m && Number.isFinite(m.fid) ? m : ((await evaluateBundle(dir, dataDir, { fid: 64, identification: false })).metrics as unknown as Row);
 };
 
 const t0 = Date.now();
 const ridgeDir = join(out, 'ridge');
 if (!existsSync(join(ridgeDir, 'manifest.json'))) await trainRidge({ data, out: ridgeDir, log });
-table.push({ name: 'ridge', seed: 0, row: await testRow(ridgeDir), seconds: Number(loadBundle(ridgeDir).manifest.training.seconds ?? 0) });
+table.push({ name: 'ridge', seed: 0, row: await testRow(ridgeDir), seconds: Number(loadBundle(ridgeDir).manifest.training.seconds ?? 0), dir: ridgeDir });
 
 // cnn / gan: the cortexcast recipe; cnn-report etc. name what differs from it.
 const variant = (kind: string): string =>
@@ -139,17 +174,17 @@ for (const seed of seeds) {
   }
   for (const kind of decoders) {
     if (kind === 'latent-vae' || kind === 'latent-features') {
-      table.push({ name: kind, seed, ...(await latentStage(kind, seed)) });
+      table.push({ name: kind, seed, ...(await latentStage(kind, seed)), dir: join(out, `seed${seed}`, kind) });
       continue;
     }
     const dir = join(out, tag, `${kind}${variant(kind) || '-cortexcast'}`);
     const started = Date.now();
     if (existsSync(join(dir, 'run', 'stop.json'))) {
-      table.push({ name: label(kind), seed, row: await testRow(dir), seconds: Number(loadBundle(dir).manifest.training.seconds ?? 0) });
+      table.push({ name: label(kind), seed, row: await testRow(dir), seconds: Number(loadBundle(dir).manifest.training.seconds ?? 0), dir });
       continue;
     }
     const r = await trainDecoder({ kind, data, out: dir, seed, profile: kind === 'gan' ? ganProfile : undefined, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, anchorContrast: kind === 'cnn' ? cnnContrast : undefined, contrastDownsample: kind === 'cnn' ? cnnContrastDownsample : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
-    table.push({ name: label(kind), seed, row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000 });
+    table.push({ name: label(kind), seed, row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000, dir });
   }
 }
 
@@ -169,23 +204,100 @@ async function latentStage(kind: 'latent-vae' | 'latent-features', seed: number)
   return { row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000 };
 }
 
+// Identification and the per-photo breakdown come from one more evaluation of each bundle (no FID).
+const detail = new Map<string, { bySource?: SourceScores[] }>();
+for (const t of table) {
+  if (detail.has(t.dir)) continue;
+  const r = await evaluateBundle(t.dir, data, { fid: 0, identification: true });
+  detail.set(t.dir, { bySource: r.bySource });
+  t.row.identLow = r.metrics.identLow ?? Number.NaN;
+  t.row.identHigh = r.metrics.identHigh ?? Number.NaN;
+}
+
 const f = (v: number | undefined, d = 3): string => (v === undefined || !Number.isFinite(v) ? '   -  ' : v.toFixed(d).padStart(6));
+const mean = (v: number[]): number => v.reduce((x, y) => x + y, 0) / v.length;
+const fmt = (v: number[], d = 2): string => {
+  const m = mean(v);
+  const sd = Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / Math.max(1, v.length - 1));
+  return v.length > 1 ? `${m.toFixed(d)}±${sd.toFixed(d)}` : m.toFixed(d);
+};
 const lines = [
-  `bench:quality ${pop.name} (${data}), budget ${decoderBudget / 60} min per deep decoder, seeds ${seeds.join(',')}, test tier`,
-  'decoder        seed  SSIML    MSE  FID-64    SSIM  PixCorr  seconds',
-  ...table.map((t) => `${t.name.padEnd(14)} ${String(t.seed || '-').padStart(4)} ${f(t.row.ssiml)} ${f(t.row.mse)} ${f(t.row.fid)} ${f(t.row.ssim)} ${f(t.row.pixcorr)} ${t.seconds.toFixed(0).padStart(8)}`),
+  `bench:quality ${pop.name} (${data}), split ${split}, budget ${decoderBudget / 60} min per deep decoder, seeds ${seeds.join(',')}, test tier`,
+  'decoder        seed  SSIML    MSE  FID-64    SSIM  PixCorr  ident-low  ident-high  seconds',
+  ...table.map((t) => `${t.name.padEnd(14)} ${String(t.seed || '-').padStart(4)} ${f(t.row.ssiml)} ${f(t.row.mse)} ${f(t.row.fid)} ${f(t.row.ssim)} ${f(t.row.pixcorr)}     ${f(t.row.identLow)}      ${f(t.row.identHigh)} ${t.seconds.toFixed(0).padStart(8)}`),
 ];
 const ridge = table[0].row;
-for (const kind of decoders) {
-  const rows = table.filter((t) => t.name.startsWith(kind));
+const kinds = [...new Set(table.slice(1).map((t) => t.name))];
+for (const kind of kinds) {
+  const rows = table.filter((t) => t.name === kind);
   const ratio = (k: string): number[] => rows.map((t) => t.row[k] / ridge[k]);
-  const fmt = (v: number[]): string => {
-    const m = v.reduce((x, y) => x + y, 0) / v.length;
-    const sd = Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / Math.max(1, v.length - 1));
-    return v.length > 1 ? `${m.toFixed(2)}±${sd.toFixed(2)}` : m.toFixed(2);
-  };
-  lines.push(`vs ridge  SSIML ${fmt(ratio('ssiml'))}  MSE ${fmt(ratio('mse'))}  FID ${fmt(ratio('fid'))}  (${kind})`);
+  lines.push(`vs ridge  SSIML ${fmt(ratio('ssiml'))}  MSE ${fmt(ratio('mse'))}  FID ${fmt(ratio('fid'))}  ident low ${fmt(rows.map((t) => t.row.identLow), 3)} high ${fmt(rows.map((t) => t.row.identHigh), 3)} (ridge ${ridge.identLow.toFixed(3)} / ${ridge.identHigh.toFixed(3)})  (${kind})`);
+}
+// Per source photo: SSIML of each decoder (seeds averaged), so a decoder that suits one photo shows.
+const sources = detail.get(table[0].dir)?.bySource?.map((b) => b.source) ?? [];
+if (sources.length > 1) {
+  const names = ['ridge', ...kinds];
+  lines.push('', 'SSIML per source photo (test images; seeds averaged)', `${'photo'.padEnd(26)} images ${names.map((n) => n.padStart(Math.max(8, n.length))).join(' ')}`);
+  for (const src of sources) {
+    const cells = names.map((n) => {
+      const v = table.filter((t) => t.name === n).map((t) => detail.get(t.dir)?.bySource?.find((b) => b.source === src)?.ssiml ?? Number.NaN);
+      return mean(v).toFixed(3).padStart(Math.max(8, n.length));
+    });
+    const images = detail.get(table[0].dir)!.bySource!.find((b) => b.source === src)!.images;
+    lines.push(`${src.padEnd(26)} ${String(images).padStart(6)} ${cells.join(' ')}`);
+  }
 }
 lines.push(`total ${((Date.now() - t0) / 1000).toFixed(0)} s this invocation`);
 console.log(lines.join('\n'));
 writeFileSync(join(out, 'quality.txt'), lines.join('\n') + '\n');
+writeFileSync(join(out, 'quality.json'), JSON.stringify(table.map(({ name, seed, row, seconds }) => ({ name, seed, row, seconds })), null, 1) + '\n');
+
+if (a.ceiling) await ceiling();
+
+/**
+ * --ceiling: the same decoders on the same test images, trained (a) on noise-free responses (no trial
+ * noise, no running modulation; evaluated on noise-free test responses too), (b) on 5x and 10x
+ * the train trials and (c) both (noise-free, 10x). Each condition is this benchmark run again on its
+ * own dataset (resumable); the ceiling of each metric is the best decoder under any condition, and
+ * each decoder's gap fraction is the share of ridge's distance to that ceiling it closes.
+ */
+async function ceiling(): Promise<void> {
+  if (split !== 'regions') throw new Error("--ceiling needs --split regions (the 'photos' split changes the test images when the train tier grows)");
+  if (a.data) throw new Error('--ceiling simulates its datasets: leave out --data');
+  const conditions: { name: string; slug: string; cfg: SynthConfig }[] = [
+    { name: 'noise-free', slug: 'noise-free', cfg: { ...pop.cfg, noiseFree: true } },
+    { name: '5x trials', slug: 'trials-x5', cfg: { ...pop.cfg, trainTrials: 5 * pop.cfg.trainTrials } },
+    { name: '10x trials', slug: 'trials-x10', cfg: { ...pop.cfg, trainTrials: 10 * pop.cfg.trainTrials } },
+    { name: 'noise-free 10x', slug: 'noise-free-x10', cfg: { ...pop.cfg, noiseFree: true, trainTrials: 10 * pop.cfg.trainTrials } },
+  ];
+  const passThrough = process.argv.slice(2).filter((x) => x !== '--ceiling');
+  const results: { name: string; rows: { name: string; row: Row }[] }[] = [{ name: 'as recorded', rows: table }];
+  for (const c of conditions) {
+    const dir = join(out, `ceiling-${c.slug}`);
+    const cData = join(dir, 'data');
+    if (!existsSync(join(cData, 'meta'))) await synthesize(cData, c.cfg, {});
+    log(`ceiling: ${c.name} -> ${dir}`);
+    const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), ...passThrough, '--data', cData, '--out', dir], { stdio: ['ignore', 'ignore', 'inherit'] });
+    if (child.status !== 0) throw new Error(`ceiling: the ${c.name} run failed (exit ${child.status})`);
+    results.push({ name: c.name, rows: JSON.parse(readFileSync(join(dir, 'quality.json'), 'utf8')) as { name: string; row: Row }[] });
+  }
+  const names = ['ridge', ...kinds];
+  const avg = (rows: { name: string; row: Row }[], n: string, k: string): number => mean(rows.filter((r) => r.name === n).map((r) => r.row[k]));
+  const out2: string[] = ['', `ceiling (${pop.name}, same test images): SSIML / MSE per condition, seeds averaged`];
+  out2.push(`${'decoder'.padEnd(16)} ${results.map((r) => r.name.padStart(17)).join(' ')}`);
+  for (const n of names) out2.push(`${n.padEnd(16)} ${results.map((r) => `${avg(r.rows, n, 'ssiml').toFixed(3)} / ${avg(r.rows, n, 'mse').toFixed(4)}`.padStart(17)).join(' ')}`);
+  for (const k of ['ssiml', 'mse']) {
+    // The ceiling: the best score of any decoder under any of the conditions (less noise or more data).
+    const candidates = results.slice(1).flatMap((r) => names.map((n) => ({ at: `${n}, ${r.name}`, v: avg(r.rows, n, k) })));
+    const top = candidates.reduce((x, y) => (y.v < x.v ? y : x));
+    const best = top.v;
+    const r0 = avg(table, 'ridge', k);
+    out2.push(`${k.toUpperCase()} ceiling ${best.toFixed(4)} (${top.at}); ridge as recorded ${r0.toFixed(4)}`);
+    for (const n of kinds) {
+      const d = table.filter((t) => t.name === n).map((t) => (r0 - t.row[k]) / (r0 - best));
+      out2.push(`  gap closed ${k.toUpperCase()} ${fmt(d)}  vs ridge ${fmt(table.filter((t) => t.name === n).map((t) => t.row[k] / r0))}  (${n})`);
+    }
+  }
+  console.log(out2.join('\n'));
+  writeFileSync(join(out, 'ceiling.txt'), out2.join('\n') + '\n');
+}

@@ -52,7 +52,7 @@ const arg = (name: string, fallback: string): string => {
 const seconds = Number(arg('seconds', '10'));
 const streamCounts = arg('streams', '1,4,16').split(',').map(Number);
 const ALL_MODELS = ['ridge', 'ridge-int8', 'cnn', 'cnn-int8', 'gan', 'gan-int8', 'gan-realtime', 'gan-realtime-int8', 'latent-vae', 'latent-vae-int8', 'latent-vae-realtime', 'latent-vae-realtime-int8', 'invenc', 'cnn-report', 'cnn-fullcontrast', 'cnn-fullcontrast-int8'];
-/** Served unless --models names others: the session-8 refiner (full-size contrast read-out) is for comparison only. */
+/** Served unless --models names others: the refiner with the full-size contrast read-out is for comparison only. */
 const DEFAULT_MODELS = ALL_MODELS.filter((m) => !m.startsWith('cnn-fullcontrast'));
 const models = arg('models', DEFAULT_MODELS.join(',')).split(',');
 const contrastDownsample = Number(arg('contrast-downsample', String(CONTRAST_DOWNSAMPLE)));

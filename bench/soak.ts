@@ -533,11 +533,11 @@ async function badBatch(srv: Server, i: number): Promise<void> {
     // A valid HTTP/2 preface first, so the garbage reaches the frame parser rather than the preface check.
     bump(bad.raw, `preface+garbage -> gRPC: ${await raw(srv.grpcPort, Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), randomBytes(16 * 1024)]), 1000)}`);
   }
-  if (!skip.has('http-target')) bump(bad.raw, `GET //x:99999 -> HTTP: ${await raw(srv.httpPort, 'GET //x:99999 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')}`);
+  if (!skip.has('http-target')) bump(bad.raw, `GET //x:99999 -> HTTP: ${await raw(srv.httpPort, 'GET //x:99999 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n')}`);
   if (!skip.has('ws-target'))
     bump(
       bad.raw,
-      `WS upgrade //x:99999 -> HTTP: ${await raw(srv.httpPort, 'GET //x:99999 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')}`,
+      `WS upgrade //x:99999 -> HTTP: ${await raw(srv.httpPort, 'GET //x:99999 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')}`,
     );
 }
 

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:train`: the report's CNN decoder at paper size (REFERENCE.md: FC readin to 64x18x32,
+ * `npm run bench:train`: the report's CNN decoder at paper size (the report's: FC readin to 64x18x32,
  * transposed convs 480-256-256-128-64-1), one training step (forward, MSE, backward, AdamW) at batch 16
  * and 64, and a batch-1 eval forward - on cortexcast's ONNX Runtime engine and on PyTorch on the same
  * machine when python3 can import torch. The two alternate, one process per measurement (each side

@@ -2,7 +2,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 
 import { parseDuration } from './common/duration.js';
 import { join, resolve } from 'node:path';
-import { CortexcastError } from './common/errors.js';
+import { ccError, CortexcastError } from './common/errors.js';
+import { clientToken } from './common/token-file.js';
 import { VERSION } from './common/version.js';
 import type { ServerConfigInput } from './server/config.js';
 // Commands load their modules when they run: `serve` never pays for image decoding or training code.
@@ -43,10 +44,26 @@ const fraction = (name: string) => (v: string): number => {
   return n;
 };
 
-const program = new Command('cortexcast')
+export const program = new Command('cortexcast')
   .version(VERSION)
   .description('Decode images from mouse V1 activity: simulate or read recordings, train decoders, evaluate and serve them.')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // How an NWB file given as --data (to any command) or to `import nwb` is read; see docs/guides/nwb.md.
+  .option('--nwb-series <path>', 'NWB: the RoiResponseSeries to read (needed when the file holds several)')
+  .option('--nwb-stimulus <path>', 'NWB: the presentations, a TimeIntervals table or an IndexSeries (needed when several)')
+  .option('--nwb-templates <path>', 'NWB: the stimulus templates, an Images container or an ImageSeries (needed when several)')
+  .option('--window-frames <n>', 'NWB: imaging frames averaged per response (default: the median presentation)', int('window-frames'))
+  .option('--lag-frames <n>', 'NWB: frames from the onset frame to the first averaged one (default: max(1, round(0.05 s x rate)))', count('lag-frames'))
+  .option('--baseline-frames <n>', 'NWB: subtract the mean of this many frames before each onset (default 0: none)', count('baseline-frames'))
+  .hook('preAction', async (_program, action) => {
+    // NWB support (HDF5 in WebAssembly) is loaded only for commands that name an .nwb file.
+    const named = [...action.args, ...Object.values(action.opts()).flat()].some((a) => typeof a === 'string' && /\.nwb$/i.test(a));
+    if (!named) return;
+    const { configureNwbReading, loadNwbSupport } = await import('./datasets/dataset-source.js');
+    await loadNwbSupport();
+    const o = program.opts();
+    configureNwbReading({ series: o.nwbSeries, stimulus: o.nwbStimulus, templates: o.nwbTemplates, lengthFrames: o.windowFrames, lagFrames: o.lagFrames, baselineFrames: o.baselineFrames });
+  });
 
 program
   .command('synth')
@@ -63,6 +80,11 @@ program
   .option('--seed <n>', 'random seed', int('seed'))
   .option('--complex-fraction <x>', 'fraction of complex (energy) cells, the rest simple (default 0.6)', fraction('complex-fraction'))
   .option('--rf-sigma <px>', 'median receptive-field size, Gaussian sigma in simulation pixels (default 2.6)', positive('rf-sigma'))
+  .addOption(new Option('--split <how>', "how tiers are kept apart: 'photos' (validation and test crops from photos of their own) or 'regions' (every photo feeds every tier, from quadrants separated by a guard band)").choices(['photos', 'regions']).default('photos'))
+  .option('--noise-free', "responses without trial-to-trial noise (each neuron's expected response): the ceiling of what is decodable")
+  .option('--nwb <file>', 'write continuous two-photon traces as an NWB file instead (calcium transients, noise, drift; see docs/guides/nwb.md)')
+  .option('--rate <hz>', 'with --nwb: imaging rate (default 30)', positive('rate'))
+  .option('--grey <seconds>', 'with --nwb: grey between stimuli, min,max seconds (default 0.3,0.5; 0,0 = back to back)')
   .option('--force', 'overwrite a non-empty output folder')
   .action(async (o) => {
     const { synthesize, SYNTH_PRESETS } = await import('./training/data/synth.js');
@@ -82,19 +104,44 @@ program
         rfSigmaMedian: o.rfSigma ?? base.simulator.rfSigmaMedian,
       },
     };
+    if (o.nwb) {
+      const { synthesizeContinuous, DEFAULT_CONTINUOUS } = await import('./training/data/continuous-sim.js');
+      const grey = o.grey ? String(o.grey).split(',').map(Number) : DEFAULT_CONTINUOUS.greySeconds;
+      if (grey.length !== 2 || grey.some((g) => !Number.isFinite(g) || g < 0) || grey[1] < grey[0]) throw ccError('CC_ERR_OPTION', '--grey must be min,max seconds, 0 <= min <= max');
+      const r = await synthesizeContinuous(resolve(o.nwb), cfg, { ...DEFAULT_CONTINUOUS, rate: o.rate ?? DEFAULT_CONTINUOUS.rate, greySeconds: [grey[0], grey[1]] }, { force: o.force });
+      console.log(`wrote ${r.frames} frames x ${r.rois} ROIs (${r.presentations} presentations) to ${r.file} in ${r.seconds.toFixed(1)} s`);
+      return;
+    }
     const out = resolve(o.out ?? join('data', `synth-${preset}`));
-    const r = await synthesize(out, cfg, { force: o.force });
+    const r = await synthesize(out, { ...cfg, split: o.split as 'photos' | 'regions', noiseFree: Boolean(o.noiseFree) }, { force: o.force });
     console.log(`wrote ${r.trials} trials x ${r.neurons} neurons to ${r.dir} in ${r.seconds.toFixed(1)} s`);
+  });
+
+program
+  .command('import')
+  .description('convert a recording into a dataset folder')
+  .command('nwb <file>')
+  .description('an NWB 2.x optical-physiology file -> the SENSORIUM 2022 layout: trials cut from the traces by the response window (see the NWB options of `cortexcast --help`)')
+  .requiredOption('--out <dir>', 'dataset folder to write')
+  .option('--force', 'overwrite a non-empty output folder')
+  .action(async (file: string, o) => {
+    const { importNwb } = await import('./datasets/nwb-import.js');
+    const g = program.opts();
+    const r = importNwb(file, resolve(o.out), { series: g.nwbSeries, stimulus: g.nwbStimulus, templates: g.nwbTemplates, lengthFrames: g.windowFrames, lagFrames: g.lagFrames, baselineFrames: g.baselineFrames, force: o.force });
+    console.log(`wrote ${r.trials} trials x ${r.neurons} ROIs to ${r.dir} (${Object.entries(r.tiers).map(([t, n]) => `${t} ${n}`).join(', ')})`);
+    console.log(`read ${r.source.seriesPath} (${r.source.frames} frames at ${r.source.rateHz.toFixed(2)} Hz), presentations ${r.source.stimulusPath}, templates ${r.source.templatesPath}`);
+    console.log(`response window: ${r.window.lengthFrames} frames from lag ${r.window.lagFrames} (${r.source.windowRule}); baseline ${r.source.baselineFrames} frames; tiers: ${r.source.tierRule}${r.source.dropped ? `; ${r.source.dropped} presentations dropped (window outside the recording)` : ''}`);
   });
 
 program
   .command('inspect')
   .description('stimulus sheet (PNG) and response statistics (SVG) of a dataset')
   .requiredOption('--data <dir>', 'dataset folder (SENSORIUM layout)')
-  .option('--out <dir>', 'where to write the figures (default <data>/inspect)')
+  .option('--out <dir>', 'where to write the figures (default <data>/inspect; for an .nwb file <file>-inspect beside it)')
   .action(async (o) => {
     const { inspectDataset } = await import('./training/eval/inspect.js');
-    const s = inspectDataset(o.data, o.out ?? join(o.data, 'inspect'));
+    // An NWB file is a file, not a folder: its figures go beside it.
+    const s = inspectDataset(o.data, o.out ?? (/\.nwb$/i.test(o.data) ? o.data.replace(/\.nwb$/i, '-inspect') : join(o.data, 'inspect')));
     console.log(JSON.stringify(s, null, 2));
   });
 
@@ -121,6 +168,23 @@ train
   });
 
 train
+  .command('refiner')
+  .description("cortexcast's CNN refiner trained across animals on their ridge images: `calibrate --refiner` serves it on a new animal's ridge")
+  .requiredOption('--data <dirs...>', 'dataset folders, one per animal')
+  .requiredOption('--out <dir>', 'refiner folder to write')
+  .option('--steps <n>', 'training steps at most', int('--steps'), 2000)
+  .option('--budget <duration>', 'wall-clock budget, e.g. 5m', duration('--budget'))
+  .addOption(new Option('--image-size <hxw>', 'decoded image size').choices(['36x64', '64x64']).default('36x64'))
+  .action(async (o) => {
+    const { trainRefinerAcrossAnimals } = await import('./training/calibrate/train-refiner.js');
+    const { saveRefiner } = await import('./training/calibrate/refiner.js');
+    const [h, w] = (o.imageSize as string).split('x').map(Number);
+    const r = await trainRefinerAcrossAnimals({ data: o.data, steps: o.steps, budgetSeconds: o.budget, imageSize: [h, w], log: (m) => process.stderr.write(m + '\n') });
+    saveRefiner(o.out, r);
+    console.log(`refiner ${o.out}: ${r.steps} steps on ${r.animals.join(', ')}`);
+  });
+
+train
   .command('encoder')
   .description('encoding model (image -> responses): CNN core + Gaussian readout, Poisson loss; writes an encoder bundle')
   .requiredOption('--data <dirs...>', 'dataset folder(s): several sessions share the core, one readout each')
@@ -135,7 +199,7 @@ train
   .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
   .option('--run <dir>', 'run folder: config, metrics.csv/json, curves.svg, checkpoint, stop.json (default <out>/run)')
   .option('--max-steps <n>', 'stop after n steps', int('max-steps'))
-  .option('--budget <time>', 'wall-clock budget (90s, 30m, 2h): stop when it is spent, keep the best validated bundle, say so in the run folder', duration('budget'))
+  .option('--budget <time>', 'wall-clock budget, e.g. 90s, 30m, 2h (none by default): stop when it is spent, keep the best validated bundle, say so in the run folder', duration('budget'))
   .option('--resume', "continue from the run folder's checkpoint")
   .option('--seed <n>', 'random seed', int('seed'), 1)
   .action(async (o) => {
@@ -177,7 +241,7 @@ train
   .option('--patience <n>', 'stop after n validations without a better held-out MSE (default 8)', int('patience'))
   .option('--run <dir>', 'run folder (default <out>/run)')
   .option('--max-steps <n>', 'stop after n steps', int('max-steps'))
-  .option('--budget <time>', 'wall-clock budget (90s, 30m, 2h)', duration('budget'))
+  .option('--budget <time>', 'wall-clock budget, e.g. 90s, 30m, 2h (none by default)', duration('budget'))
   .option('--resume', "continue from the run folder's checkpoint")
   .option('--seed <n>', 'random seed', int('seed'), 1)
   .action(async (o) => {
@@ -225,7 +289,7 @@ train
   .option('--patience <n>', 'stop after n validations without a better SSIML (default 6)', int('patience'))
   .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
   .option('--max-steps <n>', 'stop each stage after n steps', int('max-steps'))
-  .option('--budget <time>', 'wall-clock budget of the invocation (90s, 30m, 2h); with --finetune the readin gets 60%', duration('budget'))
+  .option('--budget <time>', 'wall-clock budget of the invocation, e.g. 90s, 30m, 2h (none by default); with --finetune the readin gets 60%', duration('budget'))
   .option('--resume', "continue from the run folders' checkpoints")
   .option('--seed <n>', 'random seed', int('seed'), 1)
   .action(async (o) => {
@@ -261,8 +325,8 @@ for (const kind of ['cnn', 'gan'] as const) {
     .command(kind)
     .description(
       kind === 'cnn'
-        ? "the report's CNN decoder: FC readin + transposed-conv core, MSE; best epoch by validation FID"
-        : "the report's GAN decoder: MEI readin + stride-1 core, LSGAN + log-SSIM; best epoch by validation FID",
+        ? "CNN decoder. Default (--recipe cortexcast): the ridge image refined by a small U-Net that also sees a ridge estimate of local contrast, MSE + log-SSIM, best checkpoint by validation SSIML. --recipe report: the report's FC readin + transposed-conv core, MSE, best epoch by validation FID"
+        : "GAN decoder: MEI readin + stride-1 core, LSGAN + log-SSIM, best epoch by validation FID. Default (--recipe cortexcast): the core refines the ridge image; --recipe report: the report's GAN alone",
     )
     .requiredOption('--data <dirs...>', kind === 'gan' ? 'dataset folder(s); several train B-All (one readin and discriminator head each, shared core)' : 'dataset folder')
     .requiredOption('--out <dir>', 'bundle folder to write (one sub-folder per session for B-All; the run folder goes to <out>/run unless --run)')
@@ -272,31 +336,31 @@ for (const kind of ['cnn', 'gan'] as const) {
         .choices(kind === 'cnn' ? ['small', 'paper', 'appendix'] : ['small', 'paper', 'realtime'])
         .default('small'),
     )
-    .option('--epochs <n>', 'epochs (the report: 200)', int('epochs'), 200)
+    .option('--epochs <n>', "maximum epochs (the report's 200). On a CPU that is hours: after its first steps the run prints how long the epochs would take at the measured step time; --budget or --max-steps bound it", int('epochs'), 200)
     .option('--batch <n>', 'batch size', int('batch'), 16)
-    .option('--lr <x>', `AdamW learning rate (default 3e-4, the report's${kind === 'cnn' ? '; 5e-5 for the cortexcast recipe' : ''})`, Number)
+    .option('--lr <x>', `AdamW learning rate (default ${kind === 'cnn' ? "5e-5; the report's 3e-4 with --recipe report" : "3e-4, the report's"})`, Number)
     .option('--weight-decay <x>', 'AdamW weight decay', Number, 3e-2)
-    .option('--validate-every <n>', `validate every n steps (default: every epoch${kind === 'cnn' ? '; 50 for the cortexcast recipe' : ''})`, int('validate-every'))
+    .option('--validate-every <n>', `validate every n steps (default: ${kind === 'cnn' ? '50; every epoch with --recipe report' : 'every epoch'})`, int('validate-every'))
     .option('--max-steps <n>', 'stop after n steps', int('max-steps'))
-    .option('--budget <time>', 'wall-clock budget (90s, 30m, 2h): stop when it is spent, keep the best validated bundle, say so in the run folder', duration('budget'))
+    .option('--budget <time>', 'wall-clock budget, e.g. 90s, 30m, 2h (none by default): stop when it is spent, keep the best validated bundle, say so in the run folder', duration('budget'))
     .option('--max-train <n>', 'use only the first n train trials', int('max-train'))
     .option('--resume', 'continue from the run folder\'s checkpoint')
     .option('--encoder-pairs <dir>', 'encoder bundle of the same session: mix encoder-labelled new images (crops and flips of train stimuli) into every batch')
     .option('--pairs-fraction <x>', 'fraction of each batch made of encoder pairs', Number, 0.5)
     .addOption(
-      new Option('--recipe <name>', kind === 'cnn' ? "cortexcast: ridge image + a small convolutional correction of it (docs/bench); report: the report's FC-readin CNN" : "cortexcast: ridge-anchored (the core refines the ridge image); report: the report's GAN alone")
+      new Option('--recipe <name>', kind === 'cnn' ? "cortexcast: ridge image + a small convolutional correction of it (measured in docs/results.md); report: the report's FC-readin CNN" : "cortexcast: ridge-anchored (the core refines the ridge image); report: the report's GAN alone")
         .choices(['cortexcast', 'report'])
         .default('cortexcast'),
     )
-    .addOption(new Option('--select <metric>', `validation metric that picks the exported checkpoint (default: ${kind === 'cnn' ? 'ssiml with --recipe cortexcast, ' : ''}fid)`).choices(['fid', 'ssiml', 'mse']))
-    .option('--patience <n>', `stop after n validations without a better --select metric${kind === 'cnn' ? ' (default 6 for the cortexcast recipe)' : ''}`, int('patience'))
+    .addOption(new Option('--select <metric>', `validation metric that picks the exported checkpoint (default: ${kind === 'cnn' ? 'ssiml; fid with --recipe report' : 'fid'})`).choices(['fid', 'ssiml', 'mse']))
+    .option('--patience <n>', `stop after n validations without a better --select metric (default: ${kind === 'cnn' ? '6; none with --recipe report' : 'none, the run goes on to --epochs'})`, int('patience'))
     .addOption(new Option('--anchor <kind>', "ridge: learn a correction on top of the closed-form ridge fit (step 0 is ridge); none: the decoder alone (default: the recipe's)").choices(['ridge', 'none']))
     .addOption(new Option('--refiner-levels <n>', 'cortexcast CNN: 2 = U-Net (whole-image receptive field), 0 = three full-resolution convolutions').choices(['0', '2']))
     .option('--anchor-folds <k>', `train on k-fold out-of-fold ridge images (folds keep a source photo together); 0 trains on the in-sample ridge image (default ${kind === 'cnn' ? '5 for the cortexcast recipe, else 0' : '0'})`, count('anchor-folds'))
     .option('--seed <n>', 'random seed', int('seed'), 1);
   if (kind === 'cnn')
     cmd
-      .addOption(new Option('--loss <name>', 'training objective (default: mse+logssim for the cortexcast recipe, mse for report)').choices(['mse', 'logssim', 'mae', 'mse+logssim']))
+      .addOption(new Option('--loss <name>', 'training objective (--recipe report: mse unless given)').choices(['mse', 'logssim', 'mae', 'mse+logssim']).default('mse+logssim'))
       .option('--anchor-contrast', "cortexcast recipe (default on): the refiner also sees a second ridge's estimate of the stimulus' local contrast (on a coarser grid, see --contrast-downsample)")
       .option('--no-anchor-contrast', 'the refiner sees the ridge image alone')
       .option('--contrast-downsample <f>', "the contrast read-out's grid is the image's divided by f, upsampled bilinearly in the graph (default 4: 1/16 of the full-size read-out's weights, same validation quality; 1: full size)", int('contrast-downsample'));
@@ -326,7 +390,8 @@ for (const kind of ['cnn', 'gan'] as const) {
       resume: o.resume,
       seed: o.seed,
       meis: o.meis,
-      loss: o.loss,
+      // The CNN's shown default is its default recipe's; the report's recipe has its own unless --loss is given.
+      loss: kind === 'cnn' && o.recipe === 'report' && cmd.getOptionValueSource('loss') === 'default' ? undefined : o.loss,
       readin: o.readin,
       transform: o.transform,
       coordinates: o.coordinates,
@@ -352,7 +417,7 @@ train
   .requiredOption('--encoder <dir>', 'encoder bundle (cortexcast train encoder)')
   .requiredOption('--out <dir>', 'bundle folder to write')
   .option('--data <dir>', "dataset for the search (default: the encoder's)")
-  .addOption(new Option('--grid <name>', 'search space: paper (REFERENCE.md; hours on a CPU) or quick').choices(['quick', 'paper']).default('quick'))
+  .addOption(new Option('--grid <name>', "search space: paper (the report's grid; hours on a CPU: the search prints its expected duration after the first setting) or quick").choices(['quick', 'paper']).default('quick'))
   .option('--search-images <n>', 'validation images scored in the search', int('search-images'), 40)
   .action(async (o) => {
     const { trainInvenc, INVENC_GRIDS } = await import('./training/encoder/train-invenc.js');
@@ -365,7 +430,7 @@ program
   .description('most exciting inputs of every neuron by gradient ascent through an encoder bundle (resumable)')
   .requiredOption('--encoder <dir>', 'encoder bundle')
   .requiredOption('--out <dir>', 'output folder (meis.npy, unit_ids.npy, meis.json, meis.png)')
-  .option('--steps <n>', 'gradient-ascent steps (REFERENCE.md: 1000)', int('steps'), 1000)
+  .option('--steps <n>', "gradient-ascent steps (the report's 1000)", int('steps'), 1000)
   .option('--lr <x>', 'step size', Number, 1)
   .option('--blur <sigma>', 'gradient blur sigma', Number, 1)
   .option('--batch <n>', 'neurons optimised together', int('batch'), 64)
@@ -378,7 +443,7 @@ program
 
 program
   .command('eval')
-  .description("evaluate a bundle: the report's Table I columns (SSIML, MSE, FID) plus SSIM and PixCorr")
+  .description("evaluate a bundle: the report's Table I columns (SSIML, MSE, FID) plus SSIM, PixCorr, two-way identification (InceptionV3 features, with FID) and scores per stimulus source")
   .requiredOption('--model <dir>', 'bundle folder')
   .requiredOption('--data <dir>', 'dataset folder')
   .option('--tier <tier>', 'tier to evaluate', 'test')
@@ -396,12 +461,16 @@ program
     const grid = o.grid ?? join(o.model, `eval-${o.tier}${o.singleTrials ? '-single-trials' : ''}.png`);
     writeFile(grid, reconstructionGrid([{ label: 'stimulus', images: r.targets }, { label: r.bundle.manifest.name, images: r.recon }], r.count, r.h, r.w));
     if (o.save && !o.singleTrials) updateBundleMetrics(o.model, { [o.tier === 'test' ? 'test' : 'validation']: { ...r.metrics } });
-    if (o.json) console.log(JSON.stringify({ model: r.bundle.manifest.name, tier: r.tier, ...r.metrics, grid }));
+    if (o.json) console.log(JSON.stringify({ model: r.bundle.manifest.name, tier: r.tier, ...r.metrics, bySource: r.bySource, grid }));
     else {
       const m = r.metrics;
       console.log(`${r.bundle.manifest.name} on ${r.tier} (${m.images} images${r.tier === 'test' ? (o.singleTrials ? ', single trials' : ', repeats averaged') : ''})`);
-      console.log('  SSIML    MSE     FID' + (fid ? `-${fid}` : '') + '     SSIM    PixCorr');
-      console.log(`  ${m.ssiml.toFixed(3)}    ${m.mse.toFixed(3)}   ${m.fid === undefined ? '  -   ' : m.fid.toFixed(3).padStart(6)}     ${m.ssim.toFixed(3)}   ${m.pixcorr.toFixed(3)}`);
+      console.log('  SSIML    MSE     FID' + (fid ? `-${fid}` : '') + '     SSIM    PixCorr  2-way ident (low / high)');
+      console.log(`  ${m.ssiml.toFixed(3)}    ${m.mse.toFixed(3)}   ${m.fid === undefined ? '  -   ' : m.fid.toFixed(3).padStart(6)}     ${m.ssim.toFixed(3)}   ${m.pixcorr.toFixed(3)}    ${m.identLow === undefined ? '-' : `${m.identLow.toFixed(3)} / ${m.identHigh!.toFixed(3)}`}`);
+      if (r.bySource && r.bySource.length > 1) {
+        console.log('  per stimulus source: source, images, SSIML, MSE, PixCorr');
+        for (const s of r.bySource) console.log(`    ${s.source.padEnd(26)} ${String(s.images).padStart(4)}  ${s.ssiml.toFixed(3)}  ${s.mse.toFixed(3)}  ${s.pixcorr.toFixed(3)}`);
+      }
       console.log(`  grid: ${grid} (top: stimulus, bottom: reconstruction)`);
     }
   });
@@ -453,6 +522,20 @@ program
     console.log(`bundle ${o.out}: ${m.name}; validation SSIM ${v.float.ssim.toFixed(4)} -> ${v.quantized.ssim.toFixed(4)}, MSE ${v.float.mse.toFixed(5)} -> ${v.quantized.mse.toFixed(5)}`);
   });
 
+program
+  .command('ensemble')
+  .description("write one bundle whose graph runs several decoders (e.g. one recipe trained with several seeds) and averages their images; one decode per frame, served like any bundle")
+  .requiredOption('--models <dirs>', 'comma-separated member bundle folders (same unit ids, std scaling and image size)')
+  .requiredOption('--out <dir>', 'new bundle folder')
+  .option('--name <name>', 'bundle name (default <first member>-ensemble<k>)')
+  .option('--data <dir>', 'dataset whose validation tier scores the ensemble and each member (recorded in the manifest)')
+  .action(async (o) => {
+    const { ensembleBundle } = await import('./training/eval/ensemble-bundle.js');
+    const m = await ensembleBundle({ members: String(o.models).split(',').filter(Boolean), out: o.out, name: o.name, data: o.data });
+    const v = m.metrics.validation;
+    console.log(`bundle ${o.out}: ${m.name}${v ? `; validation SSIML ${v.ssiml.toFixed(4)} MSE ${v.mse.toFixed(5)}` : ''}`);
+  });
+
 // The report's experiments: one sweep over seeds per figure; runs go to child processes or Slurm.
 /** --seeds: a count n (1..n) or a comma-separated list, positive integers either way (1.5 is refused, not cut to 1). */
 const seedsArg = (v: string): number | number[] => {
@@ -482,7 +565,7 @@ for (const [name, what] of [
     .addOption(new Option('--recipe <name>', "report: the report's decoders (whose settings these experiments vary); cortexcast: the ridge-anchored recipes").choices(['report', 'cortexcast']).default('report'))
     .addOption(new Option('--profile <name>', 'decoder (and encoder) sizes').choices(['small', 'paper']).default('small'))
     .option('--grid <values>', "comma-separated swept values (default: the report's range, cut to what the data has)")
-    .option('--budget <time>', 'per run: wall-clock budget of one invocation (90s, 30m, 2h)', duration('budget'))
+    .option('--budget <time>', 'per run: wall-clock budget of one invocation, e.g. 90s, 30m, 2h (none by default)', duration('budget'))
     .option('--max-steps <n>', 'per run: stop after n steps', int('max-steps'))
     .option('--epochs <n>', 'per run: epochs (default 200)', int('epochs'))
     .option('--validate-every <n>', 'per run: validate every n steps (default every epoch)', int('validate-every'))
@@ -573,23 +656,29 @@ program
   .command('serve')
   .description('serve decoders live: gRPC ingest -> std scaling -> ONNX Runtime workers -> WebSocket fan-out, /metrics')
   .option('--model <dir>', 'bundle folder, optionally name=dir (repeatable)', collect)
-  .option('--config <file>', 'JSON config file (see README "Server configuration")')
+  .option('--models-dir <dir>', 'a folder of bundle folders, each served under its folder name, read again on every reload (what `calibrate` writes to)')
+  .option('--config <file>', 'JSON config file; its keys, with the matching flags and environment variables: docs/reference/configuration.md')
   .option('--host <addr>', 'bind address (default 127.0.0.1)')
   .option('--grpc-port <n>', 'gRPC port (default 50051)', Number)
   .option('--http-port <n>', 'HTTP/WebSocket/metrics port (default 8080)', Number)
   .option('--providers <list>', 'execution providers in order, e.g. cuda,webgpu,cpu')
-  .option('--workers <n>', 'inference threads per model', Number)
-  .option('--threads <n>', 'ORT intra-op threads per worker', Number)
+  .option('--workers <n>', 'inference worker threads per model (default 1)', Number)
+  .option('--threads <n>', 'ONNX Runtime intra-op threads of each inference worker (default 1, or CORTEXCAST_THREADS: the same setting every command reads)', Number)
   .addOption(new Option('--policy <p>', 'frame policy').choices(['latest', 'fifo']))
   .option('--queue-depth <n>', 'fifo queue depth per stream', Number)
   .option('--max-batch <n>', 'frames decoded together at most', Number)
   .option('--decode-nice <n>', 'nice value added to inference threads so ingest and fan-out run first (0-19, default 0; Linux)', Number)
   .option('--invenc-steps <n>', 'iterative decoders (invenc): optimisation steps per frame (default: the bundle\'s)', Number)
-  .option('--token <token>', 'shared auth token for gRPC and WebSocket (or CORTEXCAST_TOKEN)')
-  .option('--protect-http', 'also require the token on /metrics, /healthz and /api/models')
+  .option('--token <token>', 'shared auth token for gRPC and WebSocket (shows in ps: prefer CORTEXCAST_TOKEN or --token-file)')
+  .option('--token-file <file>', 'read the shared token from this file (first line): unlike --token, it does not show in ps')
+  .option('--admin-token-file <file>', 'read the admin token (ReloadModels) from this file (or CORTEXCAST_ADMIN_TOKEN)')
+  .option('--protect-http', 'require the token on /metrics, /healthz and /api/models (the default when a token is set)')
+  .option('--no-protect-http', 'answer /metrics, /healthz and /api/models without the token even when one is set')
+  .option('--allowed-origin <origin>', 'a web origin (scheme://host[:port]) whose pages may open the WebSocket, besides the server\'s own (repeatable)', collect)
+  .option('--allowed-host <host>', 'a Host header (host[:port]) the HTTP port answers besides its own names (repeatable)', collect)
   .option('--tls-cert <file>', 'TLS certificate (PEM)')
   .option('--tls-key <file>', 'TLS private key (PEM)')
-  .action(async (o) => {
+  .action(async (o, cmd: Command) => {
     const { loadServerConfig } = await import('./server/config.js');
     const { CortexcastServer } = await import('./server/server.js');
     const flags: Partial<ServerConfigInput> = {
@@ -604,7 +693,16 @@ program
       maxBatch: o.maxBatch,
       decodeNice: o.decodeNice,
       iterativeSteps: o.invencSteps,
-      auth: o.token || o.protectHttp ? { token: o.token, protectHttp: o.protectHttp ? true : undefined } : undefined,
+      modelsDir: o.modelsDir,
+      auth: {
+        token: o.token,
+        tokenFile: o.tokenFile,
+        adminTokenFile: o.adminTokenFile,
+        // commander sets protectHttp true by default because of --no-protect-http: only an explicit flag counts.
+        protectHttp: cmd.getOptionValueSource('protectHttp') === 'cli' ? Boolean(o.protectHttp) : undefined,
+        allowedOrigins: o.allowedOrigin,
+        allowedHosts: o.allowedHost,
+      },
       tls: o.tlsCert || o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : undefined,
       models: (o.model as string[] | undefined)?.map((m) => {
         const eq = m.indexOf('=');
@@ -623,26 +721,117 @@ program
   });
 
 program
+  .command('calibrate')
+  .description("decode a new animal within minutes: learn a ridge decoder (and serve a transferred refiner on it) from a running server's response feed, refit every few seconds and have the server serve each refit")
+  .requiredOption('--out <dir>', "the server's --models-dir: the bundle is written to <out>/<name>")
+  .requiredOption('--name <model>', 'model name to write (the name the rig streams to)')
+  .option('--server <url>', 'HTTP address of the server (response feed)', 'http://127.0.0.1:8080')
+  .option('--grpc <host:port>', 'gRPC address of the server (ReloadModels)', '127.0.0.1:50051')
+  .option('--token <token>', "the server's token (or CORTEXCAST_TOKEN; the response feed needs it)")
+  .option('--token-file <file>', 'read the token from this file (first line)')
+  .option('--admin-token <token>', 'token for ReloadModels when the server has an admin token (or CORTEXCAST_ADMIN_TOKEN)')
+  .option('--admin-token-file <file>', 'read the admin token from this file (first line)')
+  .option('--stimuli <path>', 'the stimulus set by image id: a dataset folder, an .nwb file or a folder of <id>.png/<id>.npy (default: the stimuli the frames carry)')
+  .option('--every <duration>', 'seconds between refits', duration('--every'), 5)
+  .addOption(new Option('--forget <mode>', 'drift: keep every frame (none), the last --memory of them (window), or weight them by exp(-age/--memory) (decay)').choices(['none', 'window', 'decay']).default('none'))
+  .option('--memory <duration>', 'window length or decay time of --forget', duration('--memory'), 600)
+  .option('--refiner <dir>', 'a refiner from `train refiner`, served on top of the calibrated ridge')
+  .option('--held-out <fraction>', 'fraction of image ids held out to choose the regularisation and score', fraction('--held-out'), 0.1)
+  .option('--min-frames <n>', 'train frames before the first bundle', int('--min-frames'), 20)
+  .option('--alphas <list>', 'comma-separated regularisation multiples to try')
+  .addOption(new Option('--image-size <hxw>', 'decoded image size').choices(['36x64', '64x64']).default('36x64'))
+  .option('--stream <id>', 'only frames of this stream')
+  .option('--model <name>', 'only frames sent to this model name (default: --name; * for every frame)')
+  .option('--metrics-port <n>', 'serve the calibration\'s Prometheus metrics on 127.0.0.1:<n>/metrics', count('--metrics-port'), 0)
+  .option('--from <path>', 'calibrate from a recording instead of a server\'s feed: a dataset folder or an .nwb file, read in trial order')
+  .option('--tier <tier>', '--from: the tier to read', 'train')
+  .option('--rate <hz>', '--from: trials per second of the recording (the clock of --every and --memory)', positive('--rate'), 2)
+  .option('--reload', '--from: have the server (--grpc) reload after each bundle')
+  .action(async (o) => {
+    const { readFileSync } = await import('node:fs');
+    const { runLiveCalibration } = await import('./training/calibrate/live.js');
+    const { StimulusSet } = await import('./training/calibrate/stimuli.js');
+    const { loadRefiner } = await import('./training/calibrate/refiner.js');
+    const { ccError } = await import('./common/errors.js');
+    const fromFile = (f?: string): string | undefined => (f ? readFileSync(f, 'utf8').split('\n')[0].trim() : undefined);
+    const token = o.token ?? fromFile(o.tokenFile) ?? process.env.CORTEXCAST_TOKEN;
+    const [h, w] = (o.imageSize as string).split('x').map(Number);
+    if (o.from) {
+      const { calibrateFromRecording } = await import('./training/calibrate/from-recording.js');
+      const refits = await calibrateFromRecording({
+        from: o.from,
+        tier: o.tier,
+        rate: o.rate,
+        everySeconds: o.every,
+        name: o.name,
+        modelsDir: resolve(o.out),
+        height: h,
+        width: w,
+        forgetting: o.forget === 'none' ? { kind: 'none' } : { kind: o.forget, seconds: o.memory },
+        refiner: o.refiner ? loadRefiner(o.refiner) : undefined,
+        heldOutFraction: o.heldOut,
+        minFrames: o.minFrames,
+        alphas: o.alphas ? String(o.alphas).split(',').map(Number) : undefined,
+        reload: o.reload ? { grpc: o.grpc, token: o.adminToken ?? fromFile(o.adminTokenFile) ?? process.env.CORTEXCAST_ADMIN_TOKEN ?? token } : undefined,
+        log: (m) => process.stderr.write(m + '\n'),
+      });
+      const last = refits[refits.length - 1];
+      console.log(`calibrate: ${refits.length} bundles written to ${join(resolve(o.out), o.name)}${last ? `; the last from ${last.frames} train frames, held-out SSIM ${last.point.ssim.toFixed(3)}` : ''}`);
+      return;
+    }
+    if (!token) throw ccError('CC_ERR_OPTION', 'calibrate needs the server token (--token, --token-file or CORTEXCAST_TOKEN): the response feed is refused without it');
+    const ac = new AbortController();
+    process.once('SIGINT', () => ac.abort());
+    process.once('SIGTERM', () => ac.abort());
+    const { served, calibrator } = await runLiveCalibration({
+      name: o.name,
+      modelsDir: resolve(o.out),
+      height: h,
+      width: w,
+      server: o.server,
+      grpc: o.grpc,
+      token,
+      adminToken: o.adminToken ?? fromFile(o.adminTokenFile) ?? process.env.CORTEXCAST_ADMIN_TOKEN,
+      everySeconds: o.every,
+      stimuli: o.stimuli ? await StimulusSet.open(o.stimuli, h, w) : undefined,
+      forgetting: o.forget === 'none' ? { kind: 'none' } : { kind: o.forget, seconds: o.memory },
+      refiner: o.refiner ? loadRefiner(o.refiner) : undefined,
+      heldOutFraction: o.heldOut,
+      minFrames: o.minFrames,
+      alphas: o.alphas ? String(o.alphas).split(',').map(Number) : undefined,
+      stream: o.stream,
+      model: o.model,
+      metricsPort: o.metricsPort || undefined,
+      signal: ac.signal,
+    });
+    console.log(`calibrate: ${served.length} bundles served; the last used ${calibrator.trainFrames} train frames (${calibrator.skipped} frames had no stimulus)`);
+  });
+
+program
   .command('replay')
   .description("stream a dataset tier to a server in real time (the rig's side), with the stimuli for viewers")
-  .requiredOption('--data <dir>', 'dataset folder (SENSORIUM layout)')
+  .requiredOption('--data <dir>', 'dataset folder (SENSORIUM layout), or an .nwb file: streamed one imaging frame at a time with the stimulus on screen')
   .requiredOption('--model <name>', 'model name on the server')
   .option('--server <host:port>', 'gRPC address', '127.0.0.1:50051')
   .option('--tier <tier>', 'tier to replay', 'test')
+  .option('--speed <x>', ".nwb: playback speed against the recording's own frame rate (0 = as fast as possible; --rate is ignored)", Number, 1)
   .option('--rate <hz>', 'frames per second (0 = as fast as possible)', Number, 30)
   .option('--loop', 'start over at the end')
-  .option('--start <i>', 'first trial of the tier', Number)
-  .option('--stop <i>', 'stop before this trial', Number)
+  .option('--start <i>', 'first trial of the tier (.nwb: first imaging frame)', Number)
+  .option('--stop <i>', 'stop before this trial (.nwb: imaging frame)', Number)
   .option('--stream <id>', 'stream id', 'replay')
-  .option('--token <token>', 'auth token (or CORTEXCAST_TOKEN)')
+  .option('--token <token>', 'auth token (shows in ps: prefer CORTEXCAST_TOKEN or --token-file)')
+  .option('--token-file <file>', 'read the auth token from this file (first line)')
   .option('--frames <n>', 'stop after n frames', Number)
   .addOption(new Option('--protocol <p>', "cortexcast: StreamFrames with acks and viewers; v2: Open Inference Protocol ModelInfer per frame (Triton, KServe, or cortexcast)").choices(['cortexcast', 'v2']).default('cortexcast'))
   .action(async (o) => {
     const { replay } = await import('../clients/replay/replay.js');
     const ac = new AbortController();
     process.once('SIGINT', () => ac.abort());
-    const line = (s: { sent: number; decoded: number; dropped: number; rejected: number; lost: number; reconnects: number; jitterP50: number; jitterP99: number; elapsedS: number; lastReject?: string; rttP50?: number; rttP99?: number }): string =>
-      `sent ${s.sent} decoded ${s.decoded} dropped ${s.dropped} rejected ${s.rejected} lost ${s.lost} reconnects ${s.reconnects} | jitter p50 ${s.jitterP50.toFixed(2)} ms p99 ${s.jitterP99.toFixed(2)} ms` +
+    const line = (s: { sent: number; decoded: number; dropped: number; rejected: number; lost: number; reconnects: number; jitterP50: number; jitterP99: number; elapsedS: number; lastReject?: string; rttP50?: number; rttP99?: number; droppedBy?: Record<string, number> }): string =>
+      `sent ${s.sent} decoded ${s.decoded} dropped ${s.dropped}` +
+      (s.droppedBy && s.dropped ? ` (${Object.entries(s.droppedBy).map(([why, n]) => `${why} ${n}`).join(', ')})` : '') +
+      ` rejected ${s.rejected} lost ${s.lost} reconnects ${s.reconnects} | jitter p50 ${s.jitterP50.toFixed(2)} ms p99 ${s.jitterP99.toFixed(2)} ms` +
       (s.rttP50 !== undefined ? ` | round trip p50 ${s.rttP50.toFixed(2)} ms p99 ${(s.rttP99 ?? 0).toFixed(2)} ms` : '') +
       ` | ${s.elapsedS.toFixed(1)} s` +
       (s.lastReject ? ` | last rejection: ${s.lastReject}` : '');
@@ -656,9 +845,11 @@ program
       start: o.start,
       stop: o.stop,
       streamId: o.stream,
-      token: o.token ?? process.env.CORTEXCAST_TOKEN,
+      token: clientToken(o),
       maxFrames: o.frames,
       protocol: o.protocol,
+      speed: o.speed,
+      nwb: { series: program.opts().nwbSeries, stimulus: program.opts().nwbStimulus, templates: program.opts().nwbTemplates },
       signal: ac.signal,
       onProgress: (s) => process.stderr.write(`\r${line(s)}   `),
     });
@@ -668,19 +859,28 @@ program
 
 program
   .command('record')
-  .description('save a live session to disk: one PNG (and optionally .npy) per frame plus frames.jsonl with every timestamp')
-  .requiredOption('--out <dir>', 'output folder')
+  .description('save a live session to disk: one PNG (and optionally .npy) per frame plus frames.jsonl with every timestamp, or (--nwb) one NWB file')
+  .option('--out <dir>', 'output folder (PNG per frame, frames.jsonl)')
+  .option('--nwb <file>', 'write one NWB file instead: decoded frames, stimuli, latency stages, served models (see docs/guides/nwb.md)')
   .option('--server <url>', 'HTTP address of the server', 'http://127.0.0.1:8080')
   .option('--stream <id>', 'stream id (* = all)', '*')
   .option('--model <name>', 'model name (* = all)', '*')
   .option('--npy', 'also write the float32 model output of each frame')
   .option('--frames <n>', 'stop after n frames', Number)
-  .option('--token <token>', 'auth token (or CORTEXCAST_TOKEN)')
+  .option('--token <token>', 'auth token (shows in ps: prefer CORTEXCAST_TOKEN or --token-file)')
+  .option('--token-file <file>', 'read the auth token from this file (first line)')
   .action(async (o) => {
-    const { record } = await import('../clients/record/record.js');
+    if (!o.out === !o.nwb) throw ccError('CC_ERR_OPTION', 'record needs --out <dir> or --nwb <file> (one of them)');
     const ac = new AbortController();
     process.once('SIGINT', () => ac.abort());
-    const r = await record({ server: o.server, out: o.out, stream: o.stream, model: o.model, npy: o.npy, maxFrames: o.frames, token: o.token ?? process.env.CORTEXCAST_TOKEN, signal: ac.signal, onFrame: (n) => n % 30 === 0 && process.stderr.write(`\rrecorded ${n} frames`) });
+    if (o.nwb) {
+      const { recordNwb } = await import('../clients/record/record-nwb.js');
+      const r = await recordNwb({ server: o.server, file: resolve(o.nwb), stream: o.stream, model: o.model, maxFrames: o.frames, token: clientToken(o), signal: ac.signal, onFrame: (n) => n % 30 === 0 && process.stderr.write(`\rrecorded ${n} frames`) });
+      console.log(`\nrecorded ${r.frames} frames to ${r.file}`);
+      return;
+    }
+    const { record } = await import('../clients/record/record.js');
+    const r = await record({ server: o.server, out: o.out, stream: o.stream, model: o.model, npy: o.npy, maxFrames: o.frames, token: clientToken(o), signal: ac.signal, onFrame: (n) => n % 30 === 0 && process.stderr.write(`\rrecorded ${n} frames`) });
     console.log(`\nrecorded ${r.frames} frames to ${r.dir}`);
   });
 
@@ -697,7 +897,15 @@ program
     await runDemo({ cacheDir: o.cache, httpPort: o.httpPort, grpcPort: o.grpcPort, seconds: o.seconds, trainCnn: o.train });
   });
 
-program.parseAsync(process.argv).catch((e: unknown) => {
+/**
+ * Parse the command line and run the command. Importing this module only builds `program` (the docs
+ * generator walks it); bin/cortexcast.js calls this.
+ */
+export async function main(argv: readonly string[] = process.argv): Promise<void> {
+  await program.parseAsync(argv).catch(reportFailure);
+}
+
+function reportFailure(e: unknown): never {
   if (e instanceof CortexcastError) {
     console.error(`error: ${e.message}`);
     process.exit(2);
@@ -709,5 +917,5 @@ program.parseAsync(process.argv).catch((e: unknown) => {
   }
   console.error(e);
   process.exit(1);
-});
+}
 

@@ -1,7 +1,10 @@
 import { percentile } from '../../src/common/stats.js';
 import { resizeArea } from '../../src/datasets/image-ops.js';
 import { SensoriumDataset } from '../../src/datasets/sensorium.js';
-import { DecoderConnection, InferenceV2Connection, type FrameAck, type FrameStream } from '../lib/index.js';
+import { isNwbPath, loadNwbSupport, openDataset } from '../../src/datasets/dataset-source.js';
+import type { NwbReadOptions } from '../../src/datasets/nwb-read.js';
+import { InferenceV2Connection, type FrameAck } from '../lib/index.js';
+import { RigStream } from './connection.js';
 
 /**
  * Replay a recorded (or simulated) session to a cortexcast server in real time: one tier's trials in
@@ -10,6 +13,7 @@ import { DecoderConnection, InferenceV2Connection, type FrameAck, type FrameStre
  * frame; frames whose time passed while disconnected are counted as lost, not sent late.
  */
 export interface ReplayOptions {
+  /** A dataset folder (trials), or an NWB file: streamed one imaging frame at a time (continuous.ts). */
   data: string;
   server: string;
   model: string;
@@ -35,6 +39,10 @@ export interface ReplayOptions {
   protocol?: 'cortexcast' | 'v2';
   /** v2: requests in flight at once; a frame due while all are busy is dropped (latest wins). */
   maxInFlight?: number;
+  /** NWB files: playback speed against the recording's own frame times (0 = unpaced); `rate` is ignored. */
+  speed?: number;
+  /** NWB files: which series, presentations and templates to read (when the file holds several). */
+  nwb?: NwbReadOptions;
 }
 
 export interface ReplayStats {
@@ -57,7 +65,7 @@ export interface ReplayStats {
 }
 
 const pct = (v: number[], p: number): number => (v.length ? percentile(v, p) : 0);
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   new Promise((r) => {
     if (signal?.aborted) return r();
     const onAbort = (): void => {
@@ -73,7 +81,7 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
 
 /** The dataset and the trials of its tier that this replay sends, in session order. */
 function openTier(o: ReplayOptions): { ds: SensoriumDataset; trials: number[] } {
-  const ds = SensoriumDataset.open(o.data);
+  const ds = openDataset(o.data);
   const tier = o.tier ?? 'test';
   const all = ds.indices(tier);
   if (!all.length) throw new Error(`tier '${tier}' of ${o.data} has no trials`);
@@ -81,6 +89,13 @@ function openTier(o: ReplayOptions): { ds: SensoriumDataset; trials: number[] } 
 }
 
 export async function replay(o: ReplayOptions): Promise<ReplayStats> {
+  // An NWB recording streams as a rig sends it, frame by frame; over the Open Inference Protocol,
+  // which has no streams (and so no response window), its trials are replayed instead.
+  if (isNwbPath(o.data)) await loadNwbSupport();
+  if (isNwbPath(o.data) && o.protocol !== 'v2') {
+    const [{ readNwbRecording }, { replayRecording }] = await Promise.all([import('../../src/datasets/nwb-read.js'), import('./continuous.js')]);
+    return replayRecording(readNwbRecording(o.data, o.nwb), o);
+  }
   if (o.protocol === 'v2') return replayV2(o);
   const { ds, trials } = openTier(o);
   const rate = o.rate ?? 30;
@@ -95,27 +110,8 @@ export async function replay(o: ReplayOptions): Promise<ReplayStats> {
       stats.lastReject = a.reason;
     }
   };
-  let conn: DecoderConnection | undefined;
-  let stream: FrameStream | undefined;
-  let broken = true;
+  const rig = new RigStream(o.server, o.token, onAck, (why) => (stats.lastReject = why));
   let backoff = 100;
-  const connect = async (): Promise<boolean> => {
-    conn?.close();
-    conn = new DecoderConnection(o.server, { token: o.token });
-    try {
-      // Fail fast when the server is down instead of queueing frames in the channel.
-      await new Promise<void>((resolve, reject) => conn!.client.waitForReady(Date.now() + 1000, (e) => (e ? reject(e) : resolve())));
-    } catch {
-      return false;
-    }
-    stream = conn.openStream(onAck);
-    broken = false;
-    stream.done.catch((e: Error & { code?: number }) => {
-      broken = true;
-      if (e.code === 16) stats.lastReject = `server refused the stream: ${e.message}`;
-    });
-    return true;
-  };
   const period = rate > 0 ? 1000 / rate : 0;
   let k = 0;
   outer: for (let pass = 0; ; pass++) {
@@ -126,33 +122,31 @@ export async function replay(o: ReplayOptions): Promise<ReplayStats> {
       const stimulus = { width: sw, height: sh, pixels: Uint8Array.from(resizeArea(t.image, ds.imageShape[0], ds.imageShape[1], sh, sw), (v) => Math.round(v)) };
       await sleep(due - performance.now(), o.signal);
       k++;
-      if (broken) {
-        const ok = await connect();
-        if (!ok) {
-          stats.lost++;
-          await sleep(backoff, o.signal);
-          backoff = Math.min(5000, backoff * 2);
-          continue;
-        }
+      const link = await rig.ready();
+      if (!link.ok) {
+        stats.lost++;
+        await sleep(backoff, o.signal);
+        backoff = Math.min(5000, backoff * 2);
+        continue;
+      }
+      if (link.reconnected) {
         if (stats.sent > 0) stats.reconnects++;
         backoff = 100;
       }
       if (period) jitter.push(performance.now() - due);
-      const ok = stream!.send({ streamId, model: o.model, sequence: k, responses: t.responses, imageId: t.imageId, stimulus });
+      const ok = rig.stream!.send({ streamId, model: o.model, sequence: k, responses: t.responses, imageId: t.imageId, stimulus });
       stats.sent++;
-      if (!ok && rate === 0) await stream!.drained();
+      if (!ok && rate === 0) await rig.stream!.drained();
       if (o.onProgress && k % 30 === 0) o.onProgress(summary());
     }
     if (!o.loop) break;
   }
-  stream?.end();
-  await Promise.race([stream?.done.catch(() => undefined), sleep(2000)]);
-  conn?.close();
+  await rig.finish(2000);
   return summary();
 }
 
 /** One replay's counters, send jitter and (v2) round trips; `t0` is its schedule's origin. */
-function replayLedger(roundTrips: boolean): { stats: ReplayStats; jitter: number[]; rtt: number[]; t0: number; summary: () => ReplayStats } {
+export function replayLedger(roundTrips: boolean): { stats: ReplayStats; jitter: number[]; rtt: number[]; t0: number; summary: () => ReplayStats } {
   const stats: ReplayStats = { sent: 0, decoded: 0, dropped: 0, rejected: 0, lost: 0, reconnects: 0, jitterP50: 0, jitterP99: 0, jitterMax: 0, elapsedS: 0 };
   const jitter: number[] = [];
   const rtt: number[] = [];

@@ -58,7 +58,9 @@
     state.times.push(received);
     state.lat.push({ t: received, server: m.t.sent - m.t.ingested, dec: m.t.decodeEnd - m.t.decodeStart, e2e: rigToBrowser(m.t, received) });
     draw($('recon'), m.pixels, m.width, m.height);
-    if (m.stimulus) {
+    // The stimulus the decoded window answers (the server pairs them); none: a blank screen then.
+    if (!m.stimulus) blank($('stimulus'));
+    else {
       draw($('stimulus'), m.stimulus.pixels, m.stimulus.width, m.stimulus.height);
       if (m.stimulus.width === m.width && m.stimulus.height === m.height) {
         state.scores.push({ ssim: ssim(minMax(m.stimulus.pixels), minMax(m.pixels), m.height, m.width), pixcorr: pixCorr(m.stimulus.pixels, m.pixels) });
@@ -67,9 +69,41 @@
     }
     $('imageId').textContent = m.imageId ? '#' + m.imageId : '';
     const info = state.models.find((x) => x.name === m.model);
+    windowNotes(info && info.responseWindow, !!m.stimulus);
     $('modelInfo').textContent = m.model + (info ? ' (' + info.kind + ', ' + info.width + 'x' + info.height + ')' : '');
     $('provider').textContent = m.provider;
     $('neurons').textContent = info ? info.neurons.toLocaleString() : '-';
+    $('calibration').textContent = calibrationNote(info);
+  }
+
+  // Bundles written by `cortexcast calibrate` record their calibration in the manifest metrics.
+  function calibrationNote(info) {
+    const m = (info && info.metrics) || {};
+    if (m['validation.calibration_frames'] === undefined) return '-';
+    const ssim = m['validation.ssim'];
+    return m['validation.calibration_frames'] + ' frames' + (ssim === undefined ? '' : ', held-out SSIM ' + ssim.toFixed(3)) + ' (refit ' + m['validation.calibration_refits'] + ')';
+  }
+
+  // Reloads swap bundles (a calibration refits every few seconds): keep the model facts current.
+  async function refreshFacts() {
+    const r = await fetch('api/models', token ? { headers: { authorization: 'Bearer ' + token } } : {});
+    if (r.ok) state.models = (await r.json()).models;
+  }
+
+  // Continuous streams: the reconstruction is the mean of the newest lengthFrames imaging frames and
+  // answers the stimulus shown lagFrames + lengthFrames - 1 frames before the newest one.
+  function windowNotes(w, shown) {
+    const continuous = w && (w.lengthFrames > 1 || w.lagFrames > 0);
+    const back = continuous ? w.lagFrames + w.lengthFrames - 1 : 0;
+    const ms = continuous && w.rateHz ? ', ' + Math.round((1000 * back) / w.rateHz) + ' ms' : '';
+    $('shownWhen').textContent = !continuous ? (shown ? '' : '(none)') : shown ? 'on screen ' + back + ' frames' + ms + ' before' : '(blank screen ' + back + ' frames' + ms + ' before)';
+    $('window').textContent = continuous ? 'mean of the last ' + w.lengthFrames + ' frames' : '';
+  }
+
+  function blank(canvas) {
+    const c = canvas.getContext('2d');
+    c.fillStyle = '#000';
+    c.fillRect(0, 0, canvas.width, canvas.height);
   }
 
   // The stages the server measures use one clock. Rig to browser subtracts the rig's clock from the
@@ -180,4 +214,5 @@
   $('stream').onchange = () => { state.lastSeq.clear(); state.lat = []; state.times = []; };
   setInterval(refresh, 250);
   loadModels().then(connect, () => setTimeout(() => location.reload(), 2000));
+  setInterval(() => refreshFacts().catch(() => undefined), 5000);
 })();

@@ -1,6 +1,7 @@
 /**
  * One catalogue of the errors users see, each with a stable code (grep-able in logs and docs) and
- * one message template. The README's "Errors" table lists the same codes; a test keeps them in step.
+ * one message template. docs/reference/errors.md is generated from this catalogue (`npm run docs`),
+ * one section per `// subsystem` comment below; a test keeps the page in step.
  */
 export const ERRORS = {
   // data
@@ -9,6 +10,12 @@ export const ERRORS = {
   CC_ERR_NPY_DTYPE: '%s has dtype %s, which cortexcast does not read (supported: %s)',
   CC_ERR_DATASET_MISSING: 'dataset %s: %s',
   CC_ERR_DATASET_SHAPE: 'dataset %s: %s',
+  CC_ERR_NWB_FORMAT: 'NWB file %s: %s',
+  CC_ERR_NWB_MISSING: 'NWB file %s: %s is missing (expected %s)',
+  CC_ERR_NWB_AMBIGUOUS: 'NWB file %s: %s; choose one with %s',
+  CC_ERR_NWB_SHAPE: 'NWB file %s: %s',
+  CC_ERR_NWB_INDEX: 'NWB file %s: %s',
+  CC_ERR_NWB_TIMING: 'NWB file %s: %s has neither timestamps nor starting_time with a rate (expected %s)',
   // models and bundles
   CC_ERR_BUNDLE: 'bundle %s: %s',
   CC_ERR_UNKNOWN_MODEL: 'unknown model %s (available: %s)',
@@ -24,10 +31,19 @@ export const ERRORS = {
   CC_ERR_MALFORMED_FRAME: 'message is not a valid ResponseFrame (%s)',
   CC_ERR_INFER_REQUEST: 'Open Inference Protocol request: %s',
   CC_ERR_MESSAGE_TOO_LARGE: 'message of %s bytes is over %s (%s bytes)',
+  // server access and reloads
+  CC_ERR_ADMIN_TOKEN: '%s needs the admin token (%s)',
+  CC_ERR_RELOAD_RATE: 'a reload ended %s ms ago; reloads are at least %s ms apart (limits.minReloadIntervalMs)',
+  CC_ERR_WARMUP_TIMEOUT: 'inference worker of model %s did not load and warm up within %s ms (limits.warmupTimeoutMs); it was terminated',
+  CC_ERR_ORIGIN: 'origin %s may not open the WebSocket; add it to auth.allowedOrigins (--allowed-origin) to allow it',
+  CC_ERR_HOST: 'Host %s is not a name of this server; add it to auth.allowedHosts (--allowed-host) to allow it',
+  // configuration and options
   CC_ERR_CONFIG: 'invalid configuration: %s',
   CC_ERR_OPTION: 'invalid option: %s',
+  // training inputs
   CC_ERR_MEIS: 'MEI folder %s: %s',
   CC_ERR_CHECKPOINT: 'checkpoint %s: %s',
+  // model runtime
   CC_ERR_PROVIDER: 'no execution provider could load the model (%s)',
   CC_ERR_GRAPH: 'model graph: %s',
   // training
@@ -36,6 +52,7 @@ export const ERRORS = {
   CC_ERR_WRONG_KIND: 'bundle %s is a %s bundle; %s',
   CC_ERR_QUANTIZE: 'quantize %s: %s',
   CC_ERR_AUTOENCODER: 'autoencoder %s: %s',
+  CC_ERR_CALIBRATION: 'calibration: %s',
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;

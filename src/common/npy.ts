@@ -50,11 +50,15 @@ function parseHeader(buf: Buffer, file: string): NpyHeader {
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (!descr || !fortran || shapeText === undefined) throw ccError('CC_ERR_NPY_FORMAT', `${file} header is not a numpy header: ${header.trim()}`);
   if (fortran === 'True') throw ccError('CC_ERR_NPY_FORMAT', `${file} is Fortran-ordered; save it C-ordered (np.ascontiguousarray)`);
-  const shape = shapeText
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean)
-    .map(Number);
+  const entries = shapeText.split(',').map((s) => s.trim());
+  // "(3,)" ends in an empty entry; an empty one anywhere else is not a shape.
+  if (entries.length > 1 && entries[entries.length - 1] === '') entries.pop();
+  if (entries.length === 1 && entries[0] === '') entries.pop();
+  const shape = entries.map((e) => {
+    const n = /^\d+L?$/.test(e) ? Number(e.replace(/L$/, '')) : NaN;
+    if (!Number.isSafeInteger(n)) throw ccError('CC_ERR_NPY_FORMAT', `${file} has shape (${shapeText.slice(0, 80)}): entry ${JSON.stringify(e.slice(0, 40))} is not a non-negative integer`);
+    return n;
+  });
   const known = DESCR[descr];
   const uni = /^<U(\d+)$/.exec(descr);
   if (!known && !uni) throw ccError('CC_ERR_NPY_DTYPE', file, descr, [...Object.keys(DESCR), '<U*'].join(' '));

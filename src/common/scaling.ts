@@ -5,7 +5,7 @@
 export type ResponseScaling = 'brainreader' | 'sensorium';
 export type ResponseTransform = 'none' | 'log10clamp';
 
-/** Per-neuron std-scaling multiplier from train-tier stds, in the two variants of REFERENCE.md. */
+/** Per-neuron std-scaling multiplier from train-tier stds, in the report's two variants. */
 export function responseScaleVector(std: Float32Array, kind: ResponseScaling): Float32Array {
   const out = new Float32Array(std.length);
   if (kind === 'brainreader') {

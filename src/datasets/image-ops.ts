@@ -40,7 +40,7 @@ export function resizeArea(src: ArrayLike<number>, h: number, w: number, oh: num
   return out;
 }
 
-/** Per-image min-max scaling to [0,1], as REFERENCE.md prescribes before MSE/SSIM (eps 1e-8). */
+/** Per-image min-max scaling to [0,1], as the report prescribes before MSE/SSIM (eps 1e-8). */
 export function minMax(x: ArrayLike<number>, out = new Float64Array(x.length)): Float64Array {
   let lo = Infinity;
   let hi = -Infinity;

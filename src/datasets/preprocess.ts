@@ -4,6 +4,7 @@ import { columnMeanStd } from '../common/stats.js';
 import { applyResponseTransform, responseScaleVector, type ResponseScaling } from '../common/scaling.js';
 import { resizeArea } from './image-ops.js';
 import type { SensoriumDataset } from './sensorium.js';
+import type { RecordedResponseWindow } from './trials.js';
 
 export interface PreprocessConfig {
   /** Decoder image size [height, width]: [36, 64] (factor 0.25, the report's) or [64, 64]. */
@@ -38,6 +39,8 @@ export interface Preprocessing {
 
 export interface PreparedData {
   prep: Preprocessing;
+  /** The dataset's response window where its trials were cut from continuous traces (bundles record it). */
+  responseWindow?: RecordedResponseWindow;
   neurons: number;
   unitIds: number[];
   height: number;
@@ -96,6 +99,7 @@ export function prepareDataset(ds: SensoriumDataset, cfg: PreprocessConfig = DEF
   };
   return {
     prep: { config: cfg, imageMean, imageStd, responseScale, responseStd },
+    ...(ds.responseWindow ? { responseWindow: ds.responseWindow } : {}),
     neurons: n,
     unitIds: columns ? columns.map((i) => ds.unitIds[i]) : ds.unitIds,
     height: H,

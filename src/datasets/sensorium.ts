@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { ccError } from '../common/errors.js';
 import { npyNumbers, readNpy, readNpyHeader, type NpyArray } from '../common/npy.js';
+import type { RecordedResponseWindow } from './trials.js';
 
 export type Tier = 'train' | 'validation' | 'test' | 'final_test';
 
@@ -34,6 +35,8 @@ export interface SessionLayout {
   neurons: number;
   hasBehavior: boolean;
   hasPupil: boolean;
+  /** Set where the trials were cut from continuous traces (`cortexcast import nwb` records it in meta/recording/response_window.json). */
+  responseWindow?: RecordedResponseWindow;
 }
 
 /**
@@ -50,6 +53,7 @@ export class SensoriumDataset implements SessionLayout {
   readonly neurons: number;
   readonly hasBehavior: boolean;
   readonly hasPupil: boolean;
+  readonly responseWindow?: RecordedResponseWindow;
 
   private constructor(
     readonly dir: string,
@@ -64,6 +68,7 @@ export class SensoriumDataset implements SessionLayout {
       neurons: this.neurons,
       hasBehavior: this.hasBehavior,
       hasPupil: this.hasPupil,
+      responseWindow: this.responseWindow,
     } = layout);
   }
 
@@ -109,7 +114,9 @@ export class SensoriumDataset implements SessionLayout {
     const r0 = readNpyHeader(trialPath(dir, 'responses', 0));
     if (r0.shape.reduce((a, b) => a * b, 1) !== neurons)
       throw ccError('CC_ERR_DATASET_SHAPE', dir, `data/responses/0.npy has ${r0.shape} values, meta/neurons/unit_ids.npy lists ${neurons} neurons`);
-    return new SensoriumDataset(dir, { tiers, imageIds, unitIds, coordinates, imageShape, neurons, hasBehavior, hasPupil });
+    const windowPath = join(dir, RESPONSE_WINDOW_FILE);
+    const responseWindow = existsSync(windowPath) ? (JSON.parse(readFileSync(windowPath, 'utf8')) as RecordedResponseWindow) : undefined;
+    return new SensoriumDataset(dir, { tiers, imageIds, unitIds, coordinates, imageShape, neurons, hasBehavior, hasPupil, responseWindow });
   }
 
   /** Trial indices of one tier, in session order. */
@@ -154,6 +161,9 @@ export class SensoriumDataset implements SessionLayout {
     return existsSync(p) ? JSON.parse(readFileSync(p, 'utf8')) : undefined;
   }
 }
+
+/** Where a session whose trials were cut from continuous traces records the window that cut them. */
+export const RESPONSE_WINDOW_FILE = 'meta/recording/response_window.json';
 
 const trialPath = (dir: string, kind: string, i: number): string => join(dir, 'data', kind, `${i}.npy`);
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { isPlainName, settledDir, writeDirAtomic } from '../common/atomic-dir.js';
 import { z } from 'zod';
 import { ccError } from '../common/errors.js';
 import { npyNumbers, readNpy, writeNpy } from '../common/npy.js';
@@ -68,6 +69,11 @@ export const manifestSchema = z
       config: z.record(z.string(), z.unknown()),
       seconds: z.number().optional(),
     }),
+    /**
+     * Set when the training trials were cut from continuous traces (an NWB recording): each response
+     * is the mean of `lengthFrames` imaging frames starting `lagFrames` after the onset frame, at `rateHz`.
+     */
+    responseWindow: z.object({ lengthFrames: z.number().int().positive(), lagFrames: z.number().int().nonnegative(), rateHz: z.number().positive() }).strict().optional(),
     metrics: z.object({ validation: metricsSchema.optional(), test: metricsSchema.optional() }),
     /** Reduced-precision bundles (cortexcast quantize): what changed and what it cost on validation. */
     precision: z
@@ -127,6 +133,7 @@ export interface WriteBundleInput {
   pixelMean: number;
   pixelStd: number;
   training: Manifest['training'];
+  responseWindow?: Manifest['responseWindow'];
   iterative?: Manifest['iterative'];
   metrics?: Manifest['metrics'];
   precision?: Manifest['precision'];
@@ -134,11 +141,11 @@ export interface WriteBundleInput {
   onnxruntime: string;
 }
 
-export function writeBundle(dir: string, b: WriteBundleInput): Manifest {
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'model.onnx'), b.model);
-  writeNpy(join(dir, 'std_scale.npy'), b.stdScale);
-  writeNpy(join(dir, 'unit_ids.npy'), BigInt64Array.from(b.unitIds.map((u) => BigInt(u))));
+/**
+ * Write a bundle folder atomically (common/atomic-dir.ts): a reader, or a process killed mid-write,
+ * finds the previous bundle or this one, never a mix. Other files in the folder are kept.
+ */
+export function writeBundle(dirIn: string, b: WriteBundleInput): Manifest {
   const manifest: Manifest = {
     format: BUNDLE_FORMAT,
     formatVersion: BUNDLE_VERSION,
@@ -150,31 +157,60 @@ export function writeBundle(dir: string, b: WriteBundleInput): Manifest {
     onnx: { file: 'model.onnx', inputName: b.inputName, outputName: b.outputName, opset: b.opset, sha256: sha256(b.model) },
     ...(b.iterative ? { iterative: b.iterative } : {}),
     training: b.training,
+    ...(b.responseWindow ? { responseWindow: b.responseWindow } : {}),
     metrics: b.metrics ?? {},
     ...(b.precision ? { precision: b.precision } : {}),
     provenance: { cortexcast: b.version, node: process.version, onnxruntime: b.onnxruntime, host: process.platform + '-' + process.arch },
   };
   manifestSchema.parse(manifest);
-  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+  writeDirAtomic(dirIn, (dir) => {
+    writeFileSync(join(dir, 'model.onnx'), b.model);
+    writeNpy(join(dir, 'std_scale.npy'), b.stdScale);
+    writeNpy(join(dir, 'unit_ids.npy'), BigInt64Array.from(b.unitIds.map((u) => BigInt(u))));
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+  });
   return manifest;
 }
 
-/** Update the metrics block of a bundle on disk (after evaluation). */
+/** Update the metrics block of a bundle on disk (after evaluation); the rest of the folder is carried over unchanged. */
 export function updateBundleMetrics(dir: string, metrics: Manifest['metrics']): void {
   const b = loadBundle(dir);
   const next = { ...b.manifest, metrics: { ...b.manifest.metrics, ...metrics } };
-  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(next, null, 2) + '\n');
+  writeDirAtomic(dir, (tmp) => writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(next, null, 2) + '\n'));
+}
+
+/** A file the manifest names, as a path inside the bundle folder (never `../x`, `/x` or a subfolder's escape). */
+export function bundleFile(dir: string, name: string): string {
+  if (!name.split('/').every(isPlainName)) throw ccError('CC_ERR_BUNDLE', dir, `file name ${JSON.stringify(name.slice(0, 200))} in manifest.json leaves the bundle folder; bundle files are plain names inside it`);
+  return join(dir, name);
 }
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-/** Load and validate a bundle; every problem is reported with the bundle's path. */
+/**
+ * Load and validate a bundle; every problem is reported with the bundle's path. A folder replaced
+ * while it is read (writeBundle renames the whole folder) is read again, so the manifest and the
+ * files always come from one write.
+ */
 export function loadBundle(dirIn: string): DecoderBundle {
   const dir = resolve(dirIn);
+  for (let attempt = 0; ; attempt++) {
+    const from = settledDir(dir);
+    const before = statSync(from, { throwIfNoEntry: false })?.ino;
+    try {
+      const b = loadBundleFrom(dir, from);
+      if (statSync(from, { throwIfNoEntry: false })?.ino === before || attempt >= 5) return b;
+    } catch (e) {
+      if (statSync(from, { throwIfNoEntry: false })?.ino === before || attempt >= 5) throw e;
+    }
+  }
+}
+
+function loadBundleFrom(dir: string, from: string): DecoderBundle {
   const fail = (msg: string): never => {
     throw ccError('CC_ERR_BUNDLE', dir, msg);
   };
-  const manifestPath = join(dir, 'manifest.json');
+  const manifestPath = join(from, 'manifest.json');
   if (!existsSync(manifestPath)) fail('no manifest.json (is this a bundle folder?)');
   let raw: unknown;
   try {
@@ -189,7 +225,8 @@ export function loadBundle(dirIn: string): DecoderBundle {
   if (!parsed.success) fail(`manifest.json is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
   const manifest = parsed.data!;
   const file = (name: string): string => {
-    const p = join(dir, name);
+    bundleFile(dir, name);
+    const p = join(from, name);
     if (!existsSync(p)) fail(`${name} is missing`);
     return p;
   };

@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { ccError } from '../common/errors.js';
+import { dirname, join, resolve } from 'node:path';
+import { writeDirAtomic } from '../common/atomic-dir.js';
+import { ccError, quoted } from '../common/errors.js';
 import { loadBundle, assertDecoder, SERVING_TENSORS, type DecoderBundle } from './bundle.js';
 import { readModel, tensor, writeModel, type Graph, type Value } from './onnx/index.js';
 
@@ -106,9 +107,14 @@ export function tritonConfig(name: string, b: DecoderBundle, o: TritonExportOpti
   ].join('\n');
 }
 
-const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+/** A name Triton loads as one model folder: no `.`/`..`, no hidden (leading-dot) folder, no separator. */
+const NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
 
-/** Write REPO/<name>/config.pbtxt and REPO/<name>/1/model.onnx. */
+/**
+ * Write REPO/<name>/config.pbtxt and REPO/<name>/1/model.onnx, as one atomic folder swap: a Triton
+ * polling the repository sees the previous model folder or this one, never a half-written file.
+ * Other versions already in the model folder are kept.
+ */
 export function exportTriton(bundleDir: string, repoDir: string, opts: Partial<TritonExportOptions> = {}): { dir: string; name: string; config: string } {
   const o = { ...DEFAULT_TRITON_EXPORT, ...opts };
   const b = loadBundle(bundleDir);
@@ -117,11 +123,16 @@ export function exportTriton(bundleDir: string, repoDir: string, opts: Partial<T
     throw ccError('CC_ERR_WRONG_KIND', b.dir, b.manifest.kind, 'an iterative decoder runs an optimisation loop per frame, which a Triton onnxruntime model cannot hold; serve it with cortexcast');
   if (!Number.isInteger(o.maxBatch) || o.maxBatch < 1) throw ccError('CC_ERR_OPTION', `--max-batch must be a positive integer, got ${o.maxBatch}`);
   const name = o.name ?? b.manifest.name;
-  if (!NAME.test(name)) throw ccError('CC_ERR_OPTION', `model name '${name}': Triton model names here are 1-64 of A-Z a-z 0-9 . _ -`);
-  const dir = join(repoDir, name);
-  mkdirSync(join(dir, '1'), { recursive: true });
-  writeFileSync(join(dir, '1', 'model.onnx'), tritonGraph(b));
+  if (!NAME.test(name)) throw ccError('CC_ERR_OPTION', `model name ${quoted(name)} (--name, else the bundle's manifest name): Triton model names here are 1-64 of A-Z a-z 0-9 . _ -, not starting with '.'`);
+  const repo = resolve(repoDir);
+  const dir = join(repo, name);
+  if (dirname(dir) !== repo) throw ccError('CC_ERR_OPTION', `model name ${quoted(name)} does not name a folder directly inside the repository ${repo}`);
+  const model = tritonGraph(b);
   const config = tritonConfig(name, b, o);
-  writeFileSync(join(dir, 'config.pbtxt'), config);
+  writeDirAtomic(dir, (tmp) => {
+    mkdirSync(join(tmp, '1'));
+    writeFileSync(join(tmp, '1', 'model.onnx'), model);
+    writeFileSync(join(tmp, 'config.pbtxt'), config);
+  });
   return { dir, name, config };
 }

@@ -35,23 +35,48 @@ export interface ServiceDeps {
   metrics: ServerMetrics;
   publish: (f: DecodedFrame) => void;
   isAccepting: () => boolean;
-  /** Open ingest calls (the server ends them on shutdown). */
-  openStreams: Set<grpc.ServerDuplexStream<unknown, unknown>>;
+  /** Open ingest calls (the server ends them on shutdown, once their accepted frames have acks). */
+  openStreams: Map<grpc.ServerDuplexStream<unknown, unknown>, { shutdown(settleMs: number, flushMs: () => number): Promise<void> }>;
   reload: () => Promise<void>;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
-
-
+/**
+ * What a client needs to know of a bundle's manifest, and nothing of where it came from: no file
+ * paths (bundle, training data, quantization source), no host names, no training configuration.
+ */
+export function manifestSummary(m: ServedModel): Record<string, unknown> {
+  const man = m.bundle.manifest;
+  const window = (man as { responseWindow?: unknown }).responseWindow;
+  return {
+    format: man.format,
+    formatVersion: man.formatVersion,
+    name: man.name,
+    kind: man.kind,
+    createdAt: man.createdAt,
+    input: { neurons: man.input.neurons, unitIds: m.bundle.unitIds.length, responseScaling: man.input.responseScaling, transform: man.input.transform },
+    output: { width: man.output.width, height: man.output.height, pixelMean: man.output.pixelMean, pixelStd: man.output.pixelStd },
+    onnx: { opset: man.onnx.opset, sha256: man.onnx.sha256 },
+    ...(man.iterative ? { iterative: { steps: m.steps ?? man.iterative.steps, lr: man.iterative.lr, blurSigma: man.iterative.blurSigma } } : {}),
+    ...(window !== undefined ? { responseWindow: window } : {}),
+    ...(man.precision ? { precision: { weights: man.precision.weights, activations: man.precision.activations, validation: man.precision.validation } } : {}),
+    metrics: man.metrics,
+    ...(man.training.seconds !== undefined ? { training: { seconds: man.training.seconds } } : {}),
+    provenance: { cortexcast: man.provenance.cortexcast, onnxruntime: man.provenance.onnxruntime },
+  };
+}
 
 /** The gRPC Decoder service: per-call auth, validation with precise statuses, every frame into the one scheduler. */
 // Over 80 lines: the service's handler table, one short entry per RPC of cortexcast.v1.
 export function decoderService(d: ServiceDeps, transport: TransportFailures): grpc.UntypedServiceImplementation {
-  const modelInfo = (m: ServedModel): Record<string, unknown> => ({ ...modelFacts(m), bundlePath: m.bundle.dir, manifestJson: JSON.stringify(m.bundle.manifest) });
+  // bundle_path stays empty: where the server keeps its files is not the client's business.
+  const modelInfo = (m: ServedModel): Record<string, unknown> => ({ ...modelFacts(m), bundlePath: '', manifestJson: JSON.stringify(manifestSummary(m)) });
   const warnings = new RateLimitedLog(d.log);
   const owners: StreamOwners = new Map();
 
   const unary = { token: d.cfg.auth.token, metrics: d.metrics, log: d.log };
+  let reloading: Promise<void> | undefined;
+  let lastReloadEnd = -Infinity;
 
   return {
     StreamFrames(call: grpc.ServerDuplexStream<ResponseFrameMsg, AckMsg>) {
@@ -71,8 +96,6 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
         return;
       }
       const key = call as grpc.ServerDuplexStream<unknown, unknown>;
-      openStreams.add(key);
-      d.metrics.streams.set(openStreams.size);
       let unregister = (): void => undefined;
       const ingest = new IngestCall(call, {
         ...d,
@@ -85,6 +108,10 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
         },
       });
       unregister = transport.register(call.metadata, (_details, send) => ingest.transportFailed(send));
+      if (ingest.isOpen) {
+        openStreams.set(key, ingest);
+        d.metrics.streams.set(openStreams.size);
+      }
     },
 
     Decode: guardUnary(unary, 'Decode', (call: grpc.ServerUnaryCall<{ model: string; responses: Buffer }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
@@ -126,8 +153,22 @@ export function decoderService(d: ServiceDeps, transport: TransportFailures): gr
       cb(null, modelInfo(d.registry.get(call.request.name)));
     }),
 
+    // The admin token is checked by the call guard before this runs. One reload at a time (callers
+    // meanwhile share it), and none sooner than minReloadIntervalMs after the last: each builds a
+    // new worker pool per model while the old ones drain.
     ReloadModels: guardUnary(unary, 'ReloadModels', (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-      d.reload().then(
+      if (!reloading) {
+        const since = Date.now() - lastReloadEnd;
+        if (since < d.cfg.limits.minReloadIntervalMs) {
+          d.metrics.callsRefused.inc({ reason: 'reload_rate' });
+          return cb(status(grpc.status.RESOURCE_EXHAUSTED, ccError('CC_ERR_RELOAD_RATE', since, d.cfg.limits.minReloadIntervalMs).message));
+        }
+        reloading = d.reload().finally(() => {
+          reloading = undefined;
+          lastReloadEnd = Date.now();
+        });
+      }
+      reloading.then(
         () => cb(null, { models: d.registry.all().map(modelInfo) }),
         (e: Error) => cb(status(d.isAccepting() ? grpc.status.FAILED_PRECONDITION : grpc.status.UNAVAILABLE, `reload failed, previous models still serve: ${e.message}`)),
       );

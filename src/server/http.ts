@@ -6,11 +6,14 @@ import { dirname, extname, join, normalize } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
-import { bearer, tokenMatches } from './auth.js';
+import type { AddressInfo } from 'node:net';
+import { bearer, hostAllowed, originAllowed, ownHosts, tokenMatches } from './auth.js';
+import { ccError } from '../common/errors.js';
 import type { ServerConfig } from './config.js';
 import { encodeMessage, type Fanout } from './fanout.js';
 import type { ServerMetrics } from './metrics.js';
 import { modelFacts, type ModelFacts, type ModelRegistry } from './model-registry.js';
+import { RESPONSE_FEED_PATH, upgradeResponseFeed, type ResponseFeed } from './response-feed.js';
 
 const VIEWER_DIR = fileURLToPath(new URL('../../clients/viewer/', import.meta.url));
 const MSGPACKR_BROWSER = join(dirname(createRequire(import.meta.url).resolve('msgpackr')), 'index-no-eval.min.js');
@@ -20,6 +23,8 @@ export interface HttpDeps {
   cfg: ServerConfig;
   registry: ModelRegistry;
   fanout: Fanout;
+  /** Raw responses with their stimuli at /ws/responses (token only; calibration). */
+  responses?: ResponseFeed;
   metrics: ServerMetrics;
   status: () => { serving: boolean; state: string; broken?: string[] };
   /** New subscribers are taken only while the server runs. */
@@ -52,7 +57,15 @@ const refuse = (socket: Duplex, code: number, text: string, body = ''): void => 
  * or ?token=).
  */
 export function createHttpServer(d: HttpDeps): { server: Server; wss: WebSocketServer } {
+  // The names this server answers to, once its port is known (it may have been 0: any free port).
+  let hosts: Set<string> | undefined;
+  const names = (): Set<string> => (hosts ??= ownHosts(d.cfg, (server.address() as AddressInfo | null)?.port ?? d.cfg.httpPort));
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const foreign = foreignRequest(d, req, names());
+    if (foreign) {
+      res.writeHead(foreign.status, { 'content-type': 'text/plain', connection: 'close' }).end(foreign.body);
+      return;
+    }
     route(d, req, res).catch((e: Error) => {
       d.log('error', 'http handler failed', { url: req.url?.slice(0, 200), error: e.stack ?? String(e) });
       if (res.headersSent) return void res.destroy();
@@ -65,6 +78,8 @@ export function createHttpServer(d: HttpDeps): { server: Server; wss: WebSocketS
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     // Until ws takes the socket over, a reset peer must cost this socket only.
     socket.on('error', () => socket.destroy());
+    const foreign = foreignRequest(d, req, names());
+    if (foreign) return refuse(socket, foreign.status, foreign.status === 403 ? 'Forbidden' : 'Misdirected Request', foreign.body);
     try {
       upgrade(d, wss, req, socket, head);
     } catch (e) {
@@ -75,10 +90,35 @@ export function createHttpServer(d: HttpDeps): { server: Server; wss: WebSocketS
   return { server, wss };
 }
 
+/**
+ * A request this server must not answer: a Host header that is not one of its names (a page on
+ * another site whose DNS name was rebound to this address), or, on a WebSocket upgrade, a browser
+ * Origin that is not the server's own or an allowed one (browsers let any page open a WebSocket
+ * anywhere; the token does not help, as a page can be handed it). Requests without an Origin come
+ * from programs, not pages, and pass.
+ */
+function foreignRequest(d: HttpDeps, req: IncomingMessage, hosts: Set<string>): { status: number; body: string } | undefined {
+  const defaultPort = d.cfg.tls ? 443 : 80;
+  // An absolute-form target (GET http://host/path) names the host itself, and HTTP/1.1 says it wins over Host.
+  const host = /^https?:\/\//i.test(req.url ?? '') ? (parseTarget(req.url)?.host ?? req.headers.host) : req.headers.host;
+  if (!hostAllowed(host, hosts, defaultPort)) {
+    d.metrics.callsRefused.inc({ reason: 'bad_host' });
+    return { status: 421, body: `${ccError('CC_ERR_HOST', JSON.stringify(String(host ?? '').slice(0, 100))).message}\n` };
+  }
+  const origin = req.headers.origin;
+  if (origin !== undefined && req.headers.upgrade && !originAllowed(origin, hosts, d.cfg.auth.allowedOrigins)) {
+    d.metrics.callsRefused.inc({ reason: 'bad_origin' });
+    return { status: 403, body: `${ccError('CC_ERR_ORIGIN', JSON.stringify(origin.slice(0, 100))).message}\n` };
+  }
+  return undefined;
+}
+
 /** Subscriptions: /ws?stream=<id|*>&model=<name|*>&float=1; a missing parameter means '*', an empty one is an error. */
 function upgrade(d: HttpDeps, wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   const url = parseTarget(req.url);
   if (!url) return refuse(socket, 400, 'Bad Request', 'request target must be a path such as /ws?stream=*\n');
+  if (url.pathname === RESPONSE_FEED_PATH && d.responses)
+    return upgradeResponseFeed(d.responses, wss, req, socket, head, { url, token: tokenOf(req, url), serverToken: d.cfg.auth.token, accepting: d.accepting(), onUnauthorised: () => d.metrics.framesRejected.inc({ reason: 'unauthenticated' }) });
   if (url.pathname !== '/ws') return refuse(socket, 404, 'Not Found');
   if (d.cfg.auth.token && !tokenMatches(tokenOf(req, url), d.cfg.auth.token)) {
     d.metrics.framesRejected.inc({ reason: 'unauthenticated' });

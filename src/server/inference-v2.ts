@@ -18,11 +18,41 @@ export const V2_PROTO_PATH = fileURLToPath(new URL('../../proto/inference/grpc_p
 const V2_TENSORS = SERVING_TENSORS;
 /** Rows one ModelInfer may carry. */
 export const V2_MAX_ROWS = 256;
+/** What a ModelInfer message holds besides its tensor bytes: protobuf framing, names, shape, id. */
+export const V2_MESSAGE_HEADROOM = 64 * 1024;
 
-export function loadV2Proto(maxMessageBytes: number): { pkg: protoLoader.PackageDefinition; service: grpc.ServiceDefinition } {
+/**
+ * The largest ModelInfer request the served models need: max over models of
+ * V2_MAX_ROWS x neurons x 4 bytes (a full FP32 batch) + V2_MESSAGE_HEADROOM, never under
+ * limits.maxMessageBytes. Recomputed whenever the served models change (start, reload).
+ */
+export function v2RequestBytes(models: readonly Pick<ServedModel, 'neurons'>[], maxMessageBytes: number): number {
+  return Math.max(maxMessageBytes, ...models.map((m) => V2_MAX_ROWS * m.neurons * 4 + V2_MESSAGE_HEADROOM));
+}
+
+/** The largest ModelInfer answer: a full batch's FP32 image and UINT8 pixels (5 bytes a pixel) + headroom. */
+export function v2ResponseBytes(models: readonly Pick<ServedModel, 'width' | 'height'>[]): number {
+  return Math.max(0, ...models.map((m) => V2_MAX_ROWS * m.width * m.height * 5 + V2_MESSAGE_HEADROOM));
+}
+
+/**
+ * The service with every request checked against `maxMessageBytes()` as it is when the message
+ * arrives (it follows the served models).
+ */
+export function loadV2Proto(maxMessageBytes: number | (() => number)): { pkg: protoLoader.PackageDefinition; service: grpc.ServiceDefinition } {
   const pkg = protoLoader.loadSync(V2_PROTO_PATH, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
   const loaded = grpc.loadPackageDefinition(pkg) as unknown as { inference: { GRPCInferenceService: { service: grpc.ServiceDefinition } } };
-  return { pkg, service: guardDeserializers(loaded.inference.GRPCInferenceService.service, maxMessageBytes) };
+  const plain = loaded.inference.GRPCInferenceService.service;
+  const limit = typeof maxMessageBytes === 'number' ? () => maxMessageBytes : maxMessageBytes;
+  let guarded = { bytes: limit(), service: guardDeserializers(plain, limit()) };
+  const current = (): grpc.ServiceDefinition => {
+    const bytes = limit();
+    if (bytes !== guarded.bytes) guarded = { bytes, service: guardDeserializers(plain, bytes) };
+    return guarded.service;
+  };
+  const service: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, method] of Object.entries(plain)) service[name] = { ...method, requestDeserialize: (bytes: Buffer) => current()[name].requestDeserialize(bytes) };
+  return { pkg, service: service as grpc.ServiceDefinition };
 }
 
 interface InferInput {
@@ -108,39 +138,33 @@ export function inferenceV2Service(d: V2Deps): grpc.UntypedServiceImplementation
       const wanted = req.outputs.length ? req.outputs.map((o) => o.name) : [V2_TENSORS.image, V2_TENSORS.pixels];
       for (const w of wanted) if (w !== V2_TENSORS.image && w !== V2_TENSORS.pixels) throw ccError('CC_ERR_INFER_REQUEST', `unknown output ${quoted(w)} (outputs: image, pixels)`);
       const { waitMs, cancelReason } = unaryWait(call, d.cfg.limits.maxDecodeWaitMs);
-      const P = m.width * m.height;
-      const image = new Float32Array(rows.length * P);
-      let left = rows.length;
-      let failed = false;
-      const cancels: ((why: 'cancelled' | 'deadline') => void)[] = [];
-      const settle = (i: number) => (o: DecodeOutcome): void => {
-        if (failed) return;
-        if (o.status !== 'DECODED') {
-          failed = true;
-          for (const c of cancels) c('cancelled');
-          return cb(dropStatus(d.metrics, m.name, o));
-        }
-        image.set(o.values, i * P);
-        if (--left > 0) return;
-        d.metrics.unaryDecodes.inc({ model: m.name, code: 'OK' });
-        const shape = [rows.length, 1, m.height, m.width];
-        const outputs = wanted.map((name) => ({ name, datatype: name === V2_TENSORS.image ? 'FP32' : 'UINT8', shape }));
-        const raw = wanted.map((name) => (name === V2_TENSORS.image ? Buffer.from(image.buffer) : Buffer.from(toGrey(image, o.served.bundle))));
-        cb(null, { model_name: m.name, model_version: '1', id: req.id, outputs, raw_output_contents: raw });
-      };
-      const t0 = now();
-      // Once one row has failed the call is answered: the rest are not submitted.
-      for (let i = 0; i < rows.length && !failed; i++) cancels.push(d.scheduler.submitUnary({ model: m.name, raw: rows[i], ingestedMs: t0, settle: settle(i) }, waitMs));
-      call.on('cancelled', () => {
-        const why = cancelReason();
-        for (const c of cancels) c(why);
-      });
+      // The whole request is one unit of work: admitted or refused whole, decoded in one run.
+      const cancel = d.scheduler.submitUnary(
+        {
+          model: m.name,
+          raw: rows.raw,
+          rows: rows.count,
+          caller: call.getPeer(),
+          ingestedMs: now(),
+          settle: (o: DecodeOutcome): void => {
+            if (o.status !== 'DECODED') return cb(dropStatus(d.metrics, m.name, o));
+            d.metrics.unaryDecodes.inc({ model: m.name, code: 'OK' });
+            const shape = [rows.count, 1, o.served.height, o.served.width];
+            const outputs = wanted.map((name) => ({ name, datatype: name === V2_TENSORS.image ? 'FP32' : 'UINT8', shape }));
+            const image = o.values;
+            const raw = wanted.map((name) => (name === V2_TENSORS.image ? Buffer.from(image.buffer, image.byteOffset, image.byteLength) : Buffer.from(toGrey(image, o.served.bundle))));
+            cb(null, { model_name: m.name, model_version: '1', id: req.id, outputs, raw_output_contents: raw });
+          },
+        },
+        waitMs,
+      );
+      call.on('cancelled', () => cancel(cancelReason()));
     }),
   };
 }
 
-/** The request's one FP32 input as validated rows of raw responses. */
-function inputRows(req: InferRequest, m: ServedModel): Float32Array[] {
+/** The request's one FP32 input as validated raw responses, `count` rows of the model's neurons. */
+function inputRows(req: InferRequest, m: ServedModel): { raw: Float32Array; count: number } {
   if (req.inputs.length !== 1) throw ccError('CC_ERR_INFER_REQUEST', `expected 1 input tensor '${V2_TENSORS.input}', got ${req.inputs.length}`);
   const input = req.inputs[0];
   if (input.name !== V2_TENSORS.input) throw ccError('CC_ERR_INFER_REQUEST', `input is named ${quoted(input.name)}; model ${m.name} takes '${V2_TENSORS.input}'`);
@@ -160,5 +184,7 @@ function inputRows(req: InferRequest, m: ServedModel): Float32Array[] {
   }
   const n = m.neurons;
   if (bytes.byteLength !== rows * n * 4) throw ccError('CC_ERR_INFER_REQUEST', `input holds ${bytes.byteLength} bytes; shape [${shape.join(',')}] FP32 needs ${rows * n * 4}`);
-  return Array.from({ length: rows }, (_, r) => decodeResponses(bytes.subarray(r * n * 4, (r + 1) * n * 4), m.name, n));
+  const raw = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) raw.set(decodeResponses(bytes.subarray(r * n * 4, (r + 1) * n * 4), m.name, n), r * n);
+  return { raw, count: rows };
 }

@@ -4,6 +4,7 @@ import type { ServerConfig } from './config.js';
 import { decodeResponses, decodeStimulus, now, toGrey, type DecodedFrame, type Stimulus } from './frames.js';
 import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry, ServedModel } from './model-registry.js';
+import { StreamWindow } from './response-window.js';
 import type { DecodeOutcome, DecodeScheduler } from './scheduler.js';
 import { reasonOf, status } from './unary.js';
 import { BAD_MESSAGE_REASON, badMessageOf, type RateLimitedLog } from './wire-guard.js';
@@ -71,10 +72,16 @@ const CLOCK_FUTURE_MS = 1_000;
  */
 export class IngestCall {
   private readonly owned = new Set<string>();
+  /** Each owned stream's response window (frames averaged per decode, and what was on screen). */
+  private readonly windows = new Map<string, StreamWindow>();
   private readonly peer: string;
   private readonly idleMs: number;
   private open = true;
   private unsettled = 0;
+  /** Accepted frames without their final ack yet (unsettled counts them). */
+  private readonly pending = new Set<{ sequence: string; model: string; answered: boolean }>();
+  /** The drop reason of frames that meet the call ending: stream_ending, or shutdown. */
+  private endingReason = 'stream_ending';
   private halfClosed = false;
   /** The server is ending the call: later messages are ignored. */
   private ending = false;
@@ -138,8 +145,39 @@ export class IngestCall {
     }
   }
 
+  get isOpen(): boolean {
+    return this.open;
+  }
+
+  /**
+   * The server is stopping: frames still being decoded get up to settleMs to settle, the rest are
+   * acked DROPPED shutdown, frames arriving meanwhile too; then the call ends UNAVAILABLE (after
+   * those acks, which go out first). Resolves once the status has gone out, or flushMs() later (a
+   * client that does not read its acks cannot hold the shutdown).
+   */
+  shutdown(settleMs: number, flushMs: () => number): Promise<void> {
+    if (!this.open) return Promise.resolve();
+    this.endingReason = 'shutdown';
+    return new Promise((resolve) =>
+      this.endWith(status(grpc.status.UNAVAILABLE, 'server is shutting down'), settleMs, () => {
+        // grpc-js destroys the call once its trailers went out after the last ack: 'close'.
+        if (this.call.destroyed) return resolve();
+        const timer = setTimeout(resolve, flushMs());
+        timer.unref();
+        this.call.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }),
+    );
+  }
+
   private onFrame(m: ResponseFrameMsg): void {
-    if (this.ending || !this.open) return;
+    if (!this.open) return;
+    // A call past its deadline has been ended by grpc-js (DEADLINE_EXCEEDED) or is about to be: no ack
+    // could reach the rig, so its frames are not accepted (nor counted, decoded or shown).
+    if (this.pastDeadline()) return this.finish();
+    if (this.ending) return this.dropWhileEnding(m);
     if (!this.oversized) this.touch();
     const bad = badMessageOf(m);
     if (bad) {
@@ -197,24 +235,37 @@ export class IngestCall {
       clockOk = false;
       this.d.metrics.clockProblems.inc({ model, kind: acquiredMs > ingestedMs ? 'future' : 'past' });
     }
-    const imageId = Number(m.imageId) || undefined;
-    this.unsettled++;
     this.d.metrics.framesReceived.inc({ model });
+    // Every frame enters its stream's window, also those that latest-wins will supersede.
+    const step = this.windowOf(m.streamId, served).push(raw, Number(m.imageId) || undefined, stimulus);
+    if (step.kind === 'filling') {
+      this.d.metrics.framesDropped.inc({ model, reason: 'window_filling' });
+      return this.ack({ sequence: m.sequence, status: 'DROPPED', reason: `window_filling: ${step.have} of the ${step.need} frames of the response window`, decodeUs: 0, provider: '' });
+    }
+    // The decoded window answers the stimulus on screen lagFrames + lengthFrames - 1 frames ago.
+    const { imageId, stimulus: shown } = step.screen ?? {};
+    const pending = { sequence: m.sequence, model, answered: false };
+    this.pending.add(pending);
+    this.unsettled++;
     this.d.scheduler.submitFrame(m.streamId, {
       model,
-      raw,
+      raw: step.responses,
       ingestedMs,
       label: `frame ${m.sequence}`,
       settle: (o: DecodeOutcome) => {
+        // Answered already: the call ended before this frame settled, and acked it then.
+        if (pending.answered) return;
+        pending.answered = true;
+        this.pending.delete(pending);
         this.unsettled--;
         if (o.status === 'DECODED') {
           const s = o.served;
-          this.d.publish({
+          const published = this.publish(m.sequence, model, {
             streamId: m.streamId,
             model,
             sequence: m.sequence,
             imageId,
-            stimulus,
+            stimulus: shown,
             acquiredMs,
             acquiredPlausible: clockOk,
             ingestedMs,
@@ -226,8 +277,10 @@ export class IngestCall {
             pixels: toGrey(o.values, s.bundle),
             values: o.values,
           });
-          this.d.metrics.framesDecoded.inc({ model });
-          this.ack({ sequence: m.sequence, status: 'DECODED', reason: '', decodeUs: Math.round((o.endMs - o.startMs) * 1000), provider: s.provider });
+          if (published) {
+            this.d.metrics.framesDecoded.inc({ model });
+            this.ack({ sequence: m.sequence, status: 'DECODED', reason: '', decodeUs: Math.round((o.endMs - o.startMs) * 1000), provider: s.provider });
+          }
         } else {
           this.d.metrics.framesDropped.inc({ model, reason: o.reason });
           this.ack({ sequence: m.sequence, status: 'DROPPED', reason: `${o.reason}: ${o.detail}`, decodeUs: 0, provider: '' });
@@ -237,9 +290,51 @@ export class IngestCall {
     });
   }
 
+  /** Fan a decoded frame out; when that throws, the frame is acked DROPPED publish_failed instead of DECODED. */
+  private publish(sequence: string, model: string, f: DecodedFrame): boolean {
+    try {
+      this.d.publish(f);
+      return true;
+    } catch (e) {
+      this.d.warnings.warn('publish_failed', 'decoded frame could not be sent to subscribers', { peer: this.peer, error: (e as Error).stack ?? String(e) });
+      this.d.metrics.framesDropped.inc({ model, reason: 'publish_failed' });
+      this.ack({ sequence, status: 'DROPPED', reason: `publish_failed: decoded, but sending it to subscribers failed (${(e as Error).message})`, decodeUs: 0, provider: '' });
+      return false;
+    }
+  }
+
+  /** A frame read while the call ends (idle, shutdown): not decoded, but answered and counted like any other. */
+  private dropWhileEnding(m: ResponseFrameMsg): void {
+    const sequence = badMessageOf(m)?.sequence ?? String(m.sequence ?? '0');
+    // Labels are configured model names only, never a client's string.
+    const model = typeof m.model === 'string' && this.d.registry.has(m.model) ? m.model : 'unknown';
+    this.d.metrics.framesReceived.inc({ model });
+    this.d.metrics.framesDropped.inc({ model, reason: this.endingReason });
+    this.ack({ sequence, status: 'DROPPED', reason: `${this.endingReason}: the call is ending; frames are no longer decoded`, decodeUs: 0, provider: '' });
+  }
+
+  /** Ack every frame still being decoded DROPPED (the call ends before they settle). */
+  private dropPending(reason: string): void {
+    for (const p of this.pending) {
+      p.answered = true;
+      this.d.metrics.framesDropped.inc({ model: p.model, reason });
+      this.ack({ sequence: p.sequence, status: 'DROPPED', reason: `${reason}: the call ended before the frame was decoded`, decodeUs: 0, provider: '' });
+    }
+    this.pending.clear();
+    this.unsettled = 0;
+  }
+
+  /** The stream's window, new when the stream starts or its model, size or window changed (reload). */
+  private windowOf(streamId: string, s: ServedModel): StreamWindow {
+    let w = this.windows.get(streamId);
+    if (!w || !w.fits(s.name, s.neurons, s.responseWindow)) this.windows.set(streamId, (w = new StreamWindow(s.name, s.neurons, s.responseWindow)));
+    return w;
+  }
+
   /** Acks are the contract: when the client cannot take more, stop reading its frames until it can. */
   private ack(a: AckMsg): void {
     if (!this.open) return;
+    this.d.metrics.acks.inc({ status: a.status });
     if (this.call.write(a) || this.paused) return;
     this.paused = true;
     // The rig is not idle while we hold its frames back; but one that never reads its acks would
@@ -280,15 +375,21 @@ export class IngestCall {
     if (this.halfClosed && this.unsettled === 0 && this.open && !this.ending && !this.oversized) this.endWith(undefined, 0);
   }
 
-  /** End the call with a status (OK when none) once every accepted frame has its ack, or after waitMs. */
-  private endWith(err: grpc.ServiceError | undefined, waitMs: number): void {
+  /**
+   * End the call with a status (OK when none) once every accepted frame has its ack, or after waitMs
+   * (frames still being decoded then are acked DROPPED first: every accepted frame gets its ack).
+   */
+  private endWith(err: grpc.ServiceError | undefined, waitMs: number, ended: () => void = () => undefined): void {
     this.ending = true;
     clearTimeout(this.idle);
     const go = (): void => {
-      if (!this.open) return;
-      if (err) this.call.emit('error', err);
-      else this.call.end();
-      this.finish();
+      if (this.open) {
+        if (this.pending.size) this.dropPending(this.endingReason);
+        if (err) this.call.emit('error', err);
+        else this.call.end();
+        this.finish();
+      }
+      ended();
     };
     if (this.unsettled === 0) return go();
     const timer = setTimeout(go, waitMs);
@@ -301,10 +402,17 @@ export class IngestCall {
     };
   }
 
+  private pastDeadline(): boolean {
+    const d = this.call.getDeadline();
+    const ms = d instanceof Date ? d.getTime() : d;
+    return Number.isFinite(ms) && Date.now() >= ms;
+  }
+
   private finish(): void {
     if (!this.open) return;
     this.open = false;
     clearTimeout(this.idle);
+    this.windows.clear();
     for (const s of this.owned) {
       if (this.d.owners.get(s)?.owner === this) this.d.owners.delete(s);
       this.d.scheduler.dropStream(s);

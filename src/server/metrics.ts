@@ -38,6 +38,21 @@ export class ServerMetrics {
   readonly workerBusy = new client.Gauge({ name: 'cortexcast_worker_busy_ratio', help: 'Fraction of inference workers busy at scrape time', labelNames: ['model'], registers: [this.registry] });
   readonly workersAlive = new client.Gauge({ name: 'cortexcast_workers_alive', help: 'Inference worker threads able to run (0: the model cannot decode until reloaded)', labelNames: ['model'], registers: [this.registry] });
   readonly serving = new client.Gauge({ name: 'cortexcast_serving', help: '1 while the server takes work and every model has a live inference worker (what /healthz reports), else 0', registers: [this.registry] });
+  readonly connectionsRefused = new client.Counter({
+    name: 'cortexcast_connections_refused_total',
+    help: 'gRPC connections closed by the server before or instead of serving them, by reason (max_connections, per_peer, evicted, handshake_timeout)',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  readonly callsRefused = new client.Counter({
+    name: 'cortexcast_calls_refused_total',
+    help: 'gRPC calls and HTTP requests refused before their body was read, by reason (unauthenticated, admin_token, watch_limit, reload_rate, bad_host, bad_origin)',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  readonly acks = new client.Counter({ name: 'cortexcast_acks_total', help: 'Acks written to ingest streams, by status (every accepted frame gets one DECODED or DROPPED)', labelNames: ['status'], registers: [this.registry] });
+  readonly messagesRead = new client.Counter({ name: 'cortexcast_grpc_messages_read_total', help: 'gRPC request messages read and deserialised (a call refused from its metadata reads none)', registers: [this.registry] });
+  readonly connections = new client.Gauge({ name: 'cortexcast_connections', help: 'Open gRPC connections: proven (a call carried the token) or unproven', labelNames: ['pool'], registers: [this.registry] });
   readonly modelInfo = new client.Gauge({ name: 'cortexcast_model_info', help: 'Loaded models (value 1) with their execution provider and kind', labelNames: ['model', 'provider', 'kind'], registers: [this.registry] });
 
   constructor() {

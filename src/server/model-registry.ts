@@ -2,6 +2,8 @@ import { ccError, quoted } from '../common/errors.js';
 import { assertDecoder, loadBundle, type DecoderBundle } from '../models/bundle.js';
 import type { ExecutionProvider } from '../models/ort.js';
 import type { ModelConfig, ServerConfig } from './config.js';
+import { resolveWindow, type ResolvedWindow } from './response-window.js';
+import { modelsInDir } from './models-dir.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** A model ready to serve: its bundle, its worker pool, and facts for clients. */
@@ -16,6 +18,8 @@ export interface ServedModel {
   provider: ExecutionProvider;
   /** Iterative decoders: optimisation steps per frame (model config, else server config, else the bundle's). */
   steps?: number;
+  /** Frames averaged per decode and their lag (model config, else the bundle's manifest, else one frame). */
+  responseWindow: ResolvedWindow;
 }
 
 /** The facts clients see about a served model (ListModels/GetModel, /api/models, the viewer's hello). */
@@ -31,12 +35,14 @@ export interface ModelFacts {
   metrics: Record<string, number>;
   /** Iterative decoders: optimisation steps per frame. */
   steps?: number;
+  /** The response window streams are decoded with (see the continuous-streams guide). */
+  responseWindow: ResolvedWindow;
 }
 
 export function modelFacts(m: ServedModel): ModelFacts {
   const metrics: Record<string, number> = {};
   for (const [tier, vals] of Object.entries(m.bundle.manifest.metrics)) for (const [k, v] of Object.entries(vals ?? {})) metrics[`${tier}.${k}`] = v;
-  return { name: m.name, kind: m.bundle.manifest.kind, neurons: m.neurons, width: m.width, height: m.height, provider: m.provider, workers: m.pool.size, metrics, ...(m.steps ? { steps: m.steps } : {}) };
+  return { name: m.name, kind: m.bundle.manifest.kind, neurons: m.neurons, width: m.width, height: m.height, provider: m.provider, workers: m.pool.size, metrics, ...(m.steps ? { steps: m.steps } : {}), responseWindow: m.responseWindow };
 }
 
 export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<ServedModel> {
@@ -44,6 +50,7 @@ export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<Serv
   const man = bundle.manifest;
   assertDecoder(man, bundle.dir);
   const steps = man.iterative ? (m.steps ?? cfg.iterativeSteps ?? man.iterative.steps) : undefined;
+  const responseWindow = resolveWindow(m.responseWindow, man.responseWindow, bundle.dir);
   const pool = await WorkerPool.start(
     {
       model: bundle.model,
@@ -54,8 +61,9 @@ export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<Serv
       nice: cfg.decodeNice,
     },
     m.workers ?? cfg.workers,
+    { ms: cfg.limits.warmupTimeoutMs, model: m.name! },
   );
-  return { name: m.name!, config: m, bundle, pool, neurons: man.input.neurons, width: man.output.width, height: man.output.height, provider: pool.provider, steps };
+  return { name: m.name!, config: m, bundle, pool, neurons: man.input.neurons, width: man.output.width, height: man.output.height, provider: pool.provider, steps, responseWindow };
 }
 
 /**
@@ -80,7 +88,7 @@ export class ModelRegistry {
   async loadAll(): Promise<void> {
     const fresh = new Map<string, ServedModel>();
     try {
-      for (const m of this.cfg.models) fresh.set(m.name!, await loadModel(this.cfg, m));
+      for (const m of [...this.cfg.models, ...modelsInDir(this.cfg)]) fresh.set(m.name!, await loadModel(this.cfg, m));
     } catch (e) {
       await Promise.all([...fresh.values()].map((s) => s.pool.close(0)));
       throw e;

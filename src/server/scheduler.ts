@@ -23,15 +23,25 @@ export type DecodeOutcome =
   | { status: 'DECODED'; values: Float32Array; served: ServedModel; startMs: number; endMs: number }
   | { status: 'DROPPED'; reason: DropReason; detail: string };
 
-/** One frame's worth of work from any source (a stream frame or a unary Decode call). */
+/**
+ * One unit of work from any source: a stream frame, a unary Decode call, or a whole batched
+ * ModelInfer request. A unit is admitted whole or refused whole and runs in one worker run.
+ */
 export interface DecodeJob {
   model: string;
   /**
-   * The responses as received (validated, not yet scaled). Scaling happens at dispatch with the
-   * bundle that actually runs the batch, so a reload in between never pairs one bundle's std
-   * scaling with another's weights.
+   * The responses as received (validated, not yet scaled), `rows` frames one after another.
+   * Scaling happens at dispatch with the bundle that actually runs the batch, so a reload in
+   * between never pairs one bundle's std scaling with another's weights.
    */
   raw: Float32Array;
+  /** Frames in `raw` (default 1). A DECODED outcome's values hold as many images, in order. */
+  rows?: number;
+  /**
+   * Unary calls: who is asking (a connection). Each caller has its own queue and callers are served
+   * round-robin, so a client sending large batches cannot starve another's single Decode calls.
+   */
+  caller?: string;
   ingestedMs: number;
   /** How drop reasons name this job to others ('frame 17'). */
   label?: string;
@@ -45,26 +55,35 @@ interface Source {
   /** Streams: one batch at a time keeps a stream's frames in order. Unary calls are independent. */
   ordered: boolean;
   inFlight: boolean;
+  /** When it last gave a unit to a run (0: never); the least recently served goes first. */
+  servedAt: number;
 }
 
 interface QueuedJob extends DecodeJob {
   timer?: NodeJS.Timeout;
   settled?: boolean;
+  /** The queue it waits in (unary jobs: to remove it on cancel). */
+  sourceKey?: string;
 }
 
 const UNARY = 'unary';
+const rowsOf = (j: DecodeJob): number => j.rows ?? 1;
 
 /**
  * The one scheduler every frame source goes through. Per model it keeps one small queue per stream
- * ('latest': only the newest undecoded frame; 'fifo': up to queueDepth) and one bounded queue of
- * unary Decode calls. Work is dispatched when it arrives and whenever a worker frees up or a pool is
- * swapped (reload), never by polling: up to maxBatch jobs per run, at most one per stream, sources
- * taken round-robin. A model whose workers all died fails its waiters at once; unary jobs carry a
- * deadline and can be cancelled; draining refuses new work of every kind.
+ * ('latest': only the newest undecoded frame; 'fifo': up to queueDepth) and one queue of unary
+ * calls per caller, all unary queues of a model together bounded by limits.maxQueuedDecodes units
+ * (a batched call is one unit). Work is dispatched when it arrives and whenever a worker frees up
+ * or a pool is swapped (reload), never by polling: up to maxBatch rows per run (a larger unit runs
+ * alone), at most one frame per stream, one unit per source per pass, the least recently served
+ * source first (round-robin).
+ * A model whose workers all died fails its waiters at once; unary jobs carry a deadline and can be
+ * cancelled; draining refuses new work of every kind.
  */
 export class DecodeScheduler {
   private queues = new Map<string, Map<string, Source>>();
   private running = 0;
+  private runs = 0;
   private accepting = true;
   private onIdle?: () => void;
   /** Errors thrown by a job's settle callback (a bug, never a client's doing): logged, never fatal. */
@@ -102,11 +121,13 @@ export class DecodeScheduler {
       this.finish(j, { status: 'DROPPED', reason: 'shutdown', detail: 'server is shutting down' });
       return () => undefined;
     }
-    const q = this.source(job.model, UNARY, false);
-    if (q.jobs.length >= this.cfg.limits.maxQueuedDecodes) {
-      this.finish(j, { status: 'DROPPED', reason: 'queue_full', detail: `${q.jobs.length} Decode calls already wait for model ${job.model} (limits.maxQueuedDecodes)` });
+    const queued = this.unaryQueued(job.model);
+    if (queued >= this.cfg.limits.maxQueuedDecodes) {
+      this.finish(j, { status: 'DROPPED', reason: 'queue_full', detail: `${queued} unary calls already wait for model ${job.model} (limits.maxQueuedDecodes)` });
       return () => undefined;
     }
+    j.sourceKey = job.caller === undefined ? UNARY : `${UNARY}:${job.caller}`;
+    const q = this.source(job.model, j.sourceKey, false);
     q.jobs.push(j);
     j.timer = setTimeout(() => this.remove(j, { status: 'DROPPED', reason: 'deadline', detail: `no inference worker was free within ${Math.round(waitMs)} ms` }), Math.max(0, waitMs));
     j.timer.unref();
@@ -123,6 +144,13 @@ export class DecodeScheduler {
       if (!q.inFlight) byStream.delete(`stream:${streamId}`);
     }
     this.checkIdle();
+  }
+
+  /** Unary units (calls) waiting for a model, over every caller. */
+  private unaryQueued(model: string): number {
+    let n = 0;
+    for (const q of this.queues.get(model)?.values() ?? []) if (!q.ordered) n += q.jobs.length;
+    return n;
   }
 
   queueDepth(model: string): number {
@@ -162,16 +190,18 @@ export class DecodeScheduler {
     let byStream = this.queues.get(model);
     if (!byStream) this.queues.set(model, (byStream = new Map()));
     let q = byStream.get(key);
-    if (!q) byStream.set(key, (q = { key, jobs: [], ordered, inFlight: false }));
+    if (!q) byStream.set(key, (q = { key, jobs: [], ordered, inFlight: false, servedAt: 0 }));
     return q;
   }
 
   private remove(j: QueuedJob, outcome: DecodeOutcome): void {
     if (j.settled) return;
-    const q = this.queues.get(j.model)?.get(UNARY);
+    const byStream = this.queues.get(j.model);
+    const q = byStream?.get(j.sourceKey ?? UNARY);
     const i = q?.jobs.indexOf(j) ?? -1;
     if (i < 0) return; // already running: its result will be discarded by the caller
     q!.jobs.splice(i, 1);
+    if (!q!.jobs.length) byStream!.delete(q!.key);
     this.finish(j, outcome);
     this.checkIdle();
   }
@@ -198,49 +228,69 @@ export class DecodeScheduler {
     if (!this.registry.has(model)) return this.failAll(model, 'model_unloaded', `model ${model} is not loaded`);
     const served = this.registry.get(model);
     if (served.pool.alive === 0) return this.failAll(model, 'no_workers', `model ${model} has no live inference worker (reload it)`);
+    const max = this.cfg.maxBatch;
     while (served.pool.idle > 0) {
       const batch: QueuedJob[] = [];
-      const taken: Source[] = [];
-      // A snapshot: moving a source to the back must not bring it round again in the same batch.
-      for (const [key, q] of [...byStream]) {
-        if (batch.length >= this.cfg.maxBatch) break;
-        if (q.inFlight || q.jobs.length === 0) continue;
-        const n = q.ordered ? 1 : this.cfg.maxBatch - batch.length;
-        batch.push(...q.jobs.splice(0, n));
-        if (q.ordered) taken.push(q);
-        // Round-robin: this source goes to the back.
-        byStream.delete(key);
-        byStream.set(key, q);
+      /** The sources that gave units to this run. */
+      const used: Source[] = [];
+      let rows = 0;
+      // Round-robin: the least recently served source first (a caller that has just been served
+      // waits behind every other waiting caller), one unit from each per pass until the run is full.
+      const order = [...byStream.values()].sort((a, b) => a.servedAt - b.servedAt);
+      const tick = ++this.runs;
+      for (let progress = true; progress && rows < max; ) {
+        progress = false;
+        for (const q of order) {
+          if (rows >= max) break;
+          if (q.inFlight || q.jobs.length === 0 || (q.ordered && used.includes(q))) continue;
+          const r = rowsOf(q.jobs[0]);
+          // A unit never splits: one that does not fit waits for the next run, and one larger than
+          // maxBatch runs alone (it comes first once its source is the least recently served).
+          if (rows > 0 && rows + r > max) continue;
+          batch.push(q.jobs.shift()!);
+          rows += r;
+          progress = true;
+          q.servedAt = tick;
+          if (!used.includes(q)) used.push(q);
+        }
       }
       if (!batch.length) return;
       const runnable: QueuedJob[] = [];
       for (const j of batch) {
         if (j.timer) clearTimeout(j.timer);
-        if (j.raw.length === served.neurons) runnable.push(j);
-        else this.finish(j, { status: 'DROPPED', reason: 'model_changed', detail: `model ${model} was reloaded and now expects ${served.neurons} neurons, the frame has ${j.raw.length}` });
+        if (j.raw.length === rowsOf(j) * served.neurons) runnable.push(j);
+        else this.finish(j, { status: 'DROPPED', reason: 'model_changed', detail: `model ${model} was reloaded and now expects ${served.neurons} neurons, the frame has ${j.raw.length / rowsOf(j)}` });
       }
       if (!runnable.length) continue;
-      this.dispatch(model, served, runnable, taken);
+      this.dispatch(model, served, runnable, used);
     }
   }
 
-  private dispatch(model: string, served: ServedModel, batch: QueuedJob[], taken: Source[]): void {
+  private dispatch(model: string, served: ServedModel, batch: QueuedJob[], used: Source[]): void {
     const n = served.neurons;
-    const input = new Float32Array(batch.length * n);
+    // Each unit's first row in the run.
+    const offsets: number[] = [];
+    let rows = 0;
+    for (const j of batch) {
+      offsets.push(rows);
+      rows += rowsOf(j);
+    }
+    const input = new Float32Array(rows * n);
     const { stdScale } = served.bundle;
     const transform = served.bundle.manifest.input.transform;
-    batch.forEach((j, i) => applyResponseTransform(j.raw, stdScale, transform, input.subarray(i * n, (i + 1) * n)));
-    const run = served.pool.tryRun(input, batch.length)!;
-    for (const q of taken) q.inFlight = true;
+    batch.forEach((j, i) => applyResponseTransform(j.raw, stdScale, transform, input.subarray(offsets[i] * n, (offsets[i] + rowsOf(j)) * n)));
+    const run = served.pool.tryRun(input, rows)!;
+    // A stream runs one batch at a time (its frames stay in order); unary calls are independent.
+    for (const q of used) if (q.ordered) q.inFlight = true;
     this.running++;
     run
       .then((r) => {
         const P = served.width * served.height;
         this.metrics.decode.observe({ model, provider: served.provider }, (r.endMs - r.startMs) / 1000);
-        this.metrics.batchSize.observe({ model }, batch.length);
+        this.metrics.batchSize.observe({ model }, rows);
         batch.forEach((j, i) => {
           this.metrics.queueWait.observe({ model }, Math.max(0, r.startMs - j.ingestedMs) / 1000);
-          this.finish(j, { status: 'DECODED', values: r.output.subarray(i * P, (i + 1) * P), served, startMs: r.startMs, endMs: r.endMs });
+          this.finish(j, { status: 'DECODED', values: r.output.subarray(offsets[i] * P, (offsets[i] + rowsOf(j)) * P), served, startMs: r.startMs, endMs: r.endMs });
         });
       })
       .catch((e: Error) => {
@@ -249,9 +299,9 @@ export class DecodeScheduler {
       })
       .finally(() => {
         const byStream = this.queues.get(model);
-        for (const q of taken) {
+        for (const q of used) {
           q.inFlight = false;
-          // Streams come and go: an idle stream's queue is recreated by its next frame.
+          // Streams and callers come and go: an idle queue is recreated by its next frame or call.
           if (!q.jobs.length && byStream?.get(q.key) === q) byStream.delete(q.key);
         }
         this.running--;

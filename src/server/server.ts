@@ -8,14 +8,16 @@ import type { WebSocketServer } from 'ws';
 import type { ServerConfig } from './config.js';
 import { Fanout } from './fanout.js';
 import { decoderService, loadProto, STREAM_FRAMES_PATH } from './grpc-service.js';
-import { metadataAuthorised, UNAUTHENTICATED_DETAILS } from './auth.js';
+import { callGuard, metadataAuthorised, UNAUTHENTICATED_DETAILS } from './auth.js';
+import { ConnectionGate } from './connection-gate.js';
 import { status } from './unary.js';
 import { RateLimitedLog, TransportFailures, transportLimit } from './wire-guard.js';
-import { inferenceV2Service, loadV2Proto } from './inference-v2.js';
+import { inferenceV2Service, loadV2Proto, v2RequestBytes, v2ResponseBytes } from './inference-v2.js';
 import { createHttpServer } from './http.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './model-registry.js';
 import { DecodeScheduler } from './scheduler.js';
+import { ResponseFeed, tapStreamFrames } from './response-feed.js';
 
 export type Logger = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 
@@ -46,10 +48,18 @@ export class CortexcastServer {
   readonly metrics = new ServerMetrics();
   readonly registry: ModelRegistry;
   readonly fanout: Fanout;
+  /** Raw frames for calibration (/ws/responses). */
+  readonly responseFeed: ResponseFeed;
   readonly scheduler: DecodeScheduler;
   private readonly grpcServer: grpc.Server;
+  /** The options object grpc-js keeps and reads per call (the message limits change on reload). */
+  private readonly grpcOptions: grpc.ServerOptions;
+  /** The Open Inference Protocol's message limit for the models served now (applyMessageLimits). */
+  private v2MessageBytes = 0;
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE]: 'NOT_SERVING' });
-  private readonly openStreams = new Set<grpc.ServerDuplexStream<unknown, unknown>>();
+  /** Open ingest calls, each with its way to end once every frame it accepted has its ack. */
+  private readonly openStreams = new Map<grpc.ServerDuplexStream<unknown, unknown>, { shutdown(settleMs: number, flushMs: () => number): Promise<void> }>();
+  private readonly gate: ConnectionGate;
   private netServer?: NetServer;
   private injector?: grpc.ConnectionInjector;
   private readonly sockets = new Set<Socket>();
@@ -72,24 +82,33 @@ export class CortexcastServer {
       workerDied: (model, e) => this.log('error', 'inference worker died', { model, error: e.message, alive: this.registry.has(model) ? this.registry.get(model).pool.alive : 0 }),
     });
     this.fanout = new Fanout(this.metrics, cfg.limits);
+    this.responseFeed = new ResponseFeed(this.metrics, cfg.limits);
     this.scheduler = new DecodeScheduler(cfg, this.registry, this.metrics);
     this.scheduler.onSettleError = (e) => this.log('error', 'frame outcome handler failed', { error: (e as Error).stack ?? String(e) });
     const l = cfg.limits;
     this.warnings = new RateLimitedLog(this.log);
+    this.gate = new ConnectionGate(l, this.metrics);
     this.transport = new TransportFailures(new Set([STREAM_FRAMES_PATH]), { transportBytes: transportLimit(l.maxMessageBytes), requestTimeoutMs: l.requestTimeoutMs }, (kind, method, details) => {
       this.metrics.framesRejected.inc({ reason: kind === 'oversized' ? 'message_too_large' : kind === 'undecompressible' ? 'malformed_frame' : 'request_timeout' });
       this.warnings.warn(kind, 'call ended by the transport', { method, error: details });
-    });
-    this.grpcServer = new grpc.Server({
+    }, () => this.metrics.messagesRead.inc());
+    this.grpcServer = new grpc.Server(this.grpcOptions = {
       // Handlers refuse messages over maxMessageBytes one by one; the transport only ends calls
-      // whose messages are far larger (it cannot skip a message it did not read).
+      // whose messages are far larger (it cannot skip a message it did not read). Both limits
+      // follow the served models' batched Open Inference Protocol calls (applyMessageLimits).
       'grpc.max_receive_message_length': transportLimit(l.maxMessageBytes),
       'grpc.max_send_message_length': 16 * 2 ** 20,
       'grpc.max_concurrent_streams': l.maxStreamsPerConnection,
       'grpc.max_connection_idle_ms': l.connectionIdleMs,
       'grpc.keepalive_time_ms': l.keepaliveMs,
       'grpc.keepalive_timeout_ms': l.keepaliveTimeoutMs,
-      interceptors: [this.transport.interceptor],
+      // An open call (Health/Watch, a stream) keeps the idle and keepalive timers from ever closing a
+      // connection: its age does.
+      'grpc.max_connection_age_ms': l.maxConnectionAgeMs,
+      'grpc.max_connection_age_grace_ms': l.maxConnectionAgeGraceMs,
+      // The transport guard patches the base call (grpc-js's own failures go straight to it), so it
+      // comes first; the token is checked next, from the metadata alone: a refused call's body is never read.
+      interceptors: [this.transport.interceptor, callGuard({ auth: cfg.auth, maxWatchCalls: l.maxWatchCalls, metrics: this.metrics, prove: (c) => this.gate.prove(c.remoteAddress, c.remotePort) })],
     });
   }
 
@@ -97,12 +116,13 @@ export class CortexcastServer {
     if (this.state !== 'NEW') throw new Error(`server cannot start from state ${this.state}`);
     this.state = 'STARTING';
     await this.registry.loadAll();
+    this.applyMessageLimits();
     this.logModelsReady();
     this.refreshModelInfo();
     const { pkg, service } = loadProto(this.cfg.limits.maxMessageBytes);
     this.grpcServer.addService(
       service,
-      decoderService(
+      tapStreamFrames(decoderService(
         {
           cfg: this.cfg,
           registry: this.registry,
@@ -115,9 +135,9 @@ export class CortexcastServer {
           log: this.log,
         },
         this.transport,
-      ),
+      ), this.responseFeed, this.cfg.auth.token),
     );
-    const v2 = loadV2Proto(this.cfg.limits.maxMessageBytes);
+    const v2 = loadV2Proto(() => this.v2MessageBytes);
     this.grpcServer.addService(
       v2.service,
       inferenceV2Service({
@@ -140,12 +160,12 @@ export class CortexcastServer {
     // it small acks and frames wait for Nagle + delayed ACK: p99 tens of ms at 16 streams).
     const injector = (this.injector = this.grpcServer.createConnectionInjector(creds));
     this.netServer = createNetServer({ noDelay: true }, (socket) => this.accept(socket, injector));
-    this.netServer.maxConnections = this.cfg.limits.maxConnections;
     this.grpcPort = await listen(this.netServer, this.cfg.host, this.cfg.grpcPort);
     this.http = createHttpServer({
       cfg: this.cfg,
       registry: this.registry,
       fanout: this.fanout,
+      responses: this.responseFeed,
       metrics: this.metrics,
       status: () => {
         const broken = this.registry.broken();
@@ -223,6 +243,7 @@ export class CortexcastServer {
     await this.registry.loadAll();
     // A shutdown that began meanwhile owns the models now: it closes what this load opened.
     if (this.state !== 'RUNNING') throw new Error(`reload finished while ${this.state}; the server is stopping`);
+    this.applyMessageLimits();
     this.refreshModelInfo();
     this.log('info', 'models reloaded', { models: this.registry.all().map((m) => m.name), ms: Date.now() - t0 });
     this.logModelsReady();
@@ -241,15 +262,28 @@ export class CortexcastServer {
     return this.state === 'RUNNING' && this.registry.broken().length === 0;
   }
 
+  /**
+   * A ModelInfer may carry V2_MAX_ROWS frames of the widest served model: its message limit is
+   * max over models of (256 x neurons x 4 bytes) + 64 KiB, never under limits.maxMessageBytes, and
+   * the transport's limits follow. grpc-js reads these options when each call starts, so changing
+   * them here applies to every later call (docs/guides/batching-and-bundles.md).
+   */
+  private applyMessageLimits(): void {
+    const models = this.registry.all();
+    this.v2MessageBytes = v2RequestBytes(models, this.cfg.limits.maxMessageBytes);
+    this.grpcOptions['grpc.max_receive_message_length'] = transportLimit(this.v2MessageBytes);
+    this.grpcOptions['grpc.max_send_message_length'] = Math.max(16 * 2 ** 20, v2ResponseBytes(models));
+  }
+
   private refreshModelInfo(): void {
     this.metrics.modelInfo.reset();
     for (const m of this.registry.all()) this.metrics.modelInfo.set({ model: m.name, provider: m.provider, kind: m.bundle.manifest.kind }, 1);
   }
 
   /**
-   * Every gRPC connection: TCP_NODELAY (set by the listener), counted, and closed if it has not sent
-   * the HTTP/2 preface within handshakeTimeoutMs (grpc-js's idle and keepalive timers only start
-   * once a peer speaks HTTP/2). Errors on a socket end that socket, never the process.
+   * Every gRPC connection: TCP_NODELAY (set by the listener), admitted by the connection gate (limits
+   * on unproven connections and per peer, the handshake deadline: grpc-js's idle and keepalive timers
+   * only start once a peer speaks HTTP/2). Errors on a socket end that socket, never the process.
    */
   private accept(socket: Socket, injector: grpc.ConnectionInjector): void {
     this.sockets.add(socket);
@@ -259,17 +293,7 @@ export class CortexcastServer {
       socket.destroy();
       return;
     }
-    // An absolute deadline, not an inactivity timer: a peer dripping one byte at a time gets no longer.
-    const handshake = setTimeout(() => {
-      // The preface is 24 bytes; a peer that sent fewer is not an HTTP/2 client.
-      if (socket.bytesRead < 24) {
-        this.metrics.framesRejected.inc({ reason: 'handshake_timeout' });
-        socket.destroy();
-      }
-    }, this.cfg.limits.handshakeTimeoutMs);
-    handshake.unref();
-    socket.once('close', () => clearTimeout(handshake));
-    injector.injectConnection(socket);
+    if (this.gate.admit(socket)) injector.injectConnection(socket);
   }
 
   private refreshGauges(): void {
@@ -298,17 +322,23 @@ export class CortexcastServer {
     this.health.setStatus('', 'NOT_SERVING');
     this.health.setStatus(SERVICE, 'NOT_SERVING');
     this.log('info', 'draining', { streams: this.openStreams.size, subscribers: this.fanout.size });
-    const drained = await this.scheduler.drain(left(Math.min(500, this.cfg.shutdownGraceMs / 4)));
-    for (const call of this.openStreams)
-      if (!call.cancelled && !call.destroyed) call.emit('error', Object.assign(new Error('server is shutting down'), { code: grpc.status.UNAVAILABLE, details: 'server is shutting down' }));
+    // Half the grace for queued work, half for ending the streams: an ack that never reaches its
+    // rig is as bad as a frame never decoded.
+    const reserve = this.cfg.shutdownGraceMs / 2;
+    const drained = await this.scheduler.drain(left(reserve));
+    // Each stream ends once every frame it accepted has its final ack (decoded by a batch still
+    // running, else DROPPED shutdown) and those acks are written: then the status goes out. What
+    // drain left: half for batches still running to settle, the rest for the acks to go out.
+    await Promise.all([...this.openStreams.values()].map((s) => s.shutdown(left(reserve / 2), () => left(Math.min(50, reserve / 8)))));
     this.openStreams.clear();
     this.fanout.closeAll(1001, 'server shutting down');
+    this.responseFeed.closeAll(1001, 'server shutting down');
     this.netServer?.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpcServer.forceShutdown();
         resolve();
-      }, left(Math.min(200, this.cfg.shutdownGraceMs / 8)));
+      }, left());
       timer.unref();
       this.grpcServer.tryShutdown(() => {
         clearTimeout(timer);

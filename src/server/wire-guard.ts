@@ -102,6 +102,8 @@ export class TransportFailures {
     private readonly streamingPaths: ReadonlySet<string>,
     private readonly limits: { transportBytes: number; requestTimeoutMs: number },
     private readonly onFailure: (kind: TransportFailureKind, method: string, details: string) => void,
+    /** Every request message grpc-js read and deserialised (what a refused call must never cost). */
+    private readonly onMessage: () => void = () => undefined,
   ) {}
 
   readonly interceptor: grpc.ServerInterceptor = (method, call) => {
@@ -138,6 +140,10 @@ export class TransportFailures {
             if (streaming) md.set(TransportFailures.METADATA_KEY, id);
             nextMd(md);
           },
+          onReceiveMessage: (message, nextMessage) => {
+            this.onMessage();
+            nextMessage(message);
+          },
           onReceiveHalfClose: (nextHalfClose) => {
             clearTimeout(timer);
             nextHalfClose();
@@ -153,6 +159,9 @@ export class TransportFailures {
       const details = `${ccError('CC_ERR_MESSAGE_TOO_LARGE', bytes, 'the transport limit, 2 x limits.maxMessageBytes + 64 KiB', this.limits.transportBytes).message}; gRPC cannot read past it, so the call ends`;
       return { kind: 'oversized', status: { ...s, details } };
     }
+    // A message flagged compressed under a grpc-encoding grpc-js does not know: the same, for the client.
+    if (s.code === grpc.status.UNIMPLEMENTED && /compressed with unsupported encoding/.test(s.details))
+      return { kind: 'undecompressible', status: { ...s, code: grpc.status.INVALID_ARGUMENT, details: ccError('CC_ERR_MALFORMED_FRAME', 'message compressed with an unsupported grpc-encoding').message } };
     if (s.code === grpc.status.INTERNAL && /Failed to decompress message/.test(s.details))
       return { kind: 'undecompressible', status: { ...s, code: grpc.status.INVALID_ARGUMENT, details: ccError('CC_ERR_MALFORMED_FRAME', 'compressed message could not be decompressed').message } };
     return undefined;

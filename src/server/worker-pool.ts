@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { ccError, CortexcastError, ERRORS, type ErrorCode } from '../common/errors.js';
 import type { ExecutionProvider } from '../models/ort.js';
 import type { NiceOutcome, RunRequest, WorkerInit, WorkerReply } from './inference-worker.js';
 
@@ -13,6 +14,12 @@ interface Slot {
   /** dead: the thread exited or failed; it is never handed work again. */
   state: 'idle' | 'busy' | 'dead';
   pending?: { id: number; resolve: (r: RunResult) => void; reject: (e: Error) => void };
+}
+
+/** A worker's error message as an error; a coded one (CC_ERR_...) stays a CortexcastError with its code. */
+function workerError(message: string): Error {
+  const code = /^(CC_ERR_[A-Z_]+): /.exec(message)?.[1];
+  return code && code in ERRORS ? new CortexcastError(code as ErrorCode, message) : new Error(message);
 }
 
 /** The worker script: a tsx bootstrap when running from TypeScript sources, the .js file when built. */
@@ -43,7 +50,8 @@ export class WorkerPool {
 
   private constructor(readonly size: number) {}
 
-  static async start(init: WorkerInit, size: number): Promise<WorkerPool> {
+  /** warmup: a worker not ready within ms fails the start (CC_ERR_WARMUP_TIMEOUT) and is terminated with the others. */
+  static async start(init: WorkerInit, size: number, warmup?: { ms: number; model: string }): Promise<WorkerPool> {
     const pool = new WorkerPool(size);
     const url = workerUrl();
     const ready = await Promise.allSettled(
@@ -51,7 +59,7 @@ export class WorkerPool {
         const worker = new Worker(url, { workerData: init });
         const slot: Slot = { worker, state: 'busy' };
         pool.slots.push(slot);
-        return new Promise<void>((resolve, reject) => {
+        const started = new Promise<void>((resolve, reject) => {
           const onFirst = (m: WorkerReply): void => {
             if (m.kind === 'ready') {
               pool.provider = m.provider;
@@ -61,7 +69,7 @@ export class WorkerPool {
               worker.off('message', onFirst);
               worker.on('message', (r: WorkerReply) => pool.onReply(slot, r));
               resolve();
-            } else if (m.kind === 'error') reject(new Error(m.message));
+            } else if (m.kind === 'error') reject(workerError(m.message));
           };
           worker.on('message', onFirst);
           worker.on('error', (e) => {
@@ -73,6 +81,10 @@ export class WorkerPool {
             pool.failSlot(slot, new Error(`inference worker exited with code ${code}`));
           });
         });
+        if (!warmup) return started;
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(ccError('CC_ERR_WARMUP_TIMEOUT', warmup.model, warmup.ms)), warmup.ms)));
+        return Promise.race([started, late]).finally(() => clearTimeout(timer));
       }),
     );
     const failed = ready.find((r) => r.status === 'rejected');

@@ -70,4 +70,37 @@ describe('npy', () => {
     expect(readNpy(join(dir, 'u.npy')).data).toEqual(['test', 'train']);
     expect(readNpyHeader(join(dir, 'from_np.npy')).shape).toEqual([3, 4]);
   });
+  it('refuses shapes that are not non-negative integers with CC_ERR_NPY_FORMAT (no RangeError, no NaN shape)', () => {
+    /** A version-1 file whose header says `shape` as given, followed by `dataBytes` zero bytes. */
+    const withShape = (shape: string, dataBytes = 64): string => {
+      let header = `{'descr': '<f4', 'fortran_order': False, 'shape': ${shape}, }`;
+      header += ' '.repeat((64 - ((10 + header.length + 1) % 64)) % 64) + '\n';
+      const pre = Buffer.alloc(10);
+      pre[0] = 0x93;
+      pre.write('NUMPY', 1, 'latin1');
+      pre[6] = 1;
+      pre.writeUInt16LE(header.length, 8);
+      const f = join(dir, 'shape.npy');
+      writeFileSync(f, Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.alloc(dataBytes)]));
+      return f;
+    };
+    for (const bad of ['(-2, 3)', "('abc',)", '(2.5,)', '(nan,)', '(1e3,)', '(3,,4)', '(9007199254740993,)']) {
+      const f = withShape(bad);
+      let err: unknown;
+      try {
+        readNpy(f);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, bad).toBeInstanceOf(CortexcastError);
+      expect((err as CortexcastError).code, bad).toBe('CC_ERR_NPY_FORMAT');
+      expect((err as Error).message, bad).toMatch(/is not a non-negative integer/);
+      expect(() => readNpyHeader(f), bad).toThrow(/CC_ERR_NPY_FORMAT/);
+    }
+    // What numpy writes still reads: scalars, 1-D with a trailing comma, zero-length axes.
+    expect(readNpy(withShape('()', 4)).shape).toEqual([]);
+    expect(readNpy(withShape('(4,)', 16)).shape).toEqual([4]);
+    expect(readNpy(withShape('(0, 3)', 0)).shape).toEqual([0, 3]);
+    expect(readNpy(withShape('(2, 2)', 16)).shape).toEqual([2, 2]);
+  });
 });

@@ -11,7 +11,7 @@ const ctxFor = (mode: 'train' | 'eval' = 'eval') => {
   return { g, rng: new Rng(1), mode, params: [] as string[], state: new Map(), ...(mode === 'train' ? { dropoutSeed: g.input('seed', 'float64', []) } : {}) };
 };
 
-describe('architectures build with the shapes REFERENCE.md gives', () => {
+describe('architectures build with the shapes the report gives', () => {
   it.each(Object.keys(CNN_PROFILES) as (keyof typeof CNN_PROFILES)[])('CNN %s: responses -> [B, 1, 36, 64]', (p) => {
     const ctx = ctxFor();
     const m = cnnDecoder(ctx, 50, 'batch', CNN_PROFILES[p]);

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -145,5 +145,33 @@ print(json.dumps(json_format.MessageToDict(c)))`,
     expect(() => exportTriton(enc, tmpdir())).toThrow(/CC_ERR_WRONG_KIND/);
     expect(() => parseInstances('tpu:1')).toThrow(/--instances: 'tpu:1'/);
     expect(() => exportTriton(plain, tmpdir(), { name: 'bad name' })).toThrow(/model name 'bad name'/);
+  });
+  it('a bundle named ".." or a hidden name cannot write outside the repository (CC_ERR_OPTION)', () => {
+    const dotdot = join(mkdtempSync(join(tmpdir(), 'cc-dotdot-')), 'b');
+    cpSync(plain, dotdot, { recursive: true });
+    const man = JSON.parse(readFileSync(join(dotdot, 'manifest.json'), 'utf8')) as { name: string };
+    man.name = '..';
+    writeFileSync(join(dotdot, 'manifest.json'), JSON.stringify(man));
+    const parent = mkdtempSync(join(tmpdir(), 'cc-repo-parent-'));
+    const repo = join(parent, 'repo');
+    mkdirSync(repo);
+    expect(() => exportTriton(dotdot, repo)).toThrow(/^CC_ERR_OPTION: .*model name '\.\.'/);
+    for (const name of ['.', '.hidden', 'a/b', '../x']) expect(() => exportTriton(plain, repo, { name }), name).toThrow(/^CC_ERR_OPTION/);
+    expect(readdirSync(parent)).toEqual(['repo']);
+    expect(readdirSync(repo)).toEqual([]);
+  });
+
+  it('re-exporting over a live model folder swaps it whole: other versions kept, nothing left beside it', () => {
+    const repo = mkdtempSync(join(tmpdir(), 'cc-reexport-'));
+    exportTriton(plain, repo, { name: 'm', maxBatch: 8 });
+    mkdirSync(join(repo, 'm', '2'));
+    writeFileSync(join(repo, 'm', '2', 'model.onnx'), 'another version');
+    const first = readFileSync(join(repo, 'm', '1', 'model.onnx'));
+    exportTriton(logT, repo, { name: 'm', maxBatch: 16 });
+    expect(readdirSync(repo)).toEqual(['m']);
+    expect(readdirSync(join(repo, 'm')).sort()).toEqual(['1', '2', 'config.pbtxt']);
+    expect(readFileSync(join(repo, 'm', 'config.pbtxt'), 'utf8')).toMatch(/max_batch_size: 16/);
+    expect(readFileSync(join(repo, 'm', '1', 'model.onnx')).equals(first)).toBe(false);
+    expect(readFileSync(join(repo, 'm', '2', 'model.onnx'), 'utf8')).toBe('another version');
   });
 });

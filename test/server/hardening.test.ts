@@ -16,8 +16,8 @@ import { repoRoot } from '../helpers/paths.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
 /**
- * Server hardening (issue 12): every item here failed on the server before the one-scheduler
- * rewrite. Each test names what it guards.
+ * Server hardening: each test names the hostile or unlucky input it guards against and what the
+ * server must do instead.
  */
 let bundleDir: string;
 const neurons = 200;
@@ -75,10 +75,10 @@ describe('no input on any port ends the process', () => {
 
   it('a WebSocket upgrade or GET whose target is not a path is answered 400, and the server keeps serving', async () => {
     const upgrade = (target: string): string =>
-      `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+      `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${server.httpPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
     for (const target of ['//x:99999', 'http://[', '//', '*', '/ws?stream='])
       expect(await rawExchange(server.httpPort, upgrade(target))).toMatch(/^HTTP\/1\.1 (400|404)/);
-    expect(await rawExchange(server.httpPort, 'GET //x:99999 HTTP/1.1\r\nHost: x\r\n\r\n')).toMatch(/^HTTP\/1\.1 400/);
+    expect(await rawExchange(server.httpPort, `GET //x:99999 HTTP/1.1\r\nHost: localhost:${server.httpPort}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 400/);
     expect((await fetch(`${http}/healthz`)).status).toBe(200);
   });
 
@@ -102,7 +102,7 @@ describe('no input on any port ends the process', () => {
 
   it('an empty or repeated stream= is refused instead of subscribing to everything; absolute-form targets work', async () => {
     await expect(subscribe(http, { stream: '' }).hello).rejects.toThrow(/400/);
-    const up = (q: string): string => `GET /ws?${q} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+    const up = (q: string): string => `GET /ws?${q} HTTP/1.1\r\nHost: 127.0.0.1:${server.httpPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
     expect(await rawExchange(server.httpPort, up('stream=a&stream='))).toMatch(/^HTTP\/1\.1 400[^]*given 2 times/);
     expect(await rawExchange(server.httpPort, `GET http://127.0.0.1:${server.httpPort}/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)).toMatch(/^HTTP\/1\.1 200/);
   });
@@ -521,7 +521,7 @@ describe('rejections, clocks and HTTP auth', () => {
   });
 });
 
-describe('findings of the adversarial review', () => {
+describe('fifo batches, concurrent reloads, reflection auth, slow and inflated requests', () => {
   it('fifo: a batch never takes two frames of one stream, and a stream\'s frames decode in order', async () => {
     const server = await startServer({ framePolicy: 'fifo', queueDepth: 64, workers: 1, maxBatch: 8 });
     const http = `http://127.0.0.1:${server.httpPort}`;
@@ -574,9 +574,9 @@ describe('findings of the adversarial review', () => {
     const server = await startServer({ auth: { token }, limits: { requestTimeoutMs: 300 } });
     const session = http2Connect(`http://127.0.0.1:${server.grpcPort}`);
     session.on('error', () => undefined);
-    const trailersOf = (path: string, body: Buffer, end: boolean): Promise<Record<string, unknown>> =>
+    const trailersOf = (path: string, body: Buffer, end: boolean, headers: Record<string, string> = {}): Promise<Record<string, unknown>> =>
       new Promise((resolve) => {
-        const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' }, { endStream: false });
+        const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...headers }, { endStream: false });
         req.on('response', (h) => h['grpc-status'] !== undefined && resolve(h));
         req.on('trailers', (h) => resolve(h));
         req.on('error', () => undefined);
@@ -588,7 +588,7 @@ describe('findings of the adversarial review', () => {
     const refl = await trailersOf('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo', listServices, true);
     expect(refl['grpc-status']).toBe(String(grpc.status.UNAUTHENTICATED));
     const t0 = Date.now();
-    const half = await trailersOf('/cortexcast.v1.Decoder/ListModels', Buffer.from([0, 0, 0, 0, 10]), false);
+    const half = await trailersOf('/cortexcast.v1.Decoder/ListModels', Buffer.from([0, 0, 0, 0, 10]), false, { authorization: `Bearer ${token}` });
     expect(half['grpc-status']).toBe(String(grpc.status.DEADLINE_EXCEEDED));
     expect(Date.now() - t0).toBeLessThan(2000);
     session.destroy();

@@ -144,7 +144,7 @@ describe('encoder, MEIs and the inverted encoder on a tiny simulated session', (
     const r = await generateMeis({ encoder: encoderDir, out, neurons, steps: 60, batch: 6, quiet: true, log: () => undefined });
     expect(r.meis).toHaveLength(12 * 36 * 64);
     expect(r.rfCorrelation!.all).toBeGreaterThan(0.3);
-    // MEIs are normalised after every step as REFERENCE.md says: std 0.15, within [-1, 1].
+    // MEIs are normalised after every step as the report says: std 0.15, within [-1, 1].
     const first = r.meis.subarray(0, 36 * 64);
     const mean = first.reduce((a, v) => a + v, 0) / first.length;
     const std = Math.sqrt(first.reduce((a, v) => a + (v - mean) ** 2, 0) / first.length);

@@ -62,7 +62,7 @@ describe('cortexcast experiment (tiny simulated session)', () => {
     // The cap reached the fit: what the bundle recorded and the CSV say, and the scores differ with it.
     expect(rows.map((x) => Number(x.train_trials))).toEqual([100, 100, 240, 240]);
     expect(loadBundle(join(out, 'runs/train-100-seed1/bundle')).manifest.training.config.trainTrials).toBe(100);
-    for (const x of rows) for (const k of ['test_ssiml', 'test_mse', 'test_fid', 'test_pixcorr', 'validation_mse']) expect(Number.isFinite(Number(x[k])) && x[k] !== '', `${x.run} ${k}`).toBe(true);
+    for (const x of rows) for (const k of ['test_ssiml', 'test_mse', 'test_fid', 'test_pixcorr', 'test_identLow', 'test_identHigh', 'validation_mse']) expect(Number.isFinite(Number(x[k])) && x[k] !== '', `${x.run} ${k}`).toBe(true);
     expect(rows[0].test_mse).not.toBe(rows[2].test_mse);
     // Ridge has no randomness: its seeds agree exactly.
     expect(rows[0].test_mse).toBe(rows[1].test_mse);
@@ -88,7 +88,7 @@ describe('cortexcast experiment (tiny simulated session)', () => {
     expect(vs.n).toBe(2);
     expect(vs.mean).toBeCloseTo(Number(rows[2].test_mse) - Number(rows[0].test_mse), 5);
     expect(summary.values[0]).not.toHaveProperty('vsFirst');
-    expect(r.report!.table.split('\n')[1]).toMatch(/^train\s+seeds\s+SSIML\s+MSE\s+FID-64\s+PixCorr\s+SSIML vs 100\s+MSE vs 100$/);
+    expect(r.report!.table.split('\n')[1]).toMatch(/^train\s+seeds\s+SSIML\s+MSE\s+FID-64\s+PixCorr\s+ident low\s+ident high\s+SSIML vs 100\s+MSE vs 100$/);
     expect(r.report!.table).toMatch(new RegExp(`\\n240\\s+2/2\\s+${Number(rows[2].test_ssiml).toFixed(4)} \\+- 0\\.0000`));
 
     const results = ['train-100-seed1', 'train-240-seed2'].map((id) => join(out, 'runs', id, 'result.json'));
@@ -161,7 +161,7 @@ describe('cortexcast experiment (tiny simulated session)', () => {
     expect(second.vsFirst!.mse.mean).toBeCloseTo(-0.01, 10);
     expect(second.vsFirst!.mse.sd).toBeCloseTo(0, 10);
     const lines = rep.table.split('\n');
-    expect(lines[2]).toMatch(/^100\s+2\/3\s+0\.3000 \+- 0\.0000\s+0\.0600 \+- 0\.0141\s+-\s+0\.700 \+- 0\.000\s+-\s+-$/);
+    expect(lines[2]).toMatch(/^100\s+2\/3\s+0\.3000 \+- 0\.0000\s+0\.0600 \+- 0\.0141\s+-\s+0\.700 \+- 0\.000\s+-\s+-\s+-\s+-$/);
     // Two pairs of three finished seeds: the count is said.
     expect(lines[3]).toMatch(/^240\s+3\/3\s.*\+0\.0000 \+- 0\.0000 \(n=2\)\s+-0\.0100 \+- 0\.0000 \(n=2\)$/);
     // results.csv and the status view list runs value by value, seeds in order, whatever the plan's order.

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { mseMinMax, pixCorr, ssim, ssimLoss, ssimMinMax, logSsimLoss } from '../../src/training/eval/metrics/image-metrics.js';
 import { frechetDistance, FidComputer, resizeBilinearTf1 } from '../../src/training/eval/metrics/fid.js';
 import { buildInceptionGraph } from '../../src/training/eval/metrics/inception.js';
-import { sharedDir } from '../helpers/paths.js';
+import { fixturesDir } from '../helpers/paths.js';
 import { randn } from '../helpers/reference.js';
 
 interface Case {
@@ -19,9 +19,9 @@ interface Case {
   mse_after_minmax: number;
   pixcorr: number;
 }
-const fixture = JSON.parse(readFileSync(join(sharedDir, 'fixtures/ssim-reference.json'), 'utf8')) as { cases: Case[] };
+const fixture = JSON.parse(readFileSync(join(fixturesDir, 'ssim-reference.json'), 'utf8')) as { cases: Case[] };
 
-describe('image metrics match scikit-image references (shared/fixtures/ssim-reference.json)', () => {
+describe('image metrics match scikit-image references (test/fixtures/ssim-reference.json)', () => {
   it.each(fixture.cases.map((c) => [c.name, c] as const))('%s', (_n, c) => {
     expect(Math.abs(ssim(c.x, c.y, c.height, c.width) - c.ssim)).toBeLessThan(1e-4);
     expect(Math.abs(ssimMinMax(c.x, c.y, c.height, c.width) - c.ssim_after_minmax)).toBeLessThan(1e-4);

@@ -10,8 +10,8 @@ import { meiFixture } from '../helpers/meis.js';
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 
 /**
- * The first steps of CNN and GAN training, pinned to figures recorded before the training code is
- * restructured (issue 13): the same seeds must give the same losses after any move. The GAN reads a
+ * The first steps of CNN and GAN training, pinned to recorded figures: the same seeds must give the
+ * same losses whenever the training code is reorganised without meaning to change it. The GAN reads a
  * small MEI fixture written here instead of training an encoder first.
  */
 const quiet = (): void => undefined;

@@ -38,7 +38,7 @@ describe('ridge decoder', () => {
 
   it('reconstructs test images better than an untrained baseline on every Table I metric', async () => {
     const r = await evaluateBundle(bundleDir, data, { fid: 0 });
-    // A decoder that ignores the responses scores SSIML ~0.49 and PixCorr ~0 (REFERENCE.md).
+    // A decoder that ignores the responses scores SSIML ~0.49 and PixCorr ~0 (the report).
     expect(r.metrics.pixcorr).toBeGreaterThan(0.2);
     expect(r.metrics.ssiml).toBeLessThan(0.45);
     // Shuffling which responses go with which image must hurt: the decoder uses the responses.

@@ -255,3 +255,65 @@ describe('cortexcast experiment --slurm (single-node cluster on localhost)', () 
     expect(readFileSync(join(out, 'results.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(',')[6])).toEqual(['pending']);
   }, 240_000);
 });
+
+/**
+ * The #SBATCH lines of the written batch scripts, read the way sbatch reads them (src/sbatch/opt.c,
+ * _get_argument: whitespace splits, ' or " group, a backslash takes the next character literally,
+ * an unquoted # starts a comment) and then as a Slurm filename pattern (%% is a literal %). Runs
+ * without Slurm.
+ */
+function sbatchArguments(line: string): string[] {
+  const args: string[] = [];
+  let i = line.indexOf('#SBATCH') + '#SBATCH'.length;
+  for (;;) {
+    while (i < line.length && /\s/.test(line[i])) i++;
+    if (i >= line.length) return args;
+    let arg = '';
+    let quote = '';
+    let escaped = false;
+    for (; i < line.length && (quote || !/\s/.test(line[i])); i++) {
+      const c = line[i];
+      if (escaped) escaped = false;
+      else if (c === '\\') {
+        escaped = true;
+        continue;
+      } else if (quote) {
+        if (c === quote) {
+          quote = '';
+          continue;
+        }
+      } else if (c === '"' || c === "'") {
+        quote = c;
+        continue;
+      } else if (c === '#') return args;
+      arg += c;
+    }
+    args.push(arg);
+  }
+}
+const slurmPattern = (p: string, arrayTask: number): string => p.replace(/%(%|a)/g, (_, c: string) => (c === '%' ? '%' : String(arrayTask)));
+
+describe('Slurm batch scripts: the experiment folder in #SBATCH lines', () => {
+  it('spaces, %, #, quotes and backslashes in the folder survive sbatch parsing; --output names that exact folder', async () => {
+    const { batchScript } = await import('../../src/training/experiment/slurm.js');
+    for (const dir of ['/data/my exp/slurm/logs', '/data/50% done/slurm/logs', '/data/a#b/"q"/back\\slash/it\'s/logs', '/data/%j/logs']) {
+      const script = batchScript('cc-exp 1-runs', ['experiment', 'run-one', '/x'], { dir, file: 'run-%a.out' });
+      const lines = script.split('\n').filter((l) => l.startsWith('#SBATCH'));
+      expect(lines).toHaveLength(2);
+      expect(sbatchArguments(lines[0])).toEqual(['--job-name=cc-exp 1-runs']);
+      const out = sbatchArguments(lines[1]);
+      expect(out).toHaveLength(1);
+      expect(out[0].startsWith('--output=')).toBe(true);
+      // Slurm expands %a to the task id and %% to %: the log lands in the folder as named.
+      expect(slurmPattern(out[0].slice('--output='.length), 3)).toBe(`${dir}/run-3.out`);
+      // bash reads the same lines as comments: the script still parses.
+      expect(spawnSync('bash', ['-n'], { input: script }).status).toBe(0);
+    }
+  });
+
+  it('a folder name with a newline is refused with CC_ERR_EXPERIMENT (it would end the #SBATCH line)', async () => {
+    const { batchScript } = await import('../../src/training/experiment/slurm.js');
+    expect(() => batchScript('cc-x', ['report'], { dir: '/data/two\nlines/logs', file: 'report.out' })).toThrow(/^CC_ERR_EXPERIMENT: .*newline/);
+    expect(() => batchScript('cc-x\r', ['report'], { dir: '/data/logs', file: 'report.out' })).toThrow(/^CC_ERR_EXPERIMENT: .*newline/);
+  });
+});

@@ -11,7 +11,7 @@ import { ssimMinMax, logSsimLoss as logSsimNumber } from '../../src/training/eva
 import { TrainingSession, type ModelBuilder, type TrainingSpec } from '../../src/training/engine/trainer.js';
 import { ReduceOnPlateau, cosineLr } from '../../src/training/engine/schedule.js';
 import { randn } from '../helpers/reference.js';
-import { sharedDir } from '../helpers/paths.js';
+import { fixturesDir } from '../helpers/paths.js';
 
 const f32 = (dims: number[], data: ArrayLike<number>): TensorData => tensor('float32', dims, Float32Array.from(data));
 
@@ -275,7 +275,7 @@ describe('training engine', () => {
 });
 
 describe('graph losses', () => {
-  const fixture = JSON.parse(readFileSync(join(sharedDir, 'fixtures/ssim-reference.json'), 'utf8')) as { cases: { name: string; height: number; width: number; x: number[]; y: number[]; ssim_after_minmax: number }[] };
+  const fixture = JSON.parse(readFileSync(join(fixturesDir, 'ssim-reference.json'), 'utf8')) as { cases: { name: string; height: number; width: number; x: number[]; y: number[]; ssim_after_minmax: number }[] };
 
   it('SSIM and log-SSIM graphs match the metric (and scikit-image) on the fixture pairs', async () => {
     for (const c of fixture.cases.filter((k) => k.height === 36)) {

@@ -3,7 +3,7 @@ import type { Value } from '../onnx/index.js';
 import { DECODER_INPUT } from './ridge.js';
 
 /**
- * The report's CNN decoder (REFERENCE.md, "CNN decoder", the authors' code sizes): a fully connected
+ * The report's CNN decoder (the authors' code sizes): a fully connected
  * readin to an unflattened [C0, h0, w0] tensor (BN1d, LeakyReLU, dropout), then transposed
  * convolutions with BN + ReLU + dropout between, a last transposed conv to one channel, and a centre
  * crop to the target size. Profiles scale channels; `paper` reproduces the report.
@@ -51,7 +51,7 @@ const APPENDIX: CnnDecoderConfig = {
 };
 
 export const CNN_PROFILES: Record<'paper' | 'appendix' | 'small', CnnDecoderConfig> = {
-  /** The authors' code sizes (REFERENCE.md "Code"). */
+  /** The sizes of the report authors' code. */
   paper: PAPER,
   appendix: APPENDIX,
   /**

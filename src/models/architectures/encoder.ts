@@ -2,7 +2,7 @@ import { batchNorm, conv2d, elu, fixedDim, int64s, param, reduce, reshape, scala
 import { tensor, type Value } from '../onnx/index.js';
 
 /**
- * The encoding model of REFERENCE.md ("Encoder"): image [B, 1, H, W] -> predicted responses [B, N].
+ * The report's encoding model: image [B, 1, H, W] -> predicted responses [B, N].
  * A CNN core (conv k9 without padding, then k7 layers, BN + ELU after each) shared by every
  * recording session, and one readout per session: a Gaussian readout (a learned position per neuron,
  * sampled around it while training) or a factorized one (spatial mask x feature weights).

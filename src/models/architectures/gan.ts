@@ -4,7 +4,7 @@ import { GraphError, tensor, type Value } from '../onnx/index.js';
 import { anchoredResidual, DECODER_INPUT, ridgeImage, type RidgeAnchor } from './ridge.js';
 
 /**
- * The report's GAN decoder (REFERENCE.md "GAN decoder with MEI readin"): a readin that turns the
+ * The report's GAN decoder (GAN decoder with MEI readin): a readin that turns the
  * response vector into a [C, H, W] tensor, a stride-1 generator core to one channel, and a
  * discriminator used only in training.
  *

@@ -1,6 +1,6 @@
 export * from './graph.js';
 export * from './tensor.js';
-export { writeModel, readModel, type ModelMeta, type ReadModel, type ReadOptions, type RewriteNode } from './serialize.js';
+export { writeModel, readModel, mergeModel, type ModelMeta, type ReadModel, type ReadOptions, type RewriteNode } from './serialize.js';
 export { OP_SCHEMAS, lookupSchema } from './ops/index.js';
 import { Graph } from './graph.js';
 import { lookupSchema } from './ops/index.js';

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
 import { Graph, GraphError, type Attr, type AttrType, type Dim, type Value } from './graph.js';
@@ -160,40 +161,14 @@ export interface RewriteNode {
  * node is shape-checked again: a corrupted or foreign model fails here with the node named.
  */
 export function readModel(bytes: Uint8Array, opts: ReadOptions = {}): ReadModel {
-  let m: Pb;
-  try {
-    m = ModelProto.toObject(ModelProto.decode(bytes), { longs: Number, bytes: Uint8Array as unknown as typeof String, defaults: false }) as Pb;
-  } catch (e) {
-    throw new GraphError(`not a readable ONNX model: ${(e as Error).message}`);
-  }
+  const m = decodeModel(bytes);
   const gp: Pb = m.graph ?? {};
   const g = new Graph(String(gp.name ?? 'graph'), lookupSchema);
   const opset = (m.opsetImport ?? []).find((o: Pb) => !o.domain)?.version;
   g.opset = opset ? num(opset) : g.opset;
-  const inits = new Set<string>();
-  for (const t of gp.initializer ?? []) {
-    g.initializer(String(t.name), readTensor(t), { exactName: true });
-    inits.add(String(t.name));
-  }
-  const alias = new Map<string, Value>();
-  for (const v of gp.input ?? []) {
-    if (inits.has(String(v.name))) continue; // older models list initializers as inputs too
-    const info = readValueInfo(v);
-    if (opts.prelude) alias.set(info.name, opts.prelude(g, info));
-    else g.input(info.name, info.dtype, info.shape);
-  }
-  const value = (name: string): Value => alias.get(name) ?? g.value(name);
-  for (const n of (gp.node ?? []) as Pb[]) {
-    const attrs: Record<string, Attr> = {};
-    for (const a of n.attribute ?? []) attrs[String(a.name)] = readAttr(a);
-    const inputs = (n.input ?? []).map((name: string) => (name === '' ? undefined : value(name)));
-    const plain = Object.fromEntries(Object.entries(attrs).map(([k, a]) => [k, a.value]));
-    const replaced = opts.rewrite?.(g, { name: String(n.name ?? ''), opType: String(n.opType), domain: String(n.domain ?? ''), inputs, attrs: plain });
-    if (replaced) (n.output ?? []).forEach((o: string, i: number) => alias.set(String(o), replaced[i]));
-    else addNode(g, n, inputs, attrs);
-  }
+  const outputs = addModelNodes(g, gp, opts, '');
   for (const o of gp.output ?? []) {
-    const v = value(String(o.name));
+    const v = outputs.get(String(o.name))!;
     if (v.name === String(o.name)) g.outputs.push(v);
     else g.output(v, String(o.name)); // a rewritten producer: keep the model's output name
   }
@@ -202,9 +177,72 @@ export function readModel(bytes: Uint8Array, opts: ReadOptions = {}): ReadModel 
   return { graph: g, opset: g.opset, metadata, producer: String(m.producerName ?? '') };
 }
 
-function addNode(g: Graph, n: Pb, inputs: (Value | undefined)[], attrs: Record<string, Attr>): void {
+/**
+ * Add a whole model's nodes to an existing graph, every name prefixed with `prefix`, its inputs read
+ * from `inputs` (by input name): several models in one graph (an ensemble). Returns the model's
+ * outputs by name. The model's opset must not be newer than the graph's.
+ */
+export function mergeModel(g: Graph, bytes: Uint8Array, prefix: string, inputs: ReadonlyMap<string, Value>, shared?: Map<string, Value>): Map<string, Value> {
+  const m = decodeModel(bytes);
+  const opset = (m.opsetImport ?? []).find((o: Pb) => !o.domain)?.version;
+  if (opset && num(opset) > g.opset) throw new GraphError(`model '${prefix}' uses opset ${num(opset)}, newer than the graph's ${g.opset}`);
+  return addModelNodes(g, m.graph ?? {}, { prelude: (_, info) => {
+    const v = inputs.get(info.name);
+    if (!v) throw new GraphError(`model '${prefix}' has an input '${info.name}' that was not given`);
+    return v;
+  } }, prefix, shared);
+}
+
+function decodeModel(bytes: Uint8Array): Pb {
+  try {
+    return ModelProto.toObject(ModelProto.decode(bytes), { longs: Number, bytes: Uint8Array as unknown as typeof String, defaults: false }) as Pb;
+  } catch (e) {
+    throw new GraphError(`not a readable ONNX model: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * `shared`: initializers by content, across the models merged into one graph. A weight that another
+ * merged model already holds (the ridge map every ridge-anchored decoder of one dataset carries) is
+ * stored once, and ONNX Runtime's common-subexpression pass then computes what reads it once.
+ */
+function addModelNodes(g: Graph, gp: Pb, opts: ReadOptions, prefix: string, shared?: Map<string, Value>): Map<string, Value> {
+  const inits = new Set<string>();
+  const alias = new Map<string, Value>();
+  for (const t of gp.initializer ?? []) {
+    const data = readTensor(t);
+    inits.add(String(t.name));
+    const key = shared && `${data.dtype}:${data.dims.join('x')}:${createHash('sha256').update(rawBytes(data)).digest('hex')}`;
+    const same = key ? shared!.get(key) : undefined;
+    if (same) {
+      alias.set(String(t.name), same);
+      continue;
+    }
+    const v = g.initializer(prefix + String(t.name), data, { exactName: true });
+    if (key) shared!.set(key, v);
+  }
+  for (const v of gp.input ?? []) {
+    if (inits.has(String(v.name))) continue; // older models list initializers as inputs too
+    const info = readValueInfo(v);
+    if (opts.prelude) alias.set(info.name, opts.prelude(g, info));
+    else g.input(info.name, info.dtype, info.shape);
+  }
+  const value = (name: string): Value => alias.get(name) ?? g.value(prefix + name);
+  for (const n of (gp.node ?? []) as Pb[]) {
+    const attrs: Record<string, Attr> = {};
+    for (const a of n.attribute ?? []) attrs[String(a.name)] = readAttr(a);
+    const inputs = (n.input ?? []).map((name: string) => (name === '' ? undefined : value(name)));
+    const plain = Object.fromEntries(Object.entries(attrs).map(([k, a]) => [k, a.value]));
+    const replaced = opts.rewrite?.(g, { name: String(n.name ?? ''), opType: String(n.opType), domain: String(n.domain ?? ''), inputs, attrs: plain });
+    if (replaced) (n.output ?? []).forEach((o: string, i: number) => alias.set(String(o), replaced[i]));
+    else addNode(g, n, inputs, attrs, prefix);
+  }
+  return new Map(((gp.output ?? []) as Pb[]).map((o) => [String(o.name), value(String(o.name))]));
+}
+
+function addNode(g: Graph, n: Pb, inputs: (Value | undefined)[], attrs: Record<string, Attr>, prefix: string): void {
   const plain: Record<string, Attr['value']> = {};
   for (const [k, a] of Object.entries(attrs)) plain[k] = a.value;
-  const name = String(n.name || `${n.opType}_${g.nodes.length}`);
-  g.opN(String(n.opType), inputs, plain, { name, outputNames: (n.output ?? []).map(String), domain: n.domain ? String(n.domain) : '' });
+  const name = prefix + String(n.name || `${n.opType}_${g.nodes.length}`);
+  g.opN(String(n.opType), inputs, plain, { name, outputNames: (n.output ?? []).map((o: string) => prefix + String(o)), domain: n.domain ? String(n.domain) : '' });
 }

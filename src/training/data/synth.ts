@@ -8,6 +8,8 @@ import { cropPhoto, loadPhoto, PHOTOS, type CropSpec, type GreyPhoto, type Photo
 import { resizeArea } from '../../datasets/image-ops.js';
 import { DEFAULT_SIMULATOR, NEURON_PARAM_KEYS, poisson, stimulusContrast, V1Model, type SimulatorConfig } from './simulator.js';
 
+type Tier = 'train' | 'validation' | 'test';
+
 export const IMAGE_H = 144;
 export const IMAGE_W = 256;
 
@@ -20,9 +22,64 @@ export interface SynthConfig {
   /** Photos reserved for validation and test crops; every other photo feeds train crops. */
   validationPhotos: PhotoName[];
   testPhotos: PhotoName[];
-  /** Crop width as a fraction of the largest 16:9 crop the photo allows. */
+  /** Crop width as a fraction of the largest 16:9 crop the photo allows ('regions': the region allows). */
   cropScale: [number, number];
+  /**
+   * How stimuli are kept apart between tiers. 'photos': validation and test crops come from their own
+   * photos (`validationPhotos`, `testPhotos`), train crops from the rest. 'regions': every photo feeds
+   * every tier; each photo is cut into quadrants separated by a guard band (no shared pixels), one
+   * quadrant for test, the opposite one for validation, two for train (see `regionPlan`). Default
+   * 'photos' (datasets written before 'regions' existed are 'photos').
+   */
+  split?: 'photos' | 'regions';
+  /**
+   * Responses without trial-to-trial noise: each neuron's expected response (the mean of the Poisson
+   * x amplitude x log-normal draw) instead of a draw, at rest (no running modulation). For measuring
+   * the ceiling of what is decodable.
+   */
+  noiseFree?: boolean;
   simulator: SimulatorConfig;
+}
+
+/** Pixels between the quadrants of a photo in the 'regions' split, so no two tiers share a pixel. */
+export const REGION_GUARD_PX = 16;
+/** 'regions' crop sizes: 40-100% of a quadrant's largest 16:9 crop (about 20-50% of the photo's). */
+export const REGION_CROP_SCALE: [number, number] = [0.4, 1];
+
+interface Rect {
+  left: number;
+  top: number;
+  width: number;
+  height: number;
+}
+
+/**
+ * The quadrants of a photo for the 'regions' split: photo i (in PHOTOS order) keeps quadrant i mod 4
+ * for test and the opposite quadrant for validation, so over the nine photos every quadrant position
+ * is held out; the guard band around the centre lines belongs to no tier.
+ */
+export function regionPlan(photo: { width: number; height: number }, photoIndex: number): Record<Tier, Rect[]> {
+  const g = REGION_GUARD_PX / 2;
+  const cx = Math.floor(photo.width / 2);
+  const cy = Math.floor(photo.height / 2);
+  const quadrants: Rect[] = [
+    { left: 0, top: 0, width: cx - g, height: cy - g },
+    { left: cx + g, top: 0, width: photo.width - cx - g, height: cy - g },
+    { left: cx + g, top: cy + g, width: photo.width - cx - g, height: photo.height - cy - g },
+    { left: 0, top: cy + g, width: cx - g, height: photo.height - cy - g },
+  ];
+  const test = photoIndex % 4;
+  const validation = (test + 2) % 4;
+  return { test: [quadrants[test]], validation: [quadrants[validation]], train: quadrants.filter((_, q) => q !== test && q !== validation) };
+}
+
+/** A random 16:9 crop inside `r`, `scale` of the largest one r allows wide (mirrored half the time). */
+export function planCropIn(rng: Rng, r: Rect, scale: [number, number]): CropSpec {
+  const aspect = IMAGE_W / IMAGE_H;
+  const maxW = Math.min(r.width, Math.floor(r.height * aspect));
+  const width = Math.min(maxW, Math.max(IMAGE_W / 4, Math.round(maxW * rng.uniform(scale[0], scale[1]))));
+  const height = Math.min(r.height, Math.round(width / aspect));
+  return { left: r.left + rng.int(r.width - width + 1), top: r.top + rng.int(r.height - height + 1), width, height, flip: rng.next() < 0.5 };
 }
 
 export const SYNTH_PRESETS: Record<'default' | 'small' | 'tiny', SynthConfig> = {
@@ -59,7 +116,6 @@ export const SYNTH_PRESETS: Record<'default' | 'small' | 'tiny', SynthConfig> = 
   },
 };
 
-type Tier = 'train' | 'validation' | 'test';
 interface TrialPlan {
   tier: Tier;
   imageId: number;
@@ -95,13 +151,13 @@ export async function synthesize(dir: string, cfg: SynthConfig, opts: { quiet?: 
   const rng = new Rng(sim.seed);
   const photos = new Map<PhotoName, GreyPhoto>();
   for (const name of PHOTOS) photos.set(name, await loadPhoto(name));
-  const reserved = new Set([...cfg.validationPhotos, ...cfg.testPhotos]);
+  const reserved = new Set(cfg.split === 'regions' ? [] : [...cfg.validationPhotos, ...cfg.testPhotos]);
   const split: Record<Tier, PhotoName[]> = {
     train: PHOTOS.filter((p) => !reserved.has(p)),
-    validation: cfg.validationPhotos,
-    test: cfg.testPhotos,
+    validation: cfg.split === 'regions' ? [...PHOTOS] : cfg.validationPhotos,
+    test: cfg.split === 'regions' ? [...PHOTOS] : cfg.testPhotos,
   };
-  if (cfg.validationPhotos.some((p) => cfg.testPhotos.includes(p))) throw ccError('CC_ERR_OPTION', 'a photo cannot feed both validation and test');
+  if (cfg.split !== 'regions' && cfg.validationPhotos.some((p) => cfg.testPhotos.includes(p))) throw ccError('CC_ERR_OPTION', 'a photo cannot feed both validation and test');
 
   // Plan every trial: which photo and crop, which tier, which image id (repeats share one).
   const plans: TrialPlan[] = [];
@@ -114,9 +170,15 @@ export async function synthesize(dir: string, cfg: SynthConfig, opts: { quiet?: 
       for (let r = 0; r < repeats; r++) plans.push({ tier, imageId: id, photo, crop });
     }
   };
-  addImages('train', cfg.trainTrials, 1);
-  addImages('validation', cfg.validationTrials, 1);
-  addImages('test', cfg.testImages, cfg.repeats);
+  if (cfg.split === 'regions') plans.push(...regionTrials(cfg, photos, sim.seed));
+  else {
+    addImages('train', cfg.trainTrials, 1);
+    addImages('validation', cfg.validationTrials, 1);
+    addImages('test', cfg.testImages, cfg.repeats);
+  }
+  // The rate scales are calibrated on the first planned trials: with 'regions' those are the same train
+  // crops whatever the number of trials, so datasets of one seed with 5x the trials simulate the same population.
+  const calibration = plans.slice(0, 64);
   rng.shuffle(plans);
   const nTrials = plans.length;
   const n = sim.neurons;
@@ -157,16 +219,24 @@ export async function synthesize(dir: string, cfg: SynthConfig, opts: { quiet?: 
     });
     const drive = await model.drive(stim, idx.length);
     if (!calibrated) {
-      // Rates are calibrated on the first batch of the session (any tier: it only sets scales).
-      model.calibrate(drive, idx.length);
+      // Rates are calibrated once (any tier: it only sets scales): on the first batch of the session, or
+      // with 'regions' on the first planned trials (see above).
+      if (cfg.split === 'regions') model.calibrate(await model.drive(await contrastStimuli(calibration, photos, sim.height, sim.width), calibration.length), calibration.length);
+      else model.calibrate(drive, idx.length);
       calibrated = true;
     }
     const mu = new Float32Array(n);
     for (let i = 0; i < idx.length; i++) {
       const t = b0 + i;
-      model.expected(drive.subarray(i * n, (i + 1) * n), behavior[t * 3 + 2], mu);
+      // Noise-free: no running modulation either (it varies from trial to trial whatever the stimulus).
+      model.expected(drive.subarray(i * n, (i + 1) * n), cfg.noiseFree ? 0 : behavior[t * 3 + 2], mu);
       const r = responses.subarray(t * n, (t + 1) * n);
       for (let k = 0; k < n; k++) {
+        if (cfg.noiseFree) {
+          // The draw's expectation: E[events] = mu, E[exp(0.25 z)] = exp(0.25^2 / 2).
+          r[k] = amplitude[k] * mu[k] * NOISE_FREE_JITTER;
+          continue;
+        }
         const events = poisson(noiseRng, mu[k]);
         r[k] = events ? amplitude[k] * events * Math.exp(0.25 * noiseRng.normal()) : 0;
       }
@@ -180,6 +250,7 @@ export async function synthesize(dir: string, cfg: SynthConfig, opts: { quiet?: 
 
   writeNpy(join(dir, 'meta/trials/tiers.npy'), plans.map((p) => p.tier));
   writeNpy(join(dir, 'meta/trials/frame_image_id.npy'), BigInt64Array.from(plans.map((p) => BigInt(p.imageId))));
+  writeNpy(join(dir, 'meta/trials/stimulus_source.npy'), plans.map((p) => p.photo));
   writeNpy(join(dir, 'meta/trials/trial_idx.npy'), BigInt64Array.from(plans.map((_, i) => BigInt(i))));
   writeNpy(join(dir, 'meta/neurons/unit_ids.npy'), BigInt64Array.from({ length: n }, (_, i) => BigInt(i + 1)));
   writeNpy(join(dir, 'meta/neurons/cell_motor_coordinates.npy'), model.params.cortex, [n, 3]);
@@ -205,6 +276,46 @@ export async function synthesize(dir: string, cfg: SynthConfig, opts: { quiet?: 
     ),
   );
   return { dir, trials: nTrials, neurons: n, seconds: (Date.now() - t0) / 1000 };
+}
+
+const NOISE_FREE_JITTER = Math.exp(0.25 ** 2 / 2);
+
+/**
+ * The 'regions' plan: each tier from its quadrants of every photo. Validation and test images cycle
+ * through the photos (each photo holds out the same share); train images pick photos at random. Each
+ * tier draws from its own random stream, so a dataset with more train trials keeps the same
+ * validation and test images.
+ */
+function regionTrials(cfg: SynthConfig, photos: Map<PhotoName, GreyPhoto>, seed: number): TrialPlan[] {
+  const plans: TrialPlan[] = [];
+  let imageId = 0;
+  const tiers: [Tier, number, number][] = [
+    ['train', cfg.trainTrials, 1],
+    ['validation', cfg.validationTrials, 1],
+    ['test', cfg.testImages, cfg.repeats],
+  ];
+  tiers.forEach(([tier, count, repeats], t) => {
+    const rng = new Rng(seed * 7919 + 101 * (t + 1));
+    // Image ids: train from 0, validation and test in ranges of their own, so ids stay put as train grows.
+    imageId = tier === 'train' ? 0 : tier === 'validation' ? 1_000_000 : 2_000_000;
+    for (let i = 0; i < count; i++) {
+      const p = tier === 'train' ? rng.int(PHOTOS.length) : i % PHOTOS.length;
+      const photo = photos.get(PHOTOS[p])!;
+      const rects = regionPlan(photo, p)[tier];
+      const crop = planCropIn(rng, rects[rng.int(rects.length)], REGION_CROP_SCALE);
+      const id = imageId++;
+      for (let r = 0; r < repeats; r++) plans.push({ tier, imageId: id, photo: PHOTOS[p], crop });
+    }
+  });
+  return plans;
+}
+
+/** The simulator's input for planned trials: crops at the dataset geometry, resized, as contrast. */
+async function contrastStimuli(plans: TrialPlan[], photos: Map<PhotoName, GreyPhoto>, h: number, w: number): Promise<Float32Array> {
+  const out = new Float32Array(plans.length * h * w);
+  const crops = await Promise.all(plans.map((p) => cropPhoto(photos.get(p.photo)!, p.crop, IMAGE_W, IMAGE_H)));
+  crops.forEach((c, i) => stimulusContrast(resizeArea(c, IMAGE_H, IMAGE_W, h, w), out.subarray(i * h * w, (i + 1) * h * w)));
+  return out;
 }
 
 interface StatsInput {

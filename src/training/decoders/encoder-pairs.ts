@@ -9,7 +9,7 @@ import { predictResponses } from '../encoder/train-encoder.js';
 
 /**
  * Extra (responses, image) training pairs made by a trained encoder, the low-data trick of the
- * report's successor (MEIcoder, REFERENCE.md last section): new images are made from train-tier
+ * report's successor, MEIcoder: new images are made from train-tier
  * stimuli only (a random window of 60-100% of the frame, rescaled to the full frame, mirrored half
  * the time), the encoder predicts the population's mean response to each, and the noise is the
  * source trial's own residual (its recorded responses minus the encoder's prediction for its image),

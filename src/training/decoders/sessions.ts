@@ -10,6 +10,7 @@ import { Gemm } from '../engine/linalg.js';
 import { createSession, runOnce } from '../../models/ort.js';
 import { DEFAULT_PREPROCESS, prepareDataset, type PreparedData } from '../../datasets/preprocess.js';
 import { SensoriumDataset, sessionNames } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { evaluateBundle } from '../eval/evaluate.js';
 import type { FidComputer } from '../eval/metrics/fid.js';
 import { scoreImages } from '../eval/metrics/image-metrics.js';
@@ -42,7 +43,7 @@ export function openSessions(dirs: string[], out: string, o: { maxTrain?: number
   if (!dirs.length) throw ccError('CC_ERR_OPTION', 'no --data folder given');
   const names = sessionNames(dirs);
   return dirs.map((dir, k) => {
-    const ds = SensoriumDataset.open(dir);
+    const ds = openDataset(dir);
     const data = prepareDataset(ds, DEFAULT_PREPROCESS, { quiet: o.quiet, maxTrain: o.maxTrain, neurons: o.neurons });
     if (o.transform !== 'none') for (const sp of [data.train, data.validation, data.test]) applyResponseTransform(sp.responses, new Float32Array(data.neurons).fill(1), o.transform, sp.responses);
     return { ds, data, bundle: dirs.length > 1 ? join(out, names[k]) : out };
@@ -223,7 +224,7 @@ export class DecoderBatch {
     private readonly sessions: DecoderSession[],
     readonly batch: number,
     stepInputNames: Record<string, string>,
-    /** Encoder-made pairs replacing the first `round(fraction * batch)` rows of session 0's batch. */
+    /** Encoder-made pairs replacing the first `round(fraction * batch)` rows of the first session's batch. */
     private readonly pairs?: { source: EncoderPairs; fraction: number },
     /** Ridge images of encoder-made rows are computed (they have no out-of-fold estimate). */
     private readonly gemm?: Gemm,

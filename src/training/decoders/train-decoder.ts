@@ -102,7 +102,7 @@ export type EpochRecord = RunRecord;
  * The contrast read-out's default grid divisor: 9x16 for 36x64 images. It reads 1/16 of the full-size
  * read-out's weights per frame (the refiner's MatMul 53% of the full-size one's), and validation did
  * not tell the two apart: SSIML 0.2934 vs 0.2931 (second population) and 0.2678 vs 0.2675 (default
- * preset), MSE equal to 4 digits, same seed and steps (docs/bench/quality-s9-contrast-grid.txt).
+ * preset), MSE equal to 4 digits, same seed and steps (docs/bench/ablation-cnn-contrast-grid.txt).
  */
 export const CONTRAST_DOWNSAMPLE = 4;
 
@@ -121,7 +121,7 @@ export interface TrainDecoderResult {
 }
 
 /**
- * Train the report's CNN or GAN decoder end to end (REFERENCE.md, recipes in cnn.ts and gan.ts):
+ * Train the report's CNN or GAN decoder end to end (recipes in cnn.ts and gan.ts):
  * AdamW 3e-4 / wd 3e-2, batch 16, validation (SSIM, MSE, PixCorr, FID-64) every epoch or every
  * --validate-every steps; the best by the selection metric is exported as the bundle and scored on
  * the test tier; the run folder keeps everything needed to see and resume the run.
@@ -151,7 +151,7 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     epochs: o.epochs ?? 200,
     threads: o.threads,
     // The refiner's objective and selection ask for SSIM and MSE together: MSE alone tied ridge's SSIML,
-    // log-SSIM alone traded MSE away (docs/bench/quality-s8-*).
+    // log-SSIM alone traded MSE away (docs/bench/ablation-cnn-objective-contrast.txt).
     loss: o.loss ?? (refiner ? 'mse+logssim' : undefined),
     transform,
     recipe: recipeName,

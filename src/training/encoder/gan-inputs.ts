@@ -10,7 +10,7 @@ import { trainEncoder, type TrainEncoderOptions } from './train-encoder.js';
  */
 
 /**
- * MEI gradient-ascent steps for the GAN's readin, not REFERENCE.md's 1,000: the MEI/RF correlation
+ * MEI gradient-ascent steps for the GAN's readin, not the report's 1,000: the MEI/RF correlation
  * was already 0.77 at 100 on the default preset, and 1,000 steps for 512 neurons take an hour on 2 cores.
  */
 export const GAN_MEI_STEPS = 100;

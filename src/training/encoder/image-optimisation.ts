@@ -6,8 +6,8 @@ import { Rng } from '../../models/rng.js';
 import { buildGradients } from '../engine/autodiff/engine.js';
 
 /**
- * One step of image optimisation through a frozen encoder, as a graph (REFERENCE.md "MEIs" and
- * "Inverted encoder"): the encoder's forward pass, the gradient of the objective w.r.t. the image,
+ * One step of image optimisation through a frozen encoder, as a graph (the report's MEIs and
+ * inverted encoder): the encoder's forward pass, the gradient of the objective w.r.t. the image,
  * the gradient blurred by a Gaussian (reflect padding), the step, and the per-image rescaling. The
  * step size and the blur kernel are inputs, so one session serves a whole hyperparameter search.
  *

@@ -11,6 +11,7 @@ import { gaussianKernel2d } from '../../models/decoder-runner.js';
 import { createSession } from '../../models/ort.js';
 import { Rng } from '../../models/rng.js';
 import { SensoriumDataset } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { SimulatedTruth } from '../data/simulated-truth.js';
 import { blurRadiusFor, buildImageStep, buildSelectedMeiStep, STEP_IMAGE, STEP_KERNEL, STEP_LR, STEP_NEURON, STEP_NEXT, STEP_SCORE } from './image-optimisation.js';
 import { pixCorr } from '../eval/metrics/image-metrics.js';
@@ -34,7 +35,7 @@ export interface MeiSettings {
   steps: number;
   lr: number;
   blurSigma: number;
-  /** Per-image std after each step (REFERENCE.md: 0.15), then clipped to [-1, 1]. */
+  /** Per-image std after each step (the report's 0.15), then clipped to [-1, 1]. */
   std: number;
   /** Neurons optimised together (one image each). */
   batch: number;
@@ -175,7 +176,7 @@ export async function generateMeis(o: MeiOptions): Promise<MeiResult> {
   const result: MeiResult = { dir: o.out, neurons, meis, activation, seconds: (Date.now() - t0) / 1000 };
   // Simulated data: the simulator rebuilt from the encoder's dataset gives the true receptive fields.
   const dataset = enc.manifest.training.dataset;
-  const truth = existsSync(dataset) ? await SimulatedTruth.load(SensoriumDataset.open(dataset)) : undefined;
+  const truth = existsSync(dataset) ? await SimulatedTruth.load(openDataset(dataset)) : undefined;
   const rf = truth && rfCorrelation(truth, neurons, meis, H, W);
   if (rf) result.rfCorrelation = rf;
   const sample = Math.min(20, neurons.length);

@@ -6,7 +6,7 @@ import { blurImage as blur } from '../ridge/contrast.js';
  * local contrast energy (an energy spike-triggered average, which finds simple and complex cells
  * alike) peaks over its receptive field. Positions are returned in the readout's [-1, 1] coordinates
  * of the core's output, which is the image cropped by `border` pixels on each side (valid convolution).
- * Starting there instead of near the centre (REFERENCE.md's U(+-0.3)) saves the many epochs the
+ * Starting there instead of near the centre (the report's U(+-0.3)) saves the many epochs the
  * readout otherwise spends walking to its neurons' receptive fields.
  */
 export async function energyStaPositions(images: Float32Array, responses: Float32Array, rows: number, neurons: number, h: number, w: number, border: number): Promise<Float32Array> {

@@ -22,6 +22,7 @@ import { tensor, type TensorData, type Value } from '../../models/onnx/index.js'
 import { createSession, runOnce } from '../../models/ort.js';
 import { DEFAULT_PREPROCESS, prepareDataset, readRawSplit, type PreparedData } from '../../datasets/preprocess.js';
 import { SensoriumDataset, sessionNames } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { SimulatedTruth } from '../data/simulated-truth.js';
 import { histogramsSvg, writeFile } from '../report/figures.js';
 import { energyStaPositions } from './readout-init.js';
@@ -41,12 +42,12 @@ export interface TrainEncoderOptions {
   epochs?: number;
   batch?: number;
   lr?: number;
-  /** Regularisers of REFERENCE.md: L1 on readout weights, Laplace smoothness of the first conv. */
+  /** The report's regularisers: L1 on readout weights, Laplace smoothness of the first conv. */
   l1?: number;
   laplace?: number;
   /**
    * Gaussian readout start: 'sta' (default) from each neuron's energy spike-triggered average;
-   * 'uniform' is REFERENCE.md's U(+-0.3) around the centre.
+   * 'uniform' is the report's U(+-0.3) around the centre.
    */
   positionInit?: 'sta' | 'uniform';
   /** Early stopping: epochs without a better validation correlation. */
@@ -138,7 +139,7 @@ function fractionExplainable(obs: Float32Array, pred: Float32Array, groups: numb
 }
 
 /**
- * Train an encoder on one or more sessions (REFERENCE.md "Encoder"): Poisson loss summed over neurons
+ * Train an encoder on one or more sessions (the report's encoder): Poisson loss summed over neurons
  * and images, L1 on readout weights, Laplace smoothness on the first conv, Adam, reduce-on-plateau on
  * validation correlation and early stopping; the best epoch's parameters are exported, one encoder
  * bundle per session (kind `encoder`), and scored on the test tier.
@@ -148,7 +149,7 @@ export async function trainEncoder(o: TrainEncoderOptions): Promise<{ sessions: 
   const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
   if (!o.data.length) throw ccError('CC_ERR_OPTION', 'train encoder needs at least one --data folder');
   const cfg: EncoderConfig = { ...ENCODER_PROFILES[o.profile ?? 'small'], ...o.config };
-  const dsets = o.data.map((d) => SensoriumDataset.open(d));
+  const dsets = o.data.map((d) => openDataset(d));
   const prepared: PreparedData[] = dsets.map((ds) => prepareDataset(ds, { ...DEFAULT_PREPROCESS, imageSize: [cfg.height, cfg.width] }, { quiet: o.quiet, maxTrain: o.maxTrain }));
   const names = sessionNames(o.data);
   const bundles = prepared.map((_, k) => (prepared.length > 1 ? join(o.out, names[k]) : o.out));

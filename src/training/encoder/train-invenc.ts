@@ -6,11 +6,13 @@ import { writeModel } from '../../models/onnx/index.js';
 import { createSession } from '../../models/ort.js';
 import { readRawSplit } from '../../datasets/preprocess.js';
 import { SensoriumDataset } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { FidComputer } from '../eval/metrics/fid.js';
 import { scoreImages } from '../eval/metrics/image-metrics.js';
+import { formatSeconds } from '../run/duration-estimate.js';
 import { blurRadiusFor, buildImageStep, MAX_BLUR_RADIUS, STEP_IMAGE, STEP_KERNEL, STEP_LR, STEP_NEXT, STEP_TARGET } from './image-optimisation.js';
 
-/** REFERENCE.md's search space, and a smaller one that fits a CPU. */
+/** The report's search space, and a smaller one that fits a CPU. */
 export const INVENC_GRIDS = {
   paper: { steps: [300, 1000, 2000], lr: [100, 1000, 2000], blurSigma: [1, 1.5, 2, 2.5] },
   quick: { steps: [50, 150, 300], lr: [100, 1000, 2000], blurSigma: [1, 2] },
@@ -47,7 +49,7 @@ export interface SearchPoint {
 
 /**
  * The inverted-encoder decoder: no weights of its own; it decodes by optimising an image through a
- * frozen encoder. "Training" is the search of REFERENCE.md over steps, step size and gradient blur,
+ * frozen encoder. "Training" is the report's search over steps, step size and gradient blur,
  * scored on validation images by FID (every step count of the grid is read off one run per (lr,
  * sigma)). The bundle holds the encoder's one-step gradient graph (kind `invenc`, iterative).
  */
@@ -59,7 +61,7 @@ export async function trainInvenc(o: TrainInvencOptions): Promise<{ manifest: Ma
   const enc = loadBundle(o.encoder);
   if (enc.manifest.kind !== 'encoder') throw ccError('CC_ERR_WRONG_KIND', enc.dir, enc.manifest.kind, 'train invenc needs an encoder bundle (cortexcast train encoder)');
   const grid = o.grid ?? INVENC_GRIDS.quick;
-  const ds = SensoriumDataset.open(o.data ?? enc.manifest.training.dataset);
+  const ds = openDataset(o.data ?? enc.manifest.training.dataset);
   if (ds.neurons !== enc.manifest.input.neurons) throw ccError('CC_ERR_NEURON_COUNT', ds.neurons, enc.manifest.name, enc.manifest.input.neurons);
   const { height: H, width: W } = enc.manifest.output;
   // The first validation trials, scaled as the encoder was trained (its own std scaling); the
@@ -79,8 +81,15 @@ export async function trainInvenc(o: TrainInvencOptions): Promise<{ manifest: Ma
   const { session } = await createSession(model, { intraOpThreads: o.threads });
   const search: SearchPoint[] = [];
   const manifestBase = { kind: 'invenc' as const, onnx: { file: 'model.onnx', inputName: STEP_TARGET, outputName: STEP_NEXT, opset: step.opset, sha256: '' }, input: enc.manifest.input, output: enc.manifest.output };
+  const settings = grid.blurSigma.length * grid.lr.length;
+  const searchStart = Date.now();
   for (const blurSigma of grid.blurSigma)
     for (const lr of grid.lr) {
+      // The paper grid is hours on a CPU: say so once the first setting's time is known.
+      if (search.length === grid.steps.length && settings > 1) {
+        const each = (Date.now() - searchStart) / 1000;
+        log(`invenc search: ${formatSeconds(each)} per (lr, sigma) setting; the ${settings - 1} others take about ${formatSeconds(each * (settings - 1))}`);
+      }
       const iterative: IterativeSpec = { imageInput: STEP_IMAGE, lrInput: STEP_LR, kernelInput: STEP_KERNEL, steps: 1, lr, blurSigma, blurRadius: radius, seed };
       const runner = new DecoderRunner(session, { ...manifestBase, iterative });
       // Steps are cumulative: run to each grid count in turn, continuing from the previous image.

@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { isPlainName } from '../../common/atomic-dir.js';
 import { ccError } from '../../common/errors.js';
 import { readJsonFile } from '../../common/json-file.js';
 import { readNpy, writeNpy, type NpyArray } from '../../common/npy.js';
@@ -51,6 +52,7 @@ export function readCheckpoint(dir: string, seed: number): { step: number; extra
     tensor: (name) => {
       const f = meta.tensors[name];
       if (!f) throw ccError('CC_ERR_CHECKPOINT', dir, `it lacks tensor '${name}' (a different model?)`);
+      if (!f.split('/').every(isPlainName)) throw ccError('CC_ERR_CHECKPOINT', dir, `tensor '${name}' names file ${JSON.stringify(f.slice(0, 200))}, which leaves the checkpoint folder`);
       return readNpy(join(dir, f));
     },
   };

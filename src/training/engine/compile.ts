@@ -67,7 +67,7 @@ export interface TrainingSpec {
  * Host-updated parameters' gradients leave the graph in 1-D chunks of at most this many elements
  * (16 MB). onnxruntime-node copies every output into a fresh ArrayBuffer; glibc serves blocks this size
  * from its heap and reuses them next step, where one 1.3 GB output was a fresh mapping each step whose
- * page faults cost ~4 s on this project's VM (paper CNN step 15.3 -> ~10 s).
+ * page faults cost ~4 s a step on a 2-core x86 CPU (paper CNN step 15.3 -> ~10 s).
  */
 export const HOST_GRAD_CHUNK = 4 * 2 ** 20;
 

@@ -38,7 +38,7 @@ export function minMaxScale(ctx: LayerContext, x: Value): Value {
 }
 
 /**
- * Mean SSIM of image pairs, REFERENCE.md's definition: 11x11 Gaussian window (sigma 1.5) applied as a
+ * Mean SSIM of image pairs, the report's definition: 11x11 Gaussian window (sigma 1.5) applied as a
  * fixed convolution in 'valid' mode, population covariance, data range 1; each image min-max scaled
  * first unless minMax is false.
  */

@@ -33,7 +33,7 @@ export async function batchOneLatency(b: DecoderBundle, runs = 30, threads = 2):
 
 /**
  * The report's Table I for several bundles on one dataset's test tier (repeats averaged), with
- * SSIM, PixCorr and batch-1 CPU latency, and a Figure 5-style grid: stimuli, then each decoder.
+ * SSIM, PixCorr, two-way identification and batch-1 CPU latency, and a Figure 5-style grid: stimuli, then each decoder.
  */
 export async function compareBundles(dirs: string[], data: string, o: { figure?: string; images?: number; latencyRuns?: number } = {}): Promise<{ rows: CompareRow[]; table: string; figure: string }> {
   const rows: CompareRow[] = [];
@@ -61,11 +61,11 @@ export async function compareBundles(dirs: string[], data: string, o: { figure?:
   const figure = o.figure ?? join(dirs[0], '..', 'compare.png');
   const n = targets!.length / (h * w);
   writeFile(figure, reconstructionGrid([{ label: 'stimulus', images: targets! }, ...grids], n, h, w, { columns: n }));
-  const head = '| decoder | kind | SSIML | MSE | FID-64 | SSIM | PixCorr | CPU batch-1 ms (p50 / p99) | training s |';
+  const head = '| decoder | kind | SSIML | MSE | FID-64 | SSIM | PixCorr | 2-way ident (low / high) | CPU batch-1 ms (p50 / p99) | training s |';
   const lines = rows.map(
     (r) =>
-      `| ${r.name} | ${r.kind} | ${r.metrics.ssiml.toFixed(3)} | ${r.metrics.mse.toFixed(3)} | ${r.metrics.fid?.toFixed(3) ?? '-'} | ${r.metrics.ssim.toFixed(3)} | ${r.metrics.pixcorr.toFixed(3)} | ${r.latencyMs.p50.toFixed(1)} / ${r.latencyMs.p99.toFixed(1)} | ${r.trainingSeconds?.toFixed(0) ?? '-'} |`,
+      `| ${r.name} | ${r.kind} | ${r.metrics.ssiml.toFixed(3)} | ${r.metrics.mse.toFixed(3)} | ${r.metrics.fid?.toFixed(3) ?? '-'} | ${r.metrics.ssim.toFixed(3)} | ${r.metrics.pixcorr.toFixed(3)} | ${r.metrics.identLow?.toFixed(3) ?? '-'} / ${r.metrics.identHigh?.toFixed(3) ?? '-'} | ${r.latencyMs.p50.toFixed(1)} / ${r.latencyMs.p99.toFixed(1)} | ${r.trainingSeconds?.toFixed(0) ?? '-'} |`,
   );
-  const table = [head, '| --- | --- | --- | --- | --- | --- | --- | --- | --- |', ...lines].join('\n');
+  const table = [head, '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |', ...lines].join('\n');
   return { rows, table, figure };
 }

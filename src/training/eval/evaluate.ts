@@ -5,12 +5,18 @@ import { DecoderRunner } from '../../models/decoder-runner.js';
 import { createSession } from '../../models/ort.js';
 import { readRawSplit } from '../../datasets/preprocess.js';
 import { SensoriumDataset } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { FidComputer } from './metrics/fid.js';
 import type { FidFeatures } from './metrics/inception.js';
+import { identificationAccuracy } from './metrics/identification.js';
 import { scoreImages, type ImageScores } from './metrics/image-metrics.js';
+import { scoresBySource, stimulusSources, type SourceScores } from './stimulus-sources.js';
 
 export interface EvalMetrics extends ImageScores {
   fid?: number;
+  /** Two-way identification accuracy (chance 0.5; see metrics/identification.ts), low- and high-level InceptionV3 features. */
+  identLow?: number;
+  identHigh?: number;
   images: number;
 }
 
@@ -18,6 +24,8 @@ export interface EvalResult {
   bundle: DecoderBundle;
   tier: string;
   metrics: EvalMetrics;
+  /** Scores per stimulus source (the source photo, for simulated data); absent when the dataset records none. */
+  bySource?: SourceScores[];
   /** [count, h*w] ground-truth images (resized grey levels) and reconstructions (z-scored pixels). */
   targets: Float32Array;
   recon: Float32Array;
@@ -62,12 +70,12 @@ function bundleColumns(ds: SensoriumDataset, bundle: DecoderBundle): number[] | 
 
 /**
  * The report's Table I evaluation of one bundle on one tier (test by default, repeats averaged):
- * SSIML, MSE and FID, plus SSIM and PixCorr.
+ * SSIML, MSE and FID, plus SSIM, PixCorr, two-way identification and the scores per stimulus source.
  */
-export async function evaluateBundle(bundleDir: string, dataDir: string, opts: { tier?: string; fid?: FidFeatures | 0; singleTrials?: boolean } = {}): Promise<EvalResult> {
+export async function evaluateBundle(bundleDir: string, dataDir: string, opts: { tier?: string; fid?: FidFeatures | 0; singleTrials?: boolean; identification?: boolean } = {}): Promise<EvalResult> {
   const bundle = loadBundle(bundleDir);
   assertDecoder(bundle.manifest, bundle.dir);
-  const ds = SensoriumDataset.open(dataDir);
+  const ds = openDataset(dataDir);
   const m = bundle.manifest;
   const neurons = bundleColumns(ds, bundle);
   const tier = opts.tier ?? 'test';
@@ -83,5 +91,13 @@ export async function evaluateBundle(bundleDir: string, dataDir: string, opts: {
   const metrics: EvalMetrics = { ssim: scores.ssim, ssiml: scores.ssiml, mse: scores.mse, pixcorr: scores.pixcorr, images: count };
   const fidFeatures = opts.fid ?? 64;
   if (fidFeatures && count >= 2) metrics.fid = await (await FidComputer.create(fidFeatures)).fid(split.images, recon, count, h, w);
-  return { bundle, tier, metrics, targets: split.images, recon, count, h, w };
+  // Identification runs the whole InceptionV3 (seconds per 40 images on a CPU): on wherever FID is.
+  if ((opts.identification ?? fidFeatures !== 0) && count >= 2) {
+    const id = await identificationAccuracy(split.images, recon, count, h, w);
+    metrics.identLow = id.low;
+    metrics.identHigh = id.high;
+  }
+  const sources = stimulusSources(dataDir);
+  const bySource = sources && scoresBySource(sources, split.imageIds, split.images, recon, h, w);
+  return { bundle, tier, metrics, bySource, targets: split.images, recon, count, h, w };
 }

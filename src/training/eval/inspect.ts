@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { columnMeanStd } from '../../common/stats.js';
 import { responseScaleVector } from '../../models/bundle.js';
 import { SensoriumDataset } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { histogramsSvg, reconstructionGrid, writeFile } from '../report/figures.js';
 
 export interface InspectSummary {
@@ -20,7 +21,7 @@ export interface InspectSummary {
  * statistics after std scaling, computed from (at most) the first 500 train trials.
  */
 export function inspectDataset(dataDir: string, outDir: string): InspectSummary {
-  const ds = SensoriumDataset.open(dataDir);
+  const ds = openDataset(dataDir);
   const [h, w] = ds.imageShape;
   const tiers = [...new Set(ds.tiers)];
   const perTier = 8;

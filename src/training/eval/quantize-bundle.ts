@@ -56,6 +56,7 @@ export async function quantizeBundle(o: QuantizeBundleOptions): Promise<Manifest
     pixelMean: m.output.pixelMean,
     pixelStd: m.output.pixelStd,
     training: m.training,
+    ...(m.responseWindow ? { responseWindow: m.responseWindow } : {}),
     version: VERSION,
     onnxruntime: ort.env.versions.node ?? 'unknown',
   };

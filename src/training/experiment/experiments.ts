@@ -1,7 +1,8 @@
 import { ccError } from '../../common/errors.js';
 
 /**
- * The report's experiments (shared/seed/paper.txt, section V, Figures 1-4 and Table I's B-All row):
+ * The experiments of the report ("Investigation of Methods for Decoding Brain Activity", Kotevski,
+ * Sobotka and Vanoušek; section V, Figures 1-4 and Table I's B-All row):
  * what each one sweeps, over which values by default, and what a swept value changes in a run.
  */
 export const EXPERIMENT_NAMES = ['data-scaling', 'neuron-scaling', 'channels', 'readin', 'loss', 'sessions'] as const;
@@ -74,7 +75,7 @@ export const EXPERIMENTS: Record<ExperimentName, ExperimentDefinition> = {
     axis: 'training images',
     scale: 'log',
     decoders: DECODER_CHOICES,
-    // REFERENCE.md: the successor's data-scaling curve used train subsets of 100..4,500 images.
+    // MEIcoder's data-scaling curve used train subsets of 100..4,500 images.
     defaultGrid: (d) => ladder([100, 250, 500, 1000, 2000, 4500], d.trainTrials),
     parse: (v, d) => count('training images', d.trainTrials)(v),
     settings: (v) => ({ maxTrain: Number(v) }),

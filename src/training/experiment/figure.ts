@@ -89,7 +89,7 @@ const LABEL_WIDTH = 130;
  */
 export async function labelledGrid(rows: GridRow[], count: number, h: number, w: number): Promise<Buffer> {
   const scale = 3;
-  const grid = reconstructionGrid(rows, count, h, w, { scale, columns: count });
+  const grid = reconstructionGrid(rows, count, h, w, { scale, columns: count, labels: false });
   const meta = await sharp(grid).metadata();
   const gap = 4;
   const labels = [

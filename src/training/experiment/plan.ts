@@ -1,3 +1,4 @@
+import { writeFileAtomic } from '../../common/atomic-file.js';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -6,6 +7,7 @@ import { readJsonFile } from '../../common/json-file.js';
 import { Rng } from '../../models/rng.js';
 import { GAN_MEI_STEPS } from '../encoder/gan-inputs.js';
 import { SensoriumDataset } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { DECODER_CHOICES, EXPERIMENT_NAMES, EXPERIMENTS, LOSSES, SWEPT_KEY, valueSlug, type DecoderChoice, type ExperimentName, type SweptValue } from './experiments.js';
 
 /** What `cortexcast experiment <name>` was asked for; the plan is made from it and nothing else. */
@@ -141,7 +143,7 @@ export function buildPlan(o: ExperimentOptions): Plan {
   if (!o.data.length) throw ccError('CC_ERR_OPTION', 'no --data folder given');
   if (o.name !== 'sessions' && o.data.length > 1) throw ccError('CC_ERR_OPTION', `experiment ${o.name} trains on one session; several --data folders are for 'sessions'`);
   const data = o.data.map((d) => resolve(d));
-  const ds = SensoriumDataset.open(data[0]);
+  const ds = openDataset(data[0]);
   const extent = { trainTrials: ds.indices('train').length, neurons: ds.neurons };
   const values: SweptValue[] = o.grid?.length ? o.grid.map((v) => def.parse(v.trim(), extent)) : def.defaultGrid(extent);
   if (new Set(values.map(String)).size !== values.length) throw ccError('CC_ERR_OPTION', `--grid lists a value twice: ${values.join(',')}`);
@@ -285,12 +287,8 @@ export function writeOrCheckPlan(dir: string, plan: Plan): { state: 'new' | 'sam
   return { state: 'new', plan };
 }
 
-/** Write a file through a temporary file and a rename, so a reader (status, another task) never sees half a file. */
-export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, file);
-}
+// Written through a temporary file and a rename, so a reader (status, another task) never sees half a file.
+export { writeFileAtomic };
 
 export function writeJsonAtomic(file: string, value: unknown): void {
   writeFileAtomic(file, JSON.stringify(value, null, 1) + '\n');

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ccError } from '../../common/errors.js';
 import { readNpy, writeNpy } from '../../common/npy.js';
 import { SensoriumDataset } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { synthesize, type SynthConfig } from '../data/synth.js';
 import { encoderStage, meiStage } from '../encoder/gan-inputs.js';
 import { loadMeis } from '../encoder/meis.js';
@@ -43,7 +44,7 @@ function meiNeuronsNeeded(plan: Plan, correlation: Float32Array): number[] {
 async function synthesiseMouse(plan: Plan, expDir: string, dir: string, seed: number, quiet?: boolean): Promise<void> {
   // params.json is the simulator's last file: present means the session is complete.
   if (existsSync(join(dir, 'meta/simulation/params.json'))) return;
-  const sim = SensoriumDataset.open(planPath(expDir, plan.data[0])).simulation() as { config?: SynthConfig } | undefined;
+  const sim = openDataset(planPath(expDir, plan.data[0])).simulation() as { config?: SynthConfig } | undefined;
   if (!sim?.config) throw ccError('CC_ERR_EXPERIMENT', expDir, `${plan.data[0]} has no simulator settings to make another mouse from`);
   await synthesize(dir, { ...sim.config, simulator: { ...sim.config.simulator, seed } }, { quiet, force: true });
 }

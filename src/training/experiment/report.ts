@@ -13,7 +13,7 @@ const PANELS = [
   { key: 'fid', label: 'FID-64 (test, lower is better)' },
   { key: 'pixcorr', label: 'PixCorr (test, higher is better)' },
 ] as const;
-const METRIC_KEYS = ['ssiml', 'mse', 'fid', 'ssim', 'pixcorr'] as const;
+const METRIC_KEYS = ['ssiml', 'mse', 'fid', 'ssim', 'pixcorr', 'identLow', 'identHigh'] as const;
 
 export const REPORT_FILES = { csv: 'results.csv', summary: 'summary.json', svg: 'figure.svg', png: 'figure.png', grid: 'reconstructions.png' } as const;
 
@@ -78,6 +78,8 @@ const TABLE_METRICS = [
   ['mse', 'MSE', 4],
   ['fid', 'FID-64', 3],
   ['pixcorr', 'PixCorr', 3],
+  ['identLow', 'ident low', 3],
+  ['identHigh', 'ident high', 3],
 ] as const;
 
 /**

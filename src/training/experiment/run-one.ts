@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { ccError } from '../../common/errors.js';
 import { writeNpy } from '../../common/npy.js';
 import { SensoriumDataset, sessionNames } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { trainDecoder } from '../decoders/train-decoder.js';
 import { evaluateBundle } from '../eval/evaluate.js';
 import { trainRidge } from '../ridge/train-ridge.js';
@@ -203,6 +204,6 @@ export async function runOne(expDir: string, index: number, o: { quiet?: boolean
 
 /** Train trials the evaluated session's decoder saw: the cap, or the whole train tier. */
 function trainTrialsOf(plan: Plan, run: PlannedRun, expDir: string): number {
-  const all = SensoriumDataset.open(planPath(expDir, plan.data[0])).indices('train').length;
+  const all = openDataset(planPath(expDir, plan.data[0])).indices('train').length;
   return Math.min(all, run.settings.maxTrain ?? all);
 }

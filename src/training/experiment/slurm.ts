@@ -50,17 +50,35 @@ const TASK_ID = '$SLURM_ARRAY_TASK_ID';
 const shellWord = (s: string): string => (s === TASK_ID ? `"${TASK_ID}"` : `'${s.replace(/'/g, `'\\''`)}'`);
 
 /**
+ * A path inside a Slurm filename pattern: `%` starts a replacement (%j, %a...), so a literal one is
+ * doubled. A newline cannot be written into a #SBATCH line at all and is refused.
+ */
+export function slurmLiteral(path: string): string {
+  if (/[\n\r\0]/.test(path)) throw ccError('CC_ERR_EXPERIMENT', JSON.stringify(path.slice(0, 200)), 'a Slurm log path cannot hold a newline; use a folder name without one');
+  return path.replace(/%/g, '%%');
+}
+
+/**
+ * A #SBATCH option value, double-quoted: sbatch splits #SBATCH lines at spaces and ends them at '#'
+ * outside quotes, and takes a backslash as an escape for the next character.
+ */
+export function sbatchValue(v: string): string {
+  if (/[\n\r\0]/.test(v)) throw ccError('CC_ERR_EXPERIMENT', JSON.stringify(v.slice(0, 200)), 'a #SBATCH option cannot hold a newline');
+  return `"${v.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+/**
  * A batch script that runs one cortexcast command per array task (or once, for the report). Threads:
  * the task's CPUs when Slurm says (--cpus-per-task), else CORTEXCAST_THREADS (sbatch exports the
  * submitter's environment), else 1, so tasks sharing a node do not each take every core. The cache
  * of converted networks is the submitter's (absolute), so every task reads the file converted before
  * submitting instead of converting its own under the checkout.
  */
-function batchScript(name: string, command: string[], log: string): string {
+export function batchScript(name: string, command: string[], log: { dir: string; file: string }): string {
   return [
     '#!/bin/bash',
-    `#SBATCH --job-name=${name}`,
-    `#SBATCH --output=${log}`,
+    `#SBATCH --job-name=${sbatchValue(name)}`,
+    `#SBATCH --output=${sbatchValue(`${slurmLiteral(log.dir)}/${log.file}`)}`,
     'set -euo pipefail',
     `cd ${shellWord(REPO_ROOT)}`,
     'export CORTEXCAST_THREADS="${SLURM_CPUS_PER_TASK:-${CORTEXCAST_THREADS:-1}}"',
@@ -115,7 +133,7 @@ export function submitToSlurm(expDir: string, plan: Plan, o: { jobs?: number; sb
   mkdirSync(join(dir, 'logs'), { recursive: true });
   const script = (file: string, name: string, command: string[], log: string): string => {
     const path = join(dir, file);
-    writeFile(path, batchScript(name, command, join(dir, 'logs', log)));
+    writeFile(path, batchScript(name, command, { dir: join(dir, 'logs'), file: log }));
     chmodSync(path, 0o755);
     return path;
   };

@@ -1,5 +1,6 @@
 import { DEFAULT_PREPROCESS, prepareDataset, type PreparedData } from '../../datasets/preprocess.js';
 import { SensoriumDataset } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { cholesky, choleskySolve, Gemm } from '../engine/linalg.js';
 import { extractFeatureLayers, FEATURE_INPUT, FEATURE_LAYERS, type Features } from './feature-network.js';
 
@@ -152,7 +153,7 @@ const edgeNote = (alpha: number, alphas: readonly number[]): string =>
 
 /** Open a SENSORIUM-layout folder, prepare it as every decoder does, and make its table. */
 export async function layerTableForDataset(dir: string, o: LayerTableOptions & { quiet?: boolean } = {}): Promise<LayerTable> {
-  const data = prepareDataset(SensoriumDataset.open(dir), DEFAULT_PREPROCESS, { quiet: o.quiet ?? true });
+  const data = prepareDataset(openDataset(dir), DEFAULT_PREPROCESS, { quiet: o.quiet ?? true });
   return featureLayerTable(data, o);
 }
 

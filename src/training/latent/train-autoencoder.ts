@@ -62,7 +62,7 @@ export const HELD_OUT_MAX = 500;
 const GRID = 10;
 
 /**
- * Train the VAE latent space on images alone (REFERENCE.md "Latent-space decoders"; the SD-VAE's
+ * Train the VAE latent space on images alone (the report's latent-space decoders; the SD-VAE's
  * geometry, trained here): MSE on [0, 1] pixels + klWeight * KL, AdamW. The held-out score is the
  * reconstruction of the first dataset's validation stimuli (photos no training image came from) at the
  * dataset's size, beside the score of predicting the mean train image.

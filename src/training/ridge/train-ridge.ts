@@ -6,6 +6,7 @@ import { createSession, runOnce } from '../../models/ort.js';
 import { tensor } from '../../models/onnx/index.js';
 import { DEFAULT_PREPROCESS, prepareDataset, type PreprocessConfig } from '../../datasets/preprocess.js';
 import { SensoriumDataset } from '../../datasets/sensorium.js';
+import { openDataset } from '../../datasets/dataset-source.js';
 import { scoreImages } from '../eval/metrics/image-metrics.js';
 import { fitRidge } from './ridge.js';
 
@@ -28,7 +29,7 @@ const RIDGE_DOC = 'cortexcast ridge decoder: std-scaled responses -> z-scored im
 export async function trainRidge(o: TrainRidgeOptions): Promise<{ manifest: Manifest; seconds: number; fitSeconds: number }> {
   const t0 = Date.now();
   const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
-  const ds = SensoriumDataset.open(o.data);
+  const ds = openDataset(o.data);
   const cfg = o.preprocess ?? DEFAULT_PREPROCESS;
   const data = prepareDataset(ds, cfg, { quiet: o.quiet, maxTrain: o.maxTrain, neurons: o.neurons });
   const fit = await fitRidge(data, { alphas: o.alphas, log });

@@ -5,7 +5,7 @@ import { writeModel, type Graph } from '../../models/onnx/index.js';
 import type { PreparedData } from '../../datasets/preprocess.js';
 
 /** The input and output sides of a bundle trained on `data`: unit ids, std scaling and pixel statistics. */
-export function dataSides(data: PreparedData): Pick<WriteBundleInput, 'unitIds' | 'stdScale' | 'responseScaling' | 'height' | 'width' | 'pixelMean' | 'pixelStd'> {
+export function dataSides(data: PreparedData): Pick<WriteBundleInput, 'unitIds' | 'stdScale' | 'responseScaling' | 'height' | 'width' | 'pixelMean' | 'pixelStd' | 'responseWindow'> {
   return {
     unitIds: data.unitIds,
     stdScale: data.prep.responseScale,
@@ -14,6 +14,7 @@ export function dataSides(data: PreparedData): Pick<WriteBundleInput, 'unitIds' 
     width: data.width,
     pixelMean: data.prep.imageMean,
     pixelStd: data.prep.imageStd,
+    ...(data.responseWindow ? { responseWindow: data.responseWindow } : {}),
   };
 }
 

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { ccError } from '../../common/errors.js';
 import { progress } from '../../common/progress.js';
 import { Rng } from '../../models/rng.js';
+import { durationEstimate, STEPS_BEFORE_ESTIMATE } from './duration-estimate.js';
 import { readRunCheckpoint, refuseChangedSettings, recoverCheckpointFolder, runCheckpointFile, saveCheckpointFolder, writeConfig, writeHistory, writeRunCheckpoint, writeStop, writeValidationGrid, type GridRow, type StopRecord } from './run-folder.js';
 
 /** One validated point of a run: where it was and what validation scored. */
@@ -137,6 +138,8 @@ export async function runTraining(recipe: Recipe, o: RunOptions): Promise<RunRes
 
   let reason: StopRecord['reason'] = 'epochs';
   const firstStep = recipe.steps;
+  // Timed from the end of the invocation's first step, which also compiles and allocates.
+  let timedFrom = 0;
   for (let epoch = startEpoch; epoch <= o.epochs && reason === 'epochs'; epoch++) {
     orders.forEach((ord) => rng.shuffle(ord));
     const bar = progress(`${recipe.name} epoch ${epoch}/${o.epochs}`, stepsPerEpoch, { quiet: o.quiet, extra: 'loss {loss} {ms} ms/step' });
@@ -161,6 +164,22 @@ export async function runTraining(recipe: Recipe, o: RunOptions): Promise<RunRes
       lossSum += shown;
       steps++;
       bar.tick(1, { loss: shown.toFixed(4), ms: (r.ms | 0).toString() });
+      const taken = recipe.steps - firstStep;
+      if (taken === 1) timedFrom = Date.now();
+      if (taken === STEPS_BEFORE_ESTIMATE)
+        o.log(
+          durationEstimate({
+            name: recipe.name,
+            epochs: o.epochs,
+            stepsDone: recipe.steps,
+            stepsTotal: o.epochs * stepsPerEpoch,
+            secondsPerStep: (Date.now() - timedFrom) / 1000 / (STEPS_BEFORE_ESTIMATE - 1),
+            elapsedSeconds: (Date.now() - o.startedAt) / 1000,
+            maxSteps: o.maxSteps,
+            budgetSeconds: o.budgetSeconds,
+            patience: o.patience,
+          }),
+        );
       if (o.validateEvery && recipe.steps % o.validateEvery === 0) await validate(epoch, lossSum / steps);
       if (o.patience !== undefined && sinceBest >= o.patience) {
         reason = 'patience';

@@ -23,22 +23,8 @@ export class FidComputer {
   }
 
   /** Features of images given as [count, h*w] arrays in any range. */
-  async embed(images: Float32Array, count: number, h: number, w: number, batch = 16): Promise<Float64Array> {
-    const out = new Float64Array(count * this.features);
-    const P = FID_INPUT * FID_INPUT;
-    for (let b0 = 0; b0 < count; b0 += batch) {
-      const nb = Math.min(batch, count - b0);
-      const x = new Float32Array(nb * P);
-      for (let i = 0; i < nb; i++) {
-        const img = minMax(images.subarray((b0 + i) * h * w, (b0 + i + 1) * h * w));
-        const u8 = Float32Array.from(img, (v) => Math.trunc(v * 255));
-        resizeBilinearTf1(u8, h, w, FID_INPUT, FID_INPUT, x.subarray(i * P, (i + 1) * P));
-        for (let k = i * P; k < (i + 1) * P; k++) x[k] /= 255;
-      }
-      const res = await runOnce(this.session, { image: tensor('float32', [nb, 1, FID_INPUT, FID_INPUT], x) });
-      out.set(res.features.data as Float32Array, b0 * this.features);
-    }
-    return out;
+  embed(images: Float32Array, count: number, h: number, w: number, batch = 16): Promise<Float64Array> {
+    return embedImages(this.session, this.features, images, count, h, w, batch);
   }
 
   async fid(real: Float32Array, fake: Float32Array, count: number, h: number, w: number): Promise<number> {
@@ -46,6 +32,28 @@ export class FidComputer {
     const b = await this.embed(fake, count, h, w);
     return frechetDistance(a, b, count, this.features);
   }
+}
+
+/**
+ * Images through an InceptionV3 feature session, preprocessed as FID does (see FidComputer): the
+ * one place images enter the network, for FID and for identification.
+ */
+export async function embedImages(session: ort.InferenceSession, dim: number, images: Float32Array, count: number, h: number, w: number, batch = 16): Promise<Float64Array> {
+  const out = new Float64Array(count * dim);
+  const P = FID_INPUT * FID_INPUT;
+  for (let b0 = 0; b0 < count; b0 += batch) {
+    const nb = Math.min(batch, count - b0);
+    const x = new Float32Array(nb * P);
+    for (let i = 0; i < nb; i++) {
+      const img = minMax(images.subarray((b0 + i) * h * w, (b0 + i + 1) * h * w));
+      const u8 = Float32Array.from(img, (v) => Math.trunc(v * 255));
+      resizeBilinearTf1(u8, h, w, FID_INPUT, FID_INPUT, x.subarray(i * P, (i + 1) * P));
+      for (let k = i * P; k < (i + 1) * P; k++) x[k] /= 255;
+    }
+    const res = await runOnce(session, { image: tensor('float32', [nb, 1, FID_INPUT, FID_INPUT], x) });
+    out.set(res.features.data as Float32Array, b0 * dim);
+  }
+  return out;
 }
 
 /** Bilinear resize without half-pixel centres (TF1 resize_bilinear, align_corners=False). */

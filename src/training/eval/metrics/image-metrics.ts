@@ -1,7 +1,7 @@
 import { minMax } from '../../../datasets/image-ops.js';
 
 /**
- * Image metrics exactly as REFERENCE.md defines them for Table I. SSIM matches scikit-image's
+ * Image metrics exactly as the report defines them for Table I. SSIM matches scikit-image's
  * structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1):
  * an 11x11 Gaussian window (truncate 3.5), mean over the valid region (skimage crops the 5-pixel border,
  * where its padding would matter, so filtering in 'valid' mode gives the same numbers).

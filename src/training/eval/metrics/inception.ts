@@ -14,12 +14,17 @@ export { defaultCacheDir, nsfwjsVersion } from './keras-nsfwjs.js';
  * identical with, torchmetrics' numbers.
  */
 export type FidFeatures = 64 | 2048;
+/**
+ * 'low': the second pooling stage (max_pooling2d_2, 192 channels on a 35 x 35 grid) averaged over a
+ * 5 x 5 grid of 7 x 7 cells, 4,800 values: where edges and textures are, for low-level identification.
+ */
+export type InceptionFeatures = FidFeatures | 'low';
 
-const FEATURE_LAYER: Record<FidFeatures, string> = { 64: 'max_pooling2d_1', 2048: 'average_pooling2d_10' };
+const FEATURE_LAYER: Record<InceptionFeatures, string> = { 64: 'max_pooling2d_1', 2048: 'average_pooling2d_10', low: 'max_pooling2d_2' };
 export const FID_INPUT = 299;
 
 /** Build the feature graph: input [batch, 1, 299, 299] grey in [0,1], output [batch, features]. */
-export function buildInceptionGraph(features: FidFeatures): Graph {
+export function buildInceptionGraph(features: InceptionFeatures): Graph {
   const keras = loadNsfwjsKeras('inception_v3');
   const g = newGraph(`inception_v3_fid${features}`);
   const values = new Map<string, Value>();
@@ -29,7 +34,7 @@ export function buildInceptionGraph(features: FidFeatures): Graph {
     const out = L.class_name === 'InputLayer' ? g.input('image', 'float32', ['batch', 1, FID_INPUT, FID_INPUT]) : kerasLayerToOnnx(g, keras, L, ins, 'inception');
     values.set(L.name, out);
     if (L.name === target) {
-      const pooled = g.op('GlobalAveragePool', [out]);
+      const pooled = features === 'low' ? g.op('AveragePool', [out], { kernel_shape: [7, 7], strides: [7, 7] }) : g.op('GlobalAveragePool', [out]);
       g.output(g.op('Flatten', [pooled], { axis: 1 }), 'features');
       return g;
     }
@@ -38,7 +43,7 @@ export function buildInceptionGraph(features: FidFeatures): Graph {
 }
 
 /** The cached ONNX feature model, converted on first use. */
-export function inceptionModel(features: FidFeatures, cacheDir = defaultCacheDir()): Uint8Array {
+export function inceptionModel(features: InceptionFeatures, cacheDir = defaultCacheDir()): Uint8Array {
   const file = join(cacheDir, `inception-nsfwjs${nsfwjsVersion()}-fid${features}.onnx`);
   if (existsSync(file)) return new Uint8Array(readFileSync(file));
   const bytes = writeModel(buildInceptionGraph(features), { docString: 'InceptionV3 (nsfwjs, fine-tuned, MIT) features for FID' });
