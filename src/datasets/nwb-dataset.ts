@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { ccError } from '../common/errors.js';
 import { registerNwbOpener } from './dataset-source.js';
 import { readNwbRecording, type NwbReadOptions } from './nwb-read.js';
-import type { SessionLayout, StatisticSet, Trial } from './sensorium.js';
+import { checkTrialIndex, tierIndices, type SessionLayout, type StatisticSet, type Trial } from './sensorium.js';
 import { STIMULUS_SHAPE } from './template-geometry.js';
 import { cutTrials, type RecordedResponseWindow, type TrialOptions } from './trials.js';
 
@@ -74,13 +74,11 @@ export class NwbDataset implements SessionLayout {
   }
 
   indices(tier: string): number[] {
-    const out: number[] = [];
-    this.tiers.forEach((t, i) => t === tier && out.push(i));
-    return out;
+    return tierIndices(this.tiers, tier);
   }
 
   trial(i: number): Trial {
-    if (!Number.isInteger(i) || i < 0 || i >= this.trialCount) throw ccError('CC_ERR_DATASET_MISSING', this.dir, `trial ${i} is out of range 0..${this.trialCount - 1}`);
+    checkTrialIndex(this.dir, i, this.trialCount);
     const n = this.neurons;
     return { index: i, tier: this.tiers[i], imageId: this.imageIds[i], image: this.images[this.templateOf[i]], responses: this.responses.subarray(i * n, (i + 1) * n) };
   }

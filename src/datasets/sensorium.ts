@@ -121,14 +121,12 @@ export class SensoriumDataset implements SessionLayout {
 
   /** Trial indices of one tier, in session order. */
   indices(tier: string): number[] {
-    const out: number[] = [];
-    this.tiers.forEach((t, i) => t === tier && out.push(i));
-    return out;
+    return tierIndices(this.tiers, tier);
   }
 
   /** Read one trial; shapes are checked against the session's. */
   trial(i: number): Trial {
-    if (!Number.isInteger(i) || i < 0 || i >= this.trialCount) throw ccError('CC_ERR_DATASET_MISSING', this.dir, `trial ${i} is out of range 0..${this.trialCount - 1}`);
+    checkTrialIndex(this.dir, i, this.trialCount);
     const [h, w] = this.imageShape;
     const img = readNpy(trialPath(this.dir, 'images', i));
     if (img.shape.reduce((a, b) => a * b, 1) !== h * w)
@@ -176,6 +174,18 @@ function asFloat32(a: NpyArray): Float32Array {
  * Output folder names for several sessions trained together (one bundle each): each dataset folder's
  * own name, or session<k> where those names repeat.
  */
+/** Trial indices of one tier, in session order (any dataset source). */
+export function tierIndices(tiers: readonly string[], tier: string): number[] {
+  const out: number[] = [];
+  tiers.forEach((t, i) => t === tier && out.push(i));
+  return out;
+}
+
+/** A trial index a dataset of `count` trials can read, else CC_ERR_DATASET_MISSING naming `dir`. */
+export function checkTrialIndex(dir: string, i: number, count: number): void {
+  if (!Number.isInteger(i) || i < 0 || i >= count) throw ccError('CC_ERR_DATASET_MISSING', dir, `trial ${i} is out of range 0..${count - 1}`);
+}
+
 export function sessionNames(dirs: readonly string[]): string[] {
   const names = dirs.map((d) => basename(resolve(d)));
   return new Set(names).size === names.length ? names : names.map((_, k) => `session${k}`);
