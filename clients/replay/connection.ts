@@ -8,6 +8,7 @@ export class RigStream {
   stream?: FrameStream;
   private conn?: DecoderConnection;
   private broken = true;
+  private backoffMs = 100;
 
   constructor(
     private readonly server: string,
@@ -36,6 +37,23 @@ export class RigStream {
     return { ok: true, reconnected: true };
   }
 
+  /**
+   * ready() with the rig's retry policy: while the server cannot be reached, pause before saying so
+   * (100 ms, doubling to 5 s) so that a caller that drops the frame and goes on does not spin; the
+   * pause starts again at 100 ms once a stream is open.
+   */
+  async next(signal?: AbortSignal): Promise<'down' | 'open' | 'reopened'> {
+    const link = await this.ready();
+    if (!link.ok) {
+      await sleep(this.backoffMs, signal);
+      this.backoffMs = Math.min(5000, this.backoffMs * 2);
+      return 'down';
+    }
+    if (!link.reconnected) return 'open';
+    this.backoffMs = 100;
+    return 'reopened';
+  }
+
   /** Half-close and wait (at most waitMs) for the server to end the stream, i.e. for the last acks. */
   async finish(waitMs: number): Promise<void> {
     this.stream?.end();
@@ -45,3 +63,18 @@ export class RigStream {
     this.conn?.close();
   }
 }
+
+/** Resolves after ms, or at once when the signal aborts. */
+export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((r) => {
+    if (signal?.aborted) return r();
+    const onAbort = (): void => {
+      clearTimeout(t);
+      r();
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      r();
+    }, Math.max(0, ms));
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });

@@ -98,7 +98,6 @@ export async function replayRecording(rec: ContinuousRecording, o: ContinuousRep
     if (frame !== undefined) o.onAck?.(a, frame);
   };
   const rig = new RigStream(o.server, o.token, onAck, (why) => (stats.lastReject = why));
-  let backoff = 100;
   /** The presentation whose bytes the server has for this stream (-1: none); a new call starts afresh. */
   let serverHas = -1;
   const periodS = (t: number): number => rec.frameTimes[t] - rec.frameTimes[first];
@@ -110,16 +109,13 @@ export async function replayRecording(rec: ContinuousRecording, o: ContinuousRep
       const due = speed > 0 ? t0 + ((passStart + periodS(t)) * 1000) / speed : 0;
       if (speed > 0) await sleep(due - performance.now(), o.signal);
       k++;
-      const link = await rig.ready();
-      if (!link.ok) {
+      const link = await rig.next(o.signal);
+      if (link === 'down') {
         stats.lost++;
-        await sleep(backoff, o.signal);
-        backoff = Math.min(5000, backoff * 2);
         continue;
       }
-      if (link.reconnected) {
+      if (link === 'reopened') {
         if (stats.sent > 0) stats.reconnects++;
-        backoff = 100;
         serverHas = -1;
       }
       if (speed > 0) jitter.push(performance.now() - due);

@@ -4,7 +4,7 @@ import { SensoriumDataset } from '../../src/datasets/sensorium.js';
 import { isNwbPath, loadNwbSupport, openDataset } from '../../src/datasets/dataset-source.js';
 import type { NwbReadOptions } from '../../src/datasets/nwb-read.js';
 import { InferenceV2Connection, type FrameAck } from '../lib/index.js';
-import { RigStream } from './connection.js';
+import { RigStream, sleep } from './connection.js';
 
 /**
  * Replay a recorded (or simulated) session to a cortexcast server in real time: one tier's trials in
@@ -65,19 +65,7 @@ export interface ReplayStats {
 }
 
 const pct = (v: number[], p: number): number => (v.length ? percentile(v, p) : 0);
-export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((r) => {
-    if (signal?.aborted) return r();
-    const onAbort = (): void => {
-      clearTimeout(t);
-      r();
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      r();
-    }, Math.max(0, ms));
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+export { sleep };
 
 /** The dataset and the trials of its tier that this replay sends, in session order. */
 function openTier(o: ReplayOptions): { ds: SensoriumDataset; trials: number[] } {
@@ -111,7 +99,6 @@ export async function replay(o: ReplayOptions): Promise<ReplayStats> {
     }
   };
   const rig = new RigStream(o.server, o.token, onAck, (why) => (stats.lastReject = why));
-  let backoff = 100;
   const period = rate > 0 ? 1000 / rate : 0;
   let k = 0;
   outer: for (let pass = 0; ; pass++) {
@@ -122,17 +109,12 @@ export async function replay(o: ReplayOptions): Promise<ReplayStats> {
       const stimulus = { width: sw, height: sh, pixels: Uint8Array.from(resizeArea(t.image, ds.imageShape[0], ds.imageShape[1], sh, sw), (v) => Math.round(v)) };
       await sleep(due - performance.now(), o.signal);
       k++;
-      const link = await rig.ready();
-      if (!link.ok) {
+      const link = await rig.next(o.signal);
+      if (link === 'down') {
         stats.lost++;
-        await sleep(backoff, o.signal);
-        backoff = Math.min(5000, backoff * 2);
         continue;
       }
-      if (link.reconnected) {
-        if (stats.sent > 0) stats.reconnects++;
-        backoff = 100;
-      }
+      if (link === 'reopened' && stats.sent > 0) stats.reconnects++;
       if (period) jitter.push(performance.now() - due);
       const ok = rig.stream!.send({ streamId, model: o.model, sequence: k, responses: t.responses, imageId: t.imageId, stimulus });
       stats.sent++;
