@@ -20,15 +20,19 @@
  * decode after the first bundle served (during and outside reloads).
  *
  * Drift: the same animal with drifting gains (a log-gain random walk) and a change of ROIs part-way,
- * fed straight to two calibrators (no server: this part measures the statistics, not the wire):
- * fixed (every frame kept) and rolling (a window); test SSIML of each over simulated time, plotted
- * to <out>/calibrate-drift.svg.
+ * fed straight to the calibrators (no server: this part measures the statistics, not the wire):
+ * frozen (fitted on the first 10 minutes, then kept), cumulative (every frame kept, refitted) and
+ * rolling (a 10-minute window, refitted), each against a fresh fit on the last 10 minutes of stimuli
+ * with the neurons as they respond at that moment; test SSIML of each over simulated time, plotted
+ * to <out>/calibrate-drift.svg. After the ROI change the refitted decoders serve the kept units with
+ * their earlier calibration until the new unit set's own fit is better.
  *
- * --quick: a 500-neuron animal, refiner animals of 400 and 600 neurons, a 60 s refiner budget; the
+ * --quick: a 500-neuron animal, refiner animals of 400 and 600 neurons, a 90 s refiner budget; the
  * calibration is streamed at 20 frames per second, 10x faster than its simulated 2 per second
  * (minutes below are simulated minutes: 120 frames each), and refits every 0.5 s of wall time
  * (5 simulated seconds). The drift part simulates 40 minutes.
- * Full: the small preset (2,000 neurons), three refiner animals, real time (10+ minutes).
+ * Full: a new 8,600-neuron animal (3,000 train trials), three refiner animals (5,000 and 8,600
+ * neurons: a refiner learns the errors of ridge images as good as the target's), real time (10+ minutes of streaming, refits every 5 s), an hour of drift.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -47,6 +51,7 @@ import { readModel } from '../src/models/onnx/index.js';
 import { Calibrator, isHeldOut, runGraph } from '../src/training/calibrate/calibrator.js';
 import { composeRidgeRefiner, loadRefiner, saveRefiner, trainTransferRefiner, type TransferRefiner } from '../src/training/calibrate/refiner.js';
 import type { CalibratedRidge } from '../src/training/calibrate/solve.js';
+import type { Forgetting } from '../src/training/calibrate/statistics.js';
 import { refinerAnimal } from '../src/training/calibrate/train-refiner.js';
 import { DriftSimulator } from '../src/training/data/drift-sim.js';
 import { SYNTH_PRESETS, synthesize, type SynthConfig } from '../src/training/data/synth.js';
@@ -75,8 +80,11 @@ const preset = (neurons: number, seed: number, complexFraction: number, train: n
   repeats: quick ? 2 : small.repeats,
   simulator: { ...small.simulator, neurons, seed, complexFraction },
 });
-const target = quick ? preset(500, 301, 0.5, 1350) : preset(2000, 301, 0.5, 1500);
-const donors = quick ? [preset(400, 302, 0.3, 600), preset(600, 303, 0.8, 600)] : [preset(2000, 302, 0.3, 1500), preset(2000, 303, 0.8, 1500), preset(3000, 304, 0.6, 1500)];
+const target = quick ? preset(500, 301, 0.5, 1350) : preset(8600, 301, 0.5, 3000);
+const donors = quick ? [preset(400, 302, 0.3, 600), preset(600, 303, 0.8, 600)] : [preset(8600, 302, 0.3, 1500), preset(8600, 303, 0.8, 1500), preset(5000, 304, 0.6, 1500)];
+
+/** A simulated animal's folder, named by its settings (a rerun with other settings synthesizes anew). */
+const animalName = (role: string, cfg: SynthConfig): string => `${role}-${cfg.simulator.neurons}n-s${cfg.simulator.seed}-t${cfg.trainTrials}`;
 
 async function dataset(name: string, cfg: SynthConfig): Promise<string> {
   const dir = join(out, name);
@@ -125,10 +133,10 @@ async function offlineRidge(train: RawSplit, rows: number[], validation: RawSpli
 }
 
 // --- 1. animals and the transferred refiner ---
-const targetDir = await dataset('target', target);
+const targetDir = await dataset(animalName('target', target), target);
 const donorDirs: string[] = [];
-for (let k = 0; k < donors.length; k++) donorDirs.push(await dataset(`donor-${k + 1}`, donors[k]));
-const refinerDir = join(out, 'refiner');
+for (let k = 0; k < donors.length; k++) donorDirs.push(await dataset(animalName(`donor-${k + 1}`, donors[k]), donors[k]));
+const refinerDir = join(out, `refiner-${donors.map((d) => `${d.simulator.neurons}n-s${d.simulator.seed}`).join('-')}`);
 let refiner: TransferRefiner;
 if (existsSync(join(refinerDir, 'refiner.json'))) {
   refiner = loadRefiner(refinerDir);
@@ -270,43 +278,82 @@ for (let seq = firstDecoded; seq <= frames; seq++) {
 const finals = [...acks.values()].length;
 log(`acks: ${finals} of ${frames} frames; before the first bundle served: ${firstDecoded - 1} frames refused (unknown model, as expected); after it: ${during} not decoded during reloads, ${outside} outside reloads${reasons.size ? ` (${[...reasons].map(([k, v]) => `${v} ${k}`).join(', ')})` : ''}`);
 
-// --- 4. drift: rolling vs fixed ---
+// --- 4. drift: rolling vs cumulative vs frozen, against a fresh fit ---
 const driftMinutes = quick ? 40 : 60;
 const switchMinute = quick ? 25 : 40;
+const windowMinutes = 10;
 const reserve = Math.round(0.1 * N);
 const drift = new DriftSimulator(ds.unitIds, { gainSdPerHour: 0.6, stepSeconds: 10, switchAt: switchMinute * 60, lostFraction: 0.2, reserveUnits: reserve, newIdOffset: 1_000_000, seed: 5 });
 const driftOut = join(work, 'drift');
-const cals = {
-  fixed: new Calibrator({ name: 'fixed', modelsDir: driftOut, height: H, width: W, forgetting: { kind: 'none' }, write: false }),
-  rolling: new Calibrator({ name: 'rolling', modelsDir: driftOut, height: H, width: W, forgetting: { kind: 'window', seconds: 10 * 60 }, write: false }),
-};
-const curve: { minute: number; fixed: number; rolling: number }[] = [];
-const evalEvery = quick ? 2.5 : 2.5;
+const calibrator = (name: string, forgetting: Forgetting): Calibrator => new Calibrator({ name, modelsDir: driftOut, height: H, width: W, forgetting, write: false });
+const cals = { cumulative: calibrator('cumulative', { kind: 'none' }), rolling: calibrator('rolling', { kind: 'window', seconds: windowMinutes * 60 }) };
+type DriftPoint = { minute: number; frozen: number; cumulative: number; rolling: number; fresh: number };
+const curve: DriftPoint[] = [];
+const evalEvery = quick ? 2.5 : 5;
 const driftFrames = driftMinutes * 60 * RATE_HZ;
+const windowFrames = windowMinutes * 60 * RATE_HZ;
+/** The decoder calibrated over the first window, then never refitted; lost units read as their calibration mean. */
+let frozen: { ridge: CalibratedRidge; unitIds: number[]; mean: Float32Array } | undefined;
+const frozenSum = new Float64Array(N);
 log('');
-log(`drift: ${driftMinutes} simulated minutes at ${RATE_HZ}/s (train trials reused in order), gains drifting (log-gain sd 0.6 per hour), at minute ${switchMinute} 20% of the ROIs lost and ${reserve} new ones found; rolling = 10-minute window`);
+log(
+  `drift: ${driftMinutes} simulated minutes at ${RATE_HZ}/s (the ${trainCount} train trials reused in order), gains drifting (log-gain sd 0.6 per hour), at minute ${switchMinute} 20% of the ROIs lost and ${reserve} new ones found. ` +
+    `frozen = fitted on the first ${windowMinutes} minutes, then kept; cumulative = every frame kept, refitted; rolling = ${windowMinutes}-minute window, refitted; fresh = a new fit on the last ${windowMinutes} minutes of stimuli as the neurons respond now (the reference)`,
+);
+const driftT0 = Date.now();
 for (let i = 0; i < driftFrames; i++) {
   const t = i / RATE_HZ;
   const row = i % trainCount;
   const f = drift.frame(train.responses.subarray(row * N, (row + 1) * N), t);
   const image = train.images.subarray(row * P, (row + 1) * P);
+  if (i < windowFrames) f.responses.forEach((v, k) => (frozenSum[k] += v));
   for (const c of Object.values(cals)) c.add({ raw: f.responses, image, t, imageId: train.imageIds[row] + Math.floor(i / trainCount) * 1_000_000, unitIds: f.unitIds });
-  if ((i + 1) % Math.round(evalEvery * 60 * RATE_HZ) === 0) {
-    const point = { minute: (i + 1) / RATE_HZ / 60, fixed: NaN, rolling: NaN };
-    const cols = drift.visible(t);
-    const g = drift.gains(t);
-    const testRaw = new Float32Array(test.imageIds.length * cols.length);
-    for (let r = 0; r < test.imageIds.length; r++) cols.forEach((c, k) => (testRaw[r * cols.length + k] = test.responses[r * N + c] * g[c]));
-    for (const [name, c] of Object.entries(cals) as [keyof typeof cals, Calibrator][]) {
-      const r = await c.refit();
-      if (!r) continue;
-      const plain = await runGraph(buildRidgeGraph(r.ridge.weights, r.ridge.bias, cols.length, H, W), { count: test.imageIds.length, raw: testRaw, images: test.images }, r.ridge.stdScale, H, W);
-      point[name] = scoreImages(test.images, plain, test.imageIds.length, H, W).ssiml;
-    }
-    curve.push(point);
-    log(`  minute ${point.minute.toFixed(1).padStart(5)}: test SSIML fixed ${point.fixed.toFixed(3)}  rolling ${point.rolling.toFixed(3)}  rolling/fixed ${(point.rolling / point.fixed).toFixed(3)}`);
+  if ((i + 1) % Math.round(evalEvery * 60 * RATE_HZ) !== 0) continue;
+  const point: DriftPoint = { minute: (i + 1) / RATE_HZ / 60, frozen: NaN, cumulative: NaN, rolling: NaN, fresh: NaN };
+  const cols = drift.visible(t);
+  const g = drift.gains(t);
+  const ids = f.unitIds;
+  const testRaw = new Float32Array(test.imageIds.length * cols.length);
+  for (let r = 0; r < test.imageIds.length; r++) cols.forEach((c, k) => (testRaw[r * cols.length + k] = test.responses[r * N + c] * g[c]));
+  const score = async (ridge: CalibratedRidge, raw: Float32Array, neurons: number): Promise<number> => {
+    const plain = await runGraph(buildRidgeGraph(ridge.weights, ridge.bias, neurons, H, W), { count: test.imageIds.length, raw, images: test.images }, ridge.stdScale, H, W);
+    return scoreImages(test.images, plain, test.imageIds.length, H, W).ssiml;
+  };
+  for (const [name, c] of Object.entries(cals) as [keyof typeof cals, Calibrator][]) {
+    const r = await c.refit();
+    if (!r) continue;
+    point[name] = await score(r.ridge, testRaw, cols.length);
+    if (name === 'rolling' && !frozen && i + 1 >= windowFrames) frozen = { ridge: r.ridge, unitIds: [...ids], mean: Float32Array.from(frozenSum, (v) => v / windowFrames) };
   }
+  if (frozen) {
+    const now = new Map(ids.map((id, k) => [id, k]));
+    const raw = new Float32Array(test.imageIds.length * frozen.unitIds.length);
+    for (let r = 0; r < test.imageIds.length; r++)
+      frozen.unitIds.forEach((id, k) => {
+        const at = now.get(id);
+        raw[r * frozen!.unitIds.length + k] = at === undefined ? frozen!.mean[k] : testRaw[r * cols.length + at];
+      });
+    point.frozen = await score(frozen.ridge, raw, frozen.unitIds.length);
+  }
+  // The reference: the last window's stimuli with the neurons as they respond now.
+  const fresh = calibrator('fresh', { kind: 'none' });
+  for (let j = Math.max(0, i + 1 - windowFrames); j <= i; j++) {
+    const rj = j % trainCount;
+    const fj = drift.frame(train.responses.subarray(rj * N, (rj + 1) * N), t);
+    fresh.add({ raw: fj.responses, image: train.images.subarray(rj * P, (rj + 1) * P), t: j / RATE_HZ, imageId: train.imageIds[rj] + Math.floor(j / trainCount) * 1_000_000, unitIds: fj.unitIds });
+  }
+  const fr = await fresh.refit();
+  if (fr) point.fresh = await score(fr.ridge, testRaw, cols.length);
+  curve.push(point);
+  const rel = (v: number): string => (Number.isFinite(v) ? (v / point.fresh).toFixed(3) : '  -  ');
+  log(
+    `  minute ${point.minute.toFixed(1).padStart(5)}: test SSIML frozen ${point.frozen.toFixed(3)}  cumulative ${point.cumulative.toFixed(3)}  rolling ${point.rolling.toFixed(3)}  fresh fit ${point.fresh.toFixed(3)}` +
+      `  | over fresh: frozen ${rel(point.frozen)} cumulative ${rel(point.cumulative)} rolling ${rel(point.rolling)}  (${((Date.now() - driftT0) / 1000).toFixed(0)} s)`,
+  );
 }
+const after = curve.filter((p) => p.minute >= windowMinutes && Number.isFinite(p.fresh));
+const worst = (k: 'frozen' | 'cumulative' | 'rolling'): number => Math.max(...after.map((p) => p[k] / p.fresh).filter(Number.isFinite));
+log(`drift, worst over fresh fit from minute ${windowMinutes} on: rolling x${worst('rolling').toFixed(3)}, cumulative x${worst('cumulative').toFixed(3)}, frozen x${worst('frozen').toFixed(3)} (target: rolling within x1.05)`);
 const svg = driftSvg(curve, switchMinute);
 writeFileSync(join(out, 'calibrate-drift.svg'), svg);
 log(`drift figure: ${relative(process.cwd(), join(out, 'calibrate-drift.svg'))}`);
@@ -363,27 +410,33 @@ function lineMatching(p: ChildProcess, re: RegExp, ms: number): Promise<void> {
   });
 }
 
-/** Test SSIML of the two decoders over simulated minutes, the ROI change marked. */
-function driftSvg(points: { minute: number; fixed: number; rolling: number }[], switchAt: number): string {
-  const w = 640;
-  const h = 360;
-  const m = { l: 60, r: 130, t: 40, b: 50 };
+/** Test SSIML of the decoders over simulated minutes, the ROI change marked. */
+function driftSvg(points: { minute: number; frozen: number; cumulative: number; rolling: number; fresh: number }[], switchAt: number): string {
+  const w = 680;
+  const h = 380;
+  const m = { l: 60, r: 170, t: 40, b: 50 };
+  const series = [
+    { key: 'frozen', colour: '#c0504d', label: 'frozen after 10 min' },
+    { key: 'cumulative', colour: '#e59b2e', label: 'cumulative (all frames)' },
+    { key: 'rolling', colour: '#3b6ea8', label: 'rolling (10-min window)' },
+    { key: 'fresh', colour: '#555555', label: 'fresh fit (reference)', dash: '5 4' },
+  ] as const;
   const xs = points.map((p) => p.minute);
-  const ys = points.flatMap((p) => [p.fixed, p.rolling]).filter(Number.isFinite);
+  const ys = points.flatMap((p) => series.map((s) => p[s.key])).filter(Number.isFinite);
   const [x0, x1] = [0, Math.max(...xs)];
   const [y0, y1] = [Math.min(...ys) - 0.01, Math.max(...ys) + 0.01];
   const X = (v: number): number => m.l + ((v - x0) / (x1 - x0)) * (w - m.l - m.r);
   const Y = (v: number): number => h - m.b - ((v - y0) / (y1 - y0)) * (h - m.t - m.b);
-  const line = (k: 'fixed' | 'rolling', colour: string): string =>
-    `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${points
-      .filter((p) => Number.isFinite(p[k]))
-      .map((p) => `${X(p.minute).toFixed(1)},${Y(p[k]).toFixed(1)}`)
+  const line = (k: (typeof series)[number]): string =>
+    `<polyline fill="none" stroke="${k.colour}" stroke-width="2"${'dash' in k ? ` stroke-dasharray="${k.dash}"` : ''} points="${points
+      .filter((p) => Number.isFinite(p[k.key]))
+      .map((p) => `${X(p.minute).toFixed(1)},${Y(p[k.key]).toFixed(1)}`)
       .join(' ')}"/>`;
   const yTicks = Array.from({ length: 5 }, (_, i) => y0 + ((y1 - y0) * i) / 4);
   const xTicks = Array.from({ length: Math.floor(x1 / 10) + 1 }, (_, i) => i * 10);
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif" font-size="12">
 <rect width="${w}" height="${h}" fill="white"/>
-<text x="${w / 2}" y="20" text-anchor="middle" font-size="14">Calibration under drift: rolling (10-min window) vs fixed ridge</text>
+<text x="${(w - m.r + m.l) / 2}" y="20" text-anchor="middle" font-size="14">Calibration under drift (test SSIML of each decoder)</text>
 <line x1="${m.l}" y1="${h - m.b}" x2="${w - m.r}" y2="${h - m.b}" stroke="black"/><line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${h - m.b}" stroke="black"/>
 ${xTicks.map((t) => `<text x="${X(t)}" y="${h - m.b + 16}" text-anchor="middle">${t}</text>`).join('')}
 ${yTicks.map((t) => `<text x="${m.l - 6}" y="${Y(t) + 4}" text-anchor="end">${t.toFixed(3)}</text>`).join('')}
@@ -391,9 +444,8 @@ ${yTicks.map((t) => `<text x="${m.l - 6}" y="${Y(t) + 4}" text-anchor="end">${t.
 <text transform="translate(16 ${(m.t + h - m.b) / 2}) rotate(-90)" text-anchor="middle">test SSIML (lower is better)</text>
 <line x1="${X(switchAt)}" y1="${m.t}" x2="${X(switchAt)}" y2="${h - m.b}" stroke="#999" stroke-dasharray="4 3"/>
 <text x="${X(switchAt) + 4}" y="${m.t + 12}" fill="#666">ROIs lost / found</text>
-${line('fixed', '#c0504d')}${line('rolling', '#3b6ea8')}
-<line x1="${w - m.r + 12}" y1="${m.t + 20}" x2="${w - m.r + 36}" y2="${m.t + 20}" stroke="#c0504d" stroke-width="2"/><text x="${w - m.r + 42}" y="${m.t + 24}">fixed</text>
-<line x1="${w - m.r + 12}" y1="${m.t + 40}" x2="${w - m.r + 36}" y2="${m.t + 40}" stroke="#3b6ea8" stroke-width="2"/><text x="${w - m.r + 42}" y="${m.t + 44}">rolling</text>
+${series.map(line).join('')}
+${series.map((k, i) => `<line x1="${w - m.r + 12}" y1="${m.t + 20 + 20 * i}" x2="${w - m.r + 36}" y2="${m.t + 20 + 20 * i}" stroke="${k.colour}" stroke-width="2"${'dash' in k ? ` stroke-dasharray="${k.dash}"` : ''}/><text x="${w - m.r + 42}" y="${m.t + 24 + 20 * i}">${k.label}</text>`).join('')}
 </svg>
 `;
 }

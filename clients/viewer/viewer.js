@@ -74,6 +74,29 @@
     $('provider').textContent = m.provider;
     $('neurons').textContent = info ? info.neurons.toLocaleString() : '-';
     $('calibration').textContent = calibrationNote(info);
+    learningCurve(info && info.learningCurve);
+  }
+
+  // A live calibration's learning curve (the server lists it for bundles `cortexcast calibrate` wrote).
+  function learningCurve(points) {
+    $('curveBox').hidden = !points || points.length < 2;
+    if ($('curveBox').hidden) return;
+    const c = $('curve'), ctx = c.getContext('2d');
+    ctx.fillStyle = '#181818';
+    ctx.fillRect(0, 0, c.width, c.height);
+    const maxFrames = points[points.length - 1].frames || 1;
+    const lo = Math.min(...points.map((p) => p.ssim)), hi = Math.max(...points.map((p) => p.ssim));
+    const span = Math.max(0.01, hi - lo);
+    const X = (f) => 36 + (c.width - 44) * (f / maxFrames), Y = (v) => c.height - 16 - (c.height - 28) * ((v - lo) / span);
+    ctx.fillStyle = '#666';
+    ctx.font = '10px sans-serif';
+    ctx.fillText(hi.toFixed(3), 2, 12);
+    ctx.fillText(lo.toFixed(3), 2, c.height - 16);
+    ctx.fillText(maxFrames + ' frames', c.width - 60, c.height - 3);
+    ctx.strokeStyle = '#7bd389';
+    ctx.beginPath();
+    points.forEach((p, i) => (i ? ctx.lineTo(X(p.frames), Y(p.ssim)) : ctx.moveTo(X(p.frames), Y(p.ssim))));
+    ctx.stroke();
   }
 
   // Bundles written by `cortexcast calibrate` record their calibration in the manifest metrics.

@@ -37,12 +37,31 @@ export interface ModelFacts {
   steps?: number;
   /** The response window streams are decoded with (see the continuous-streams guide). */
   responseWindow: ResolvedWindow;
+  /**
+   * Live-calibrated bundles: held-out SSIM of the served decoder at each refit so far (the newest
+   * 200), by train frames in its fit - the calibration's learning curve.
+   */
+  learningCurve?: { frames: number; seconds: number; ssim: number }[];
+}
+
+/** The learning curve `cortexcast calibrate` records in a bundle's manifest, as far as it is well-formed. */
+function learningCurveOf(config: Record<string, unknown> | undefined): ModelFacts['learningCurve'] {
+  const raw = config?.learningCurve;
+  if (!Array.isArray(raw)) return undefined;
+  const points = raw.slice(-200).flatMap((p: unknown) => {
+    if (typeof p !== 'object' || p === null) return [];
+    const q = p as { frames?: unknown; seconds?: unknown; ssim?: unknown; refined?: { ssim?: unknown } };
+    const ssim = typeof q.refined?.ssim === 'number' ? q.refined.ssim : q.ssim;
+    return typeof q.frames === 'number' && typeof q.seconds === 'number' && typeof ssim === 'number' && Number.isFinite(ssim) ? [{ frames: q.frames, seconds: q.seconds, ssim }] : [];
+  });
+  return points.length ? points : undefined;
 }
 
 export function modelFacts(m: ServedModel): ModelFacts {
   const metrics: Record<string, number> = {};
   for (const [tier, vals] of Object.entries(m.bundle.manifest.metrics)) for (const [k, v] of Object.entries(vals ?? {})) metrics[`${tier}.${k}`] = v;
-  return { name: m.name, kind: m.bundle.manifest.kind, neurons: m.neurons, width: m.width, height: m.height, provider: m.provider, workers: m.pool.size, metrics, ...(m.steps ? { steps: m.steps } : {}), responseWindow: m.responseWindow };
+  const learningCurve = learningCurveOf(m.bundle.manifest.training?.config as Record<string, unknown> | undefined);
+  return { name: m.name, kind: m.bundle.manifest.kind, neurons: m.neurons, width: m.width, height: m.height, provider: m.provider, workers: m.pool.size, metrics, ...(m.steps ? { steps: m.steps } : {}), responseWindow: m.responseWindow, ...(learningCurve && { learningCurve }) };
 }
 
 export async function loadModel(cfg: ServerConfig, m: ModelConfig): Promise<ServedModel> {

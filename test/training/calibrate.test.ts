@@ -16,7 +16,7 @@ import { calibrateFromRecording } from '../../src/training/calibrate/from-record
 import { tinyDataset } from '../helpers/tiny-dataset.js';
 import { runLiveCalibration, type ServedRefit } from '../../src/training/calibrate/live.js';
 import { composeRidgeRefiner, refinerOnlyGraph, trainTransferRefiner } from '../../src/training/calibrate/refiner.js';
-import { StatisticsSolver } from '../../src/training/calibrate/solve.js';
+import { SampleSpaceSolver, solverFor, StatisticsSolver } from '../../src/training/calibrate/solve.js';
 import { StimulusSet } from '../../src/training/calibrate/stimuli.js';
 import { writeNpy } from '../../src/common/npy.js';
 import { RidgeStatistics } from '../../src/training/calibrate/statistics.js';
@@ -114,6 +114,162 @@ describe('calibration statistics', () => {
     // The newer frame weighs e times the older one.
     expect(decayed.sx[0]).toBeCloseTo(raw[0][0] + Math.E * raw[1][0], 5);
   });
+
+  it('the sample-space solve (fewer frames than neurons) gives the primal fit, weighted frames included', async () => {
+    const gemm = await Gemm.create();
+    const N = 40;
+    const animal = toyAnimal(N, 11);
+    const rng = new Rng(12);
+    const imgs = images(36, 13);
+    for (const forgetting of [{ kind: 'none' }, { kind: 'decay', seconds: 8 }, { kind: 'window', seconds: 20 }] as const) {
+      const stats = new RidgeStatistics(N, P, forgetting);
+      imgs.slice(0, 30).forEach((im, i) => stats.add(animal.frame(im, rng), im, i));
+      stats.forget(29);
+      await stats.flush(gemm);
+      expect(stats.rows?.length).toBe(forgetting.kind === 'window' ? 21 : 30);
+      const sample = await solverFor(gemm, stats);
+      expect(sample).toBeInstanceOf(SampleSpaceSolver);
+      // The neurons x neurons sums are not kept while the frames are: brought up to date on request.
+      expect(stats.gramCurrent).toBe(false);
+      expect(() => new StatisticsSolver(stats)).toThrow(/ensureGram/);
+      await stats.ensureGram(gemm);
+      const primal = new StatisticsSolver(stats);
+      expect(sample.meanDiagonal).toBeCloseTo(primal.meanDiagonal, 3);
+      const lambda = 0.3 * primal.meanDiagonal;
+      const [a, b] = [await sample.fit(gemm, lambda), await primal.fit(gemm, lambda)];
+      const maxAbs = Math.max(...b.weights.map(Math.abs));
+      for (let k = 0; k < b.weights.length; k++) expect(Math.abs(a.weights[k] - b.weights[k])).toBeLessThan(2e-3 * maxAbs);
+      for (let p = 0; p < P; p++) expect(Math.abs(a.bias[p] - b.bias[p])).toBeLessThan(2e-3 * (1 + Math.abs(b.bias[p])));
+      const heldRaw = new Float32Array(6 * N);
+      const heldImages = new Float32Array(6 * P);
+      imgs.slice(30).forEach((im, r) => (heldRaw.set(animal.frame(im, rng), r * N), heldImages.set(im, r * P)));
+      const held = { count: 6, raw: heldRaw, images: heldImages };
+      const targets = Float32Array.from(heldImages, (v) => (v - primal.pixelMean) / primal.pixelStd);
+      expect(await sample.heldOutMse(gemm, lambda, held, targets)).toBeCloseTo(await primal.heldOutMse(gemm, lambda, held, targets), 4);
+    }
+    // Past as many frames as neurons (nothing forgotten), the frames are no longer kept: the primal solve takes over.
+    const many = new RidgeStatistics(8, P);
+    imgs.slice(0, 12).forEach((im, i) => many.add(Float32Array.from({ length: 8 }, () => rng.next()), im, i));
+    await many.flush(gemm);
+    expect(many.rows).toBeUndefined();
+    expect(await solverFor(gemm, many)).toBeInstanceOf(StatisticsSolver);
+  }, 60_000);
+
+  it('restricting the statistics to kept units equals statistics of the restricted frames', async () => {
+    const gemm = await Gemm.create();
+    const N = 10;
+    const rng = new Rng(14);
+    const imgs = images(20, 15);
+    const raw = imgs.map(() => Float32Array.from({ length: N }, () => rng.next()));
+    const columns = [7, 2, 3, 9];
+    const full = new RidgeStatistics(N, P, { kind: 'window', seconds: 12 });
+    const direct = new RidgeStatistics(columns.length, P, { kind: 'window', seconds: 12 });
+    raw.forEach((r, i) => {
+      full.add(r, imgs[i], i);
+      direct.add(Float32Array.from(columns, (c) => r[c]), imgs[i], i);
+    });
+    await full.flush(gemm);
+    // These frames are still pending when the set is restricted: they must come along.
+    const later = imgs.map(() => Float32Array.from({ length: N }, () => rng.next()));
+    later.slice(0, 5).forEach((r, i) => {
+      full.add(r, imgs[i], 20 + i);
+      direct.add(Float32Array.from(columns, (c) => r[c]), imgs[i], 20 + i);
+    });
+    const kept = full.restricted(columns);
+    await kept.flush(gemm);
+    await direct.flush(gemm);
+    await kept.ensureGram(gemm);
+    await direct.ensureGram(gemm);
+    expect(kept.frames).toBe(direct.frames);
+    for (let a = 0; a < columns.length; a++) for (let b = 0; b <= a; b++) expect(kept.xx[a * columns.length + b]).toBeCloseTo(direct.xx[a * columns.length + b], 4);
+    for (let k = 0; k < direct.xy.length; k++) expect(kept.xy[k]).toBeCloseTo(direct.xy[k], 2);
+    expect(kept.rows?.length).toBe(direct.rows?.length);
+    // Forgetting goes on in the restricted set as in the direct one.
+    kept.forget(40);
+    direct.forget(40);
+    await kept.flush(gemm);
+    await direct.flush(gemm);
+    expect(kept.frames).toBe(direct.frames);
+    for (let k = 0; k < direct.sx.length; k++) expect(kept.sx[k]).toBeCloseTo(direct.sx[k], 4);
+  });
+
+  it('restricting statistics whose neurons x neurons sums are not built yet keeps what a solve needs', async () => {
+    const gemm = await Gemm.create();
+    const rng = new Rng(30);
+    const imgs = images(7, 31);
+    const raw = imgs.map(() => Float32Array.from({ length: 10 }, () => rng.next()));
+    const full = new RidgeStatistics(10, P);
+    raw.forEach((r, i) => full.add(r, imgs[i], i));
+    await full.flush(gemm);
+    expect(full.gramCurrent).toBe(false);
+    const columns = [0, 1, 2, 3, 4, 5];
+    const kept = full.restricted(columns);
+    const direct = new RidgeStatistics(6, P);
+    raw.forEach((r, i) => direct.add(Float32Array.from(columns, (c) => r[c]), imgs[i], i));
+    await direct.flush(gemm);
+    const [a, b] = [await solverFor(gemm, kept), await solverFor(gemm, direct)];
+    const lambda = 0.5 * b.meanDiagonal;
+    const [fa, fb] = [await a.fit(gemm, lambda), await b.fit(gemm, lambda)];
+    for (let k = 0; k < fb.weights.length; k++) expect(fa.weights[k]).toBeCloseTo(fb.weights[k], 3);
+    // Later frames fold in as usual.
+    kept.add(Float32Array.from(columns, (c) => raw[0][c]), imgs[0], 8);
+    await kept.flush(gemm);
+    expect(kept.frames).toBe(8);
+  });
+
+  it('a new unit set after a pause longer than the window does not carry the forgotten calibration over', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cc-cal-pause-'));
+    const lines: string[] = [];
+    const cal = new Calibrator({ name: 'mouse-c', modelsDir: dir, height: H, width: W, minFrames: 10, alphas: [1], forgetting: { kind: 'window', seconds: 60 }, log: (l) => lines.push(l) });
+    const rng = new Rng(32);
+    const animal = toyAnimal(12, 33);
+    const ids1 = Array.from({ length: 12 }, (_, i) => i + 1);
+    images(40, 34).forEach((im, i) => cal.add({ raw: animal.frame(im, rng), image: im, t: i, imageId: i + 1, unitIds: ids1 }));
+    expect((await cal.refit())?.source).toBe('own');
+    // The next day: one ROI lost; a single frame so far.
+    const ids2 = ids1.slice(1);
+    const next = images(30, 35);
+    const frame = (k: number): Float32Array => animal.frame(next[k], rng).subarray(1);
+    cal.add({ raw: frame(0), image: next[0], t: 86_400, imageId: 500, unitIds: ids2 });
+    expect(await cal.refit()).toBeUndefined();
+    for (let k = 1; k < 30; k++) cal.add({ raw: frame(k), image: next[k], t: 86_400 + k, imageId: 500 + k, unitIds: ids2 });
+    const r = await cal.refit();
+    expect(r?.source).toBe('own');
+    expect(r?.neurons).toBe(11);
+    expect(lines.some((l) => /serving the 11 kept units with the earlier/.test(l))).toBe(false);
+  });
+
+  it('after an ROI change the kept units serve with the earlier calibration until the new set fits better on its own', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cc-cal-carry-'));
+    const lines: string[] = [];
+    const cal = new Calibrator({ name: 'mouse-b', modelsDir: dir, height: H, width: W, minFrames: 10, alphas: [0.1, 1, 10], log: (l) => lines.push(l) });
+    const rng = new Rng(16);
+    const day1 = toyAnimal(16, 17);
+    const ids1 = Array.from({ length: 16 }, (_, i) => 100 + i);
+    images(60, 18).forEach((im, i) => cal.add({ raw: day1.frame(im, rng), image: im, t: i, imageId: i + 1, unitIds: ids1 }));
+    expect((await cal.refit())?.source).toBe('own');
+    // Day 2: units 100..103 lost, 300..301 found, and the kept units respond as another animal would (a strong change).
+    const ids2 = [...ids1.slice(4), 300, 301];
+    const day2 = toyAnimal(14, 19);
+    const day2Images = images(700, 20);
+    day2Images.slice(0, 12).forEach((im, i) => cal.add({ raw: day2.frame(im, rng), image: im, t: 100 + i, imageId: 5000 + i, unitIds: ids2 }));
+    const carried = await cal.refit();
+    expect(carried?.source).toBe('carried');
+    expect(carried?.neurons).toBe(14);
+    expect(carried?.frames).toBeGreaterThan(60);
+    const b = loadBundle(join(dir, 'mouse-b'));
+    expect(b.unitIds).toEqual(ids2);
+    // The new units weigh nothing in the carried fit.
+    expect([...carried!.ridge.weights.subarray(12 * P)].every((v) => v === 0)).toBe(true);
+    expect(lines.some((l) => /serving the 12 kept units with the earlier/.test(l))).toBe(true);
+    let last = carried;
+    for (let k = 0; k < 16 && last?.source === 'carried'; k++) {
+      day2Images.slice(12 + 40 * k, 52 + 40 * k).forEach((im, i) => cal.add({ raw: day2.frame(im, rng), image: im, t: 200 + 40 * k + i, imageId: 6000 + 40 * k + i, unitIds: ids2 }));
+      last = await cal.refit();
+    }
+    expect(last?.source).toBe('own');
+    expect(lines.some((l) => /own fit .* now beats the carried-over one on its held-out frames \(2 refits in a row\)/.test(l))).toBe(true);
+  }, 60_000);
 
   it('a changed unit set produces a bundle for the new neurons, not an error', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cc-cal-'));
@@ -339,6 +495,13 @@ describe('live calibration through a server', () => {
     await send(day1, ids1, 250);
     await waitFor(() => served.some((s) => s.neurons === 18), 20_000);
     await send(day1, ids1, 100);
+    // The viewer's learning curve: the server lists the served bundle's refits with their held-out SSIM.
+    await waitFor(() => served.filter((s) => s.neurons === 18).length >= 2, 20_000);
+    const listed = (await (await fetch(`http://127.0.0.1:${server.httpPort}/api/models`, { headers: { authorization: `Bearer ${token}` } })).json()) as { models: { name: string; learningCurve?: { frames: number; ssim: number }[] }[] };
+    const curve = listed.models.find((m) => m.name === 'new-mouse')!.learningCurve!;
+    expect(curve.length).toBeGreaterThanOrEqual(2);
+    expect(curve[curve.length - 1].frames).toBeGreaterThan(curve[0].frames);
+    expect(curve.every((p) => p.ssim > -1 && p.ssim < 1)).toBe(true);
     const day2From = seq + 1;
     await send(day2, ids2, 250);
     await waitFor(() => served.some((s) => s.neurons === 14), 20_000);
