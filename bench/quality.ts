@@ -3,6 +3,7 @@
  *   [--encoder-budget 20m] [--recipe cortexcast|report] [--anchor ridge|none] [--anchor-folds 0|5]
  *   [--pairs 0|0.5] [--pairs-for cnn,gan] [--refiner-levels 0|2] [--cnn-loss mse|logssim|mae|mse+logssim] [--cnn-contrast on|off] [--cnn-contrast-downsample 1|2|4]
  *   [--data DIR] [--out DIR] [--decoders cnn,gan,latent-vae,latent-features] [--ae-budget 15m] [--gan-profile small|realtime]
+ *   [--response-noise SD]
  *
  * Decoder quality against the linear readout measured in the same run: ridge (closed form), then the
  * small CNN and the small GAN (with its encoder and MEIs), each deep decoder under a wall-clock
@@ -19,7 +20,8 @@
  * with short budgets. --split regions (the default) takes validation and test images from every photo
  * (see SynthConfig.split); --split photos is the older split with one photo per held-out tier.
  * After the table: two-way identification per decoder and SSIML per source photo. --decoders none
- * measures ridge alone. --ceiling then measures the ceiling of what is decodable (see ceiling()).
+ * measures ridge alone. --response-noise trains the deep decoders with noise augmentation of the
+ * responses (train cnn --response-noise). --ceiling then measures the ceiling of what is decodable (see ceiling()).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -63,6 +65,7 @@ const { values: a } = parseArgs({
     'gan-profile': { type: 'string', default: 'small' },
     split: { type: 'string', default: 'regions' },
     ceiling: { type: 'boolean', default: false },
+    'response-noise': { type: 'string', default: '0' },
   },
 });
 
@@ -81,6 +84,8 @@ const anchor = a.anchor === undefined ? (recipe === 'cortexcast' ? 'ridge' : 'no
 const anchorFolds = a['anchor-folds'] === undefined ? undefined : Number(a['anchor-folds']);
 const cnnLoss = a['cnn-loss'] === undefined ? undefined : (a['cnn-loss'] as 'mse' | 'logssim' | 'mae' | 'mse+logssim');
 const cnnContrast = a['cnn-contrast'] === undefined ? undefined : a['cnn-contrast'] === 'on';
+const responseNoise = Number(a['response-noise']);
+if (!(responseNoise >= 0)) throw new Error(`--response-noise: ${a['response-noise']} is not a standard deviation >= 0`);
 const cnnContrastDownsample = a['cnn-contrast-downsample'] === undefined ? undefined : Number(a['cnn-contrast-downsample']);
 const refinerLevels = a['refiner-levels'] === undefined ? undefined : a['refiner-levels'] === '0' ? 0 : 2;
 const seeds = Array.from({ length: Number(a.seeds) }, (_, i) => i + 1);
@@ -158,7 +163,7 @@ table.push({ name: 'ridge', seed: 0, row: await testRow(ridgeDir), seconds: Numb
 
 // cnn / gan: the cortexcast recipe; cnn-report etc. name what differs from it.
 const variant = (kind: string): string =>
-  [recipe === 'report' ? '-report' : '', (anchor === 'ridge') !== (recipe === 'cortexcast') ? `-anchor-${anchor}` : '', anchor === 'ridge' && anchorFolds !== undefined ? `-folds${anchorFolds}` : '', kind === 'cnn' && refinerLevels !== undefined ? `-levels${refinerLevels}` : '', kind === 'cnn' && cnnLoss ? `-${cnnLoss}` : '', kind === 'cnn' && cnnContrast !== undefined ? `-contrast-${cnnContrast ? 'on' : 'off'}` : '', kind === 'cnn' && cnnContrastDownsample !== undefined ? `-contrastgrid${cnnContrastDownsample}` : '', kind === 'gan' && ganProfile !== 'small' ? `-${ganProfile}` : '', usesPairs(kind) ? `-pairs${pairsFraction}` : ''].join('');
+  [recipe === 'report' ? '-report' : '', (anchor === 'ridge') !== (recipe === 'cortexcast') ? `-anchor-${anchor}` : '', anchor === 'ridge' && anchorFolds !== undefined ? `-folds${anchorFolds}` : '', kind === 'cnn' && refinerLevels !== undefined ? `-levels${refinerLevels}` : '', kind === 'cnn' && cnnLoss ? `-${cnnLoss}` : '', kind === 'cnn' && cnnContrast !== undefined ? `-contrast-${cnnContrast ? 'on' : 'off'}` : '', kind === 'cnn' && cnnContrastDownsample !== undefined ? `-contrastgrid${cnnContrastDownsample}` : '', kind === 'gan' && ganProfile !== 'small' ? `-${ganProfile}` : '', usesPairs(kind) ? `-pairs${pairsFraction}` : '', responseNoise > 0 ? `-noise${responseNoise}` : ''].join('');
 const label = (kind: string): string => `${kind}${variant(kind)}`;
 
 for (const seed of seeds) {
@@ -183,7 +188,7 @@ for (const seed of seeds) {
       table.push({ name: label(kind), seed, row: await testRow(dir), seconds: Number(loadBundle(dir).manifest.training.seconds ?? 0), dir });
       continue;
     }
-    const r = await trainDecoder({ kind, data, out: dir, seed, profile: kind === 'gan' ? ganProfile : undefined, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, anchorContrast: kind === 'cnn' ? cnnContrast : undefined, contrastDownsample: kind === 'cnn' ? cnnContrastDownsample : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, log });
+    const r = await trainDecoder({ kind, data, out: dir, seed, profile: kind === 'gan' ? ganProfile : undefined, recipe, anchor, anchorFolds, refinerLevels, loss: kind === 'cnn' ? cnnLoss : undefined, anchorContrast: kind === 'cnn' ? cnnContrast : undefined, contrastDownsample: kind === 'cnn' ? cnnContrastDownsample : undefined, budgetSeconds: decoderBudget, resume: true, validateEvery: kind === 'cnn' && recipe === 'cortexcast' ? undefined : quick ? 50 : 100, meis: kind === 'gan' ? meis : undefined, encoderPairs: usesPairs(kind) ? enc : undefined, pairsFraction: usesPairs(kind) ? pairsFraction : undefined, responseNoise, log });
     table.push({ name: label(kind), seed, row: r.manifest.metrics.test as Row, seconds: (Date.now() - started) / 1000, dir });
   }
 }

@@ -328,7 +328,7 @@ for (const kind of ['cnn', 'gan'] as const) {
         ? "CNN decoder. Default (--recipe cortexcast): the ridge image refined by a small U-Net that also sees a ridge estimate of local contrast, MSE + log-SSIM, best checkpoint by validation SSIML. --recipe report: the report's FC readin + transposed-conv core, MSE, best epoch by validation FID"
         : "GAN decoder: MEI readin + stride-1 core, LSGAN + log-SSIM, best epoch by validation FID. Default (--recipe cortexcast): the core refines the ridge image; --recipe report: the report's GAN alone",
     )
-    .requiredOption('--data <dirs...>', kind === 'gan' ? 'dataset folder(s); several train B-All (one readin and discriminator head each, shared core)' : 'dataset folder')
+    .requiredOption('--data <dirs...>', kind === 'gan' ? 'dataset folder(s); several train B-All (one readin and discriminator head each, shared core)' : 'dataset folder(s); several (cortexcast recipe) train one refiner shared by all animals, each read in by its own ridge')
     .requiredOption('--out <dir>', 'bundle folder to write (one sub-folder per session for B-All; the run folder goes to <out>/run unless --run)')
     .option('--run <dir>', 'run folder: config, metrics.csv/json, curves.svg, validation grid, checkpoint')
     .addOption(
@@ -347,6 +347,7 @@ for (const kind of ['cnn', 'gan'] as const) {
     .option('--resume', 'continue from the run folder\'s checkpoint')
     .option('--encoder-pairs <dir>', 'encoder bundle of the same session: mix encoder-labelled new images (crops and flips of train stimuli) into every batch')
     .option('--pairs-fraction <x>', 'fraction of each batch made of encoder pairs', Number, 0.5)
+    .option('--response-noise <sd>', "noise augmentation: Gaussian noise of this sd (in each neuron's response std) added to the train responses at every step (fed ridge images move by its read-out); 0: off", Number, 0)
     .addOption(
       new Option('--recipe <name>', kind === 'cnn' ? "cortexcast: ridge image + a small convolutional correction of it (measured in docs/results.md); report: the report's FC-readin CNN" : "cortexcast: ridge-anchored (the core refines the ridge image); report: the report's GAN alone")
         .choices(['cortexcast', 'report'])
@@ -405,6 +406,7 @@ for (const kind of ['cnn', 'gan'] as const) {
       patience: o.patience,
       encoderPairs: o.encoderPairs,
       pairsFraction: o.pairsFraction,
+      responseNoise: o.responseNoise,
     });
     console.log(`bundle${r.bundles.length > 1 ? 's' : ''} ${r.bundles.join(', ')}: ${r.manifest.name}, best epoch ${r.best.epoch} (validation FID ${r.best.fid.toFixed(3)}), ${r.steps} steps in ${r.seconds.toFixed(0)} s; run folder ${r.run}`);
     for (const m of r.manifests) console.log(`test ${m.name}: ${JSON.stringify(m.metrics.test)}`);

@@ -119,6 +119,28 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
     expect(r.manifests.every((m) => m.metrics.test!.fid! > 0)).toBe(true);
   }, 300_000);
 
+  it("cortexcast's CNN on two sessions: one refiner shared by both, each read in by its own ridge; one bundle per session", async () => {
+    const other = await tinyDataset({ trainTrials: 160, validationTrials: 24 }, 150);
+    const out = join(work, 'cnn-shared');
+    const r = await trainDecoder({ kind: 'cnn', data: [data, other], out, epochs: 2, lr: 1e-3, validateEvery: 10, quiet: true, log: quiet });
+    expect([r.generator.stepInputNames.anchor_0, r.generator.stepInputNames.anchor_1]).toEqual(['anchor_0_image', 'anchor_1_image']);
+    expect(r.bundles).toEqual([join(out, 'session0'), join(out, 'session1')]);
+    const [a, b] = r.bundles.map((d) => readModel(loadBundle(d).model).graph);
+    expect([a.inputs[0].shape[1], b.inputs[0].shape[1]]).toEqual([300, 150]);
+    const weights = (g: typeof a, scope: string): Map<string, number[]> =>
+      new Map([...g.initializers].filter(([k]) => k.startsWith(scope)).map(([k, v]) => [k, Array.from(v.tensor.data as Float32Array)]));
+    const [ra, rb] = [weights(a, 'refiner/'), weights(b, 'refiner/')];
+    expect(ra.size).toBeGreaterThan(3);
+    expect(ra).toEqual(rb);
+    // Trained: the shared refiner's last layer is no longer the zero it starts at.
+    expect([...ra].filter(([k]) => k.startsWith('refiner/out/')).flatMap(([, v]) => v).some((v) => v !== 0)).toBe(true);
+    // Each bundle reads its own neurons through its own ridge.
+    expect(a.initializers.get('anchor/weight_0')!.tensor.dims[0]).toBe(300);
+    expect(b.initializers.get('anchor/weight_0')!.tensor.dims[0]).toBe(150);
+    expect(r.manifests.every((m) => m.metrics.test!.ssiml! > 0)).toBe(true);
+    await expect(trainDecoder({ kind: 'cnn', data: [data, other], out: join(work, 'x'), recipe: 'report', epochs: 1, quiet: true, log: quiet })).rejects.toThrow(/report's CNN trains on one/);
+  }, 300_000);
+
   it('GAN without MEIs says what it needs', async () => {
     await expect(trainDecoder({ kind: 'gan', data, out: join(work, 'x'), epochs: 1, quiet: true, log: quiet })).rejects.toThrow(/needs --meis/);
   });

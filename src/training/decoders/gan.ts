@@ -121,7 +121,7 @@ export async function ganRecipe(s: DecoderSettings, cfg: GanConfig, meis: string
   });
   const G = await TrainingSession.create(spec);
   const D = await TrainingSession.create(discriminatorSpec(cfg, S, s));
-  const batch = await DecoderBatch.create(sessions, s.batch, G.stepInputNames, s.pairs);
+  const batch = await DecoderBatch.create(sessions, s.batch, G.stepInputNames, s.pairs, s.responseNoise);
   const labels = { real: new Float32Array(S * s.batch), fake: new Float32Array(S * s.batch) };
   const config = {
     kind: 'gan',

@@ -226,8 +226,10 @@ export class DecoderBatch {
     stepInputNames: Record<string, string>,
     /** Encoder-made pairs replacing the first `round(fraction * batch)` rows of the first session's batch. */
     private readonly pairs?: { source: EncoderPairs; fraction: number },
-    /** Ridge images of encoder-made rows are computed (they have no out-of-fold estimate). */
+    /** Ridge images of encoder-made rows are computed (they have no out-of-fold estimate), and those of response noise. */
     private readonly gemm?: Gemm,
+    /** Standard deviation of the noise added to every row's (std-scaled) responses; 0: none. */
+    private readonly responseNoise = 0,
   ) {
     this.responses = sessions.map((s) => new Float32Array(batch * s.data.neurons));
     const { height: H, width: W } = sessions[0].data;
@@ -239,9 +241,9 @@ export class DecoderBatch {
     });
   }
 
-  static async create(sessions: DecoderSession[], batch: number, stepInputNames: Record<string, string>, pairs?: { source: EncoderPairs; fraction: number }): Promise<DecoderBatch> {
-    const needsGemm = !!pairs && !!stepInputNames.anchor_0;
-    return new DecoderBatch(sessions, batch, stepInputNames, pairs, needsGemm ? await Gemm.create() : undefined);
+  static async create(sessions: DecoderSession[], batch: number, stepInputNames: Record<string, string>, pairs?: { source: EncoderPairs; fraction: number }, responseNoise = 0): Promise<DecoderBatch> {
+    const needsGemm = (!!pairs || responseNoise > 0) && Object.keys(stepInputNames).some((k) => k.startsWith('anchor_'));
+    return new DecoderBatch(sessions, batch, stepInputNames, pairs, needsGemm ? await Gemm.create() : undefined, responseNoise);
   }
 
   /** Input k is `responses` alone, `responses_<k>` in a multi-session (B-All) model. */
@@ -275,7 +277,36 @@ export class DecoderBatch {
       await this.pairs!.source.fill(rows[0].slice(0, made), slots, rng, this.responses[0], this.images);
       if (this.anchors[0]) await this.ridgeOfMadeRows(made);
     }
+    if (this.responseNoise > 0) for (let k = 0; k < this.sessions.length; k++) await this.addResponseNoise(k, rng);
     return feeds;
+  }
+
+  /**
+   * Noise augmentation: e ~ N(0, responseNoise^2) per neuron and row, added to the responses; a fed
+   * ridge image (the read-out of the responses, fed rather than computed in training) moves by the
+   * read-out of e, so both inputs stay the ones a noisier trial would have given.
+   */
+  private async addResponseNoise(k: number, rng: Rng): Promise<void> {
+    const { data, anchor } = this.sessions[k];
+    const n = data.neurons;
+    const noise = Float32Array.from({ length: this.batch * n }, () => this.responseNoise * rng.normal());
+    const responses = this.responses[k];
+    for (let i = 0; i < noise.length; i++) responses[i] += noise[i];
+    const fed = this.anchors[k];
+    if (!fed) return;
+    const a = anchor!;
+    const P = data.height * data.width;
+    const { channels, columns: cols } = anchorChannels(a);
+    const moved = await this.gemm!.mul(noise, a.weights, this.batch, n, cols);
+    for (const [c, { grid, offset, size }] of channels.entries()) {
+      const part = new Float32Array(this.batch * size);
+      for (let r = 0; r < this.batch; r++) part.set(moved.subarray(r * cols + offset, r * cols + offset + size), r * size);
+      const full = upsampled(part, this.batch, grid, data.height, data.width);
+      for (let r = 0; r < this.batch; r++) {
+        const at = (r * a.channels + c) * P;
+        for (let j = 0; j < P; j++) fed.images[at + j] += full[r * P + j];
+      }
+    }
   }
 
   private async ridgeOfMadeRows(made: number): Promise<void> {
@@ -303,6 +334,8 @@ export function sharedConfig(s: DecoderSettings): Record<string, unknown> {
     // The grid only where it is coarse: a full-size run's config reads as it did before the option existed.
     ...(s.anchorContrast && { anchorContrast: true, ...(s.contrastDownsample !== 1 && { contrastDownsample: s.contrastDownsample }) }),
     encoderPairs: s.pairs ? { encoder: s.pairs.source.encoder, fraction: s.pairs.fraction } : undefined,
+    // Only when on: a run's config reads as it did before the option existed.
+    ...(s.responseNoise > 0 && { responseNoise: s.responseNoise }),
     transform: s.transform,
     batch: s.batch,
     lr: s.lr,

@@ -29,6 +29,12 @@ export interface DecoderSettings {
   refinerLevels?: 0 | 2;
   /** Encoder-made training pairs mixed into each batch (MEIcoder's low-data trick). */
   pairs?: { source: EncoderPairs; fraction: number };
+  /**
+   * Noise augmentation: Gaussian noise of this standard deviation (the responses are std-scaled, so
+   * in units of each neuron's std) added to every train row's responses at every step; where the
+   * training feeds ridge images, they move by the ridge read-out of the same noise. 0: off.
+   */
+  responseNoise: number;
   selection: Recipe['selection'];
   log: (s: string) => void;
 }

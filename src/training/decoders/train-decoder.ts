@@ -88,6 +88,8 @@ export interface TrainDecoderOptions {
    */
   encoderPairs?: string;
   pairsFraction?: number;
+  /** Noise augmentation of the train responses (DecoderSettings.responseNoise); default 0 (off). */
+  responseNoise?: number;
   /** Validation metric that picks the exported checkpoint (default FID, as the report; SSIML for cortexcast's CNN). */
   select?: 'fid' | 'ssiml' | 'mse';
   /** Stop after this many validations without a better selection metric. */
@@ -132,7 +134,6 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
   const run = o.run ?? join(o.out, 'run');
   const dirs = Array.isArray(o.data) ? o.data : [o.data];
   if (o.kind === 'cnn' && o.profile === 'realtime') throw ccError('CC_ERR_OPTION', "profile 'realtime' is the GAN's; the CNN's small profile is its real-time one");
-  if (o.kind === 'cnn' && dirs.length > 1) throw ccError('CC_ERR_OPTION', "the CNN trains on one session; multi-session (B-All) training is the GAN's");
   // Coordinates are looked up by dataset column, and a subset renumbers the columns.
   if (o.neurons && (dirs.length > 1 || o.coordinates)) throw ccError('CC_ERR_OPTION', 'a neuron subset is for one session without the coordinates ablation');
   if (o.readinChannels !== undefined && !(Number.isInteger(o.readinChannels) && o.readinChannels > 0)) throw ccError('CC_ERR_OPTION', `readin channels ${o.readinChannels} must be a positive integer`);
@@ -160,9 +161,11 @@ export async function trainDecoder(o: TrainDecoderOptions): Promise<TrainDecoder
     anchorContrast: o.anchorContrast ?? refiner,
     contrastDownsample: o.contrastDownsample ?? CONTRAST_DOWNSAMPLE,
     refinerLevels: o.refinerLevels,
+    responseNoise: o.responseNoise ?? 0,
     selection: { metric: o.select ?? (refiner ? 'ssiml' : 'fid'), mode: 'min' },
     log,
   };
+  if (!(Number.isFinite(settings.responseNoise) && settings.responseNoise >= 0 && settings.responseNoise <= 10)) throw ccError('CC_ERR_OPTION', `response noise ${settings.responseNoise} must be between 0 and 10 (standard deviations of a neuron's response)`);
   if (o.contrastDownsample !== undefined && !settings.anchorContrast) throw ccError('CC_ERR_OPTION', '--contrast-downsample is a setting of the contrast read-out, which is off (--no-anchor-contrast or not the refiner)');
   if (!(Number.isInteger(settings.contrastDownsample) && settings.contrastDownsample >= 1)) throw ccError('CC_ERR_OPTION', `contrast downsample ${settings.contrastDownsample} must be a whole number >= 1`);
   if (settings.anchorContrast && !refiner) throw ccError('CC_ERR_OPTION', "the contrast read-out is an input of cortexcast's CNN (the ridge refiner): not of the GAN or --recipe report");

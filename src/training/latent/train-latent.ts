@@ -90,6 +90,7 @@ export async function trainLatent(o: TrainLatentOptions): Promise<TrainLatentRes
   const targets = await encodeTrainImages(ae, data, o.threads);
   const settings = (lr: number, batch: number): DecoderSettings => ({
     profile,
+    responseNoise: 0,
     batch,
     lr,
     weightDecay: o.weightDecay ?? 1e-4,

@@ -84,9 +84,10 @@ export async function fitRidge(data: PreparedData, opts: { alphas?: number[]; ou
   const bias = Float32Array.from(meanY, (v, i) => v - mw[i]);
   let trainOutOfFold: Float32Array | undefined;
   if (opts.outOfFold) {
-    const kernel = dual ? gram : Float64Array.from(await gemm.mul(X, X, n, N, n, false, true));
     const { fold, folds } = foldOfRows(n, opts.outOfFold);
-    trainOutOfFold = await outOfFoldPredictions(gemm, kernel, Y, meanY, n, P, best!.lambda, fold, folds);
+    trainOutOfFold = dual
+      ? await outOfFoldPredictions(gemm, gram, Y, meanY, n, P, best!.lambda, fold, folds)
+      : await outOfFoldPrimal(gemm, { X, Y, gram, rhs, meanY, n, N, P }, best!.lambda, fold, folds);
     log(`ridge: ${folds}-fold out-of-fold train estimates${opts.outOfFold.groups ? ' (folds by stimulus group)' : ''}, lambda ${best!.lambda.toPrecision(4)}`);
   }
   return { graph: buildRidgeGraph(W, bias, N, data.height, data.width), weights: W, bias, lambda: best!.lambda, alpha: best!.alpha, path, seconds: (Date.now() - t0) / 1000, trainOutOfFold };
@@ -122,6 +123,43 @@ async function outOfFoldPredictions(gemm: Gemm, kernel: Float64Array, Y: Float32
     const kht = new Float32Array(held.length * t);
     held.forEach((row, a) => kept.forEach((col, b) => (kht[a * t + b] = kernel[row * n + col])));
     const pred = await gemm.mul(kht, coef, held.length, t, P);
+    held.forEach((row, a) => {
+      for (let j = 0; j < P; j++) out[row * P + j] = pred[a * P + j] + meanY[j];
+    });
+  }
+  return out;
+}
+
+/**
+ * The same k-fold predictions in the neurons' space, for more trials than neurons: each fold's fit
+ * is (G - X_f^T X_f + lambda I)^-1 (X^T Y - X_f^T Y_f), neurons x neurons per fold instead of an
+ * (n - n_f)^2 kernel (at 15,000 trials and 2,000 neurons, seconds instead of a quarter of an hour).
+ */
+async function outOfFoldPrimal(
+  gemm: Gemm,
+  d: { X: Float32Array; Y: Float32Array; gram: Float64Array; rhs: Float64Array; meanY: Float64Array; n: number; N: number; P: number },
+  lambda: number,
+  fold: number[],
+  folds: number,
+): Promise<Float32Array> {
+  const { X, Y, gram, rhs, meanY, n, N, P } = d;
+  const out = new Float32Array(n * P);
+  for (let f = 0; f < folds; f++) {
+    const held: number[] = [];
+    for (let i = 0; i < n; i++) if (fold[i] === f) held.push(i);
+    const m = held.length;
+    const xf = new Float32Array(m * N);
+    const yf = new Float32Array(m * P);
+    held.forEach((row, a) => (xf.set(X.subarray(row * N, (row + 1) * N), a * N), yf.set(Y.subarray(row * P, (row + 1) * P), a * P)));
+    const gf = await gemm.mul(xf, xf, N, m, N, true, false);
+    const g = new Float64Array(N * N);
+    for (let k = 0; k < g.length; k++) g[k] = gram[k] - gf[k];
+    for (let i = 0; i < N; i++) g[i * N + i] += lambda;
+    const cf = await gemm.mul(xf, yf, N, m, P, true, false);
+    const b = new Float64Array(N * P);
+    for (let k = 0; k < b.length; k++) b[k] = rhs[k] - cf[k];
+    const coef = await choleskySolve(gemm, await cholesky(gemm, g, N), b, N, P);
+    const pred = await gemm.mul(xf, Float32Array.from(coef), m, N, P);
     held.forEach((row, a) => {
       for (let j = 0; j < P; j++) out[row * P + j] = pred[a * P + j] + meanY[j];
     });
