@@ -99,7 +99,10 @@ describe('CNN and GAN decoders train, export and serve (tiny simulated session)'
       expect(row.latencyMs.p50).toBeGreaterThan(0);
     }
     expect(existsSync(join(work, 'compare.png'))).toBe(true);
-  }, 120_000);
+    // Two bundles of one recipe carry one name: the table tells them apart by folder.
+    const same = await compareBundles([join(work, 'cnn'), join(work, 'cnn-resume')], data, { figure: join(work, 'compare-same.png'), latencyRuns: 2, images: 2 });
+    expect(same.rows.map((x) => x.name)).toEqual([`${r.rows[0].name} (${work.split('/').pop()}/cnn)`, `${r.rows[0].name} (${work.split('/').pop()}/cnn-resume)`]);
+  }, 180_000);
 
   it('B-All: two sessions train one shared core with a readin and discriminator head each; one bundle per session', async () => {
     const other = await tinyDataset({ trainTrials: 160, validationTrials: 24 }, 150);

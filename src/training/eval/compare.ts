@@ -58,6 +58,15 @@ export async function compareBundles(dirs: string[], data: string, o: { figure?:
       trainingSeconds: r.bundle.manifest.training.seconds,
     });
   }
+  // Bundles of one recipe share a name: tell them apart by their folders in the table and the figure.
+  const names = rows.map((r) => r.name);
+  rows.forEach((r, k) => {
+    if (names.indexOf(r.name) === names.lastIndexOf(r.name)) return;
+    const folder = r.dir.split(/[\\/]/).filter(Boolean).slice(-2).join('/');
+    r.name = `${r.name} (${folder})`;
+    // The figure's label column is narrow: the folder alone.
+    grids[k].label = folder;
+  });
   const figure = o.figure ?? join(dirs[0], '..', 'compare.png');
   const n = targets!.length / (h * w);
   writeFile(figure, reconstructionGrid([{ label: 'stimulus', images: targets! }, ...grids], n, h, w, { columns: n }));
