@@ -394,8 +394,9 @@ describe('every frame a stream accepted gets its final ack', () => {
 });
 
 describe('a stream that goes idle while its frames are being decoded', () => {
-  // A decoder slow enough (thousands of neurons) that frames are still being decoded when the idle timer fires.
-  const wide = 3000;
+  // A decoder slow enough (8,000 neurons: a few ms a frame) that a backlog of 400 frames is still being
+  // decoded when the idle timer fires, on an idle machine too.
+  const wide = 8000;
   let wideBundle: string;
   beforeAll(async () => {
     const data = await tinyDataset({}, wide);
